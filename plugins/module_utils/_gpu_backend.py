@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one door to NVML: real pynvml, or the simulator, chosen explicitly per host.
+
+Everything in the collection that reads or changes GPUs receives a ``GpuBackend`` from
+``open_backend`` and calls ``backend.nvml.<pynvml function>``. Which NVML sits behind it is
+decided by the ``backend`` option alone (``heteromig_gpu_backend`` in inventories). There is no
+fallback: a host without a driver fails with a message naming the missing library.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any, Dict, Optional
+
+BACKENDS = ("nvml", "sim")
+
+# Argument spec shared by every module that talks to GPUs (documented by the
+# heteromig.fleet.gpu_backend doc fragment).
+BACKEND_ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
+    "backend": {"type": "str", "default": "nvml", "choices": list(BACKENDS)},
+    "sim_state": {"type": "path"},
+    "sim_gpus": {"type": "raw"},
+}
+
+
+class BackendError(Exception):
+    """NVML could not be opened or used; the message says what is wrong and what to do.
+
+    The simulator's own errors (``SimulatorError``) derive from it, so callers catch one class.
+    """
+
+
+# NVML error codes in the words nvidia-smi uses, so messages read the same as on real hosts
+# (pynvml's own str() asks libnvidia-ml for the text, which a simulated host does not have).
+_NVML_ERROR_TEXT = {
+    1: "Uninitialized",
+    2: "Invalid Argument",
+    3: "Not Supported",
+    4: "Insufficient Permissions",
+    6: "Not Found",
+    7: "Insufficient Size",
+    9: "Driver Not Loaded",
+    10: "Timeout",
+    12: "NVML Shared Library Not Found",
+    13: "Function Not Found",
+    15: "GPU is lost",
+    16: "GPU requires reset",
+    19: "In use by another client",
+    20: "Insufficient Memory",
+    23: "Insufficient Resources",
+    29: "Invalid State",
+    999: "Unknown Error",
+}
+
+
+def nvml_error_text(exc: BaseException) -> str:
+    """'In use by another client (NVML error 19)' for an NVMLError; str() for anything else."""
+    code = getattr(exc, "value", None)
+    if isinstance(code, int):
+        return "%s (NVML error %d)" % (_NVML_ERROR_TEXT.get(code, "NVML error"), code)
+    return str(exc)
+
+
+class GpuBackend:
+    """An opened NVML (real or simulated) plus the operations NVML itself does not offer."""
+
+    def __init__(self, name: str, nvml: Any, sim: Any = None) -> None:
+        self.name = name
+        self.nvml = nvml
+        self._sim = sim
+
+    @property
+    def simulated(self) -> bool:
+        return self._sim is not None
+
+    def reset_gpu(self, index: int) -> None:
+        """Reset one GPU (applies a pending MIG mode on Ampere). NVML has no call for this."""
+        if self._sim is not None:
+            self._sim.sim_reset_gpu(index)
+            return
+        try:
+            result = subprocess.run(
+                ["nvidia-smi", "--gpu-reset", "-i", str(index)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BackendError("cannot reset GPU %d: %s" % (index, exc)) from exc
+        if result.returncode != 0:
+            raise BackendError(
+                "nvidia-smi could not reset GPU %d: %s"
+                % (index, (result.stdout + result.stderr).strip())
+            )
+
+    def reboot_simulated_host(self) -> None:
+        if self._sim is None:
+            raise BackendError("only a simulated host can be rebooted through the backend")
+        self._sim.sim_reboot()
+
+    def close(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - shutting down must never mask the real outcome
+            pass
+
+
+def _import_pynvml() -> Any:
+    try:
+        import pynvml
+    except ImportError as exc:
+        import sys
+
+        raise BackendError(
+            "the Python package nvidia-ml-py (module pynvml) is not installed for %s on this "
+            "host; install it with '%s -m pip install nvidia-ml-py' (role "
+            "heteromig.fleet.host_prereqs does this)" % (sys.executable, sys.executable)
+        ) from exc
+    return pynvml
+
+
+def open_backend(backend: str, sim_state: Optional[str] = None, sim_gpus: Any = None) -> GpuBackend:
+    """Open and initialise NVML for ``backend`` ('nvml' or 'sim')."""
+    if backend not in BACKENDS:
+        raise BackendError(
+            "unknown GPU backend %r: choose one of %s" % (backend, ", ".join(BACKENDS))
+        )
+    pynvml = _import_pynvml()
+    if backend == "sim":
+        from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+            SimulatedNvml,
+        )
+
+        if not sim_state:
+            raise BackendError(
+                "backend 'sim' needs a simulator state file: set sim_state "
+                "(heteromig_sim_state in the inventory)"
+            )
+        sim = SimulatedNvml(sim_state, sim_gpus)
+        sim.nvmlInit()
+        return GpuBackend("sim", sim, sim=sim)
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError_LibraryNotFound as exc:
+        raise BackendError(
+            "NVML shared library libnvidia-ml.so.1 was not found on this host: the NVIDIA driver "
+            "is not installed. Install the driver, or, for simulated GPUs, set "
+            "heteromig_gpu_backend: sim"
+        ) from exc
+    except pynvml.NVMLError_DriverNotLoaded as exc:
+        raise BackendError(
+            "the NVIDIA kernel driver is not loaded on this host (NVML: %s); load it "
+            "(modprobe nvidia) or check 'nvidia-smi'" % nvml_error_text(exc)
+        ) from exc
+    except pynvml.NVMLError as exc:
+        raise BackendError(
+            "NVML could not be initialised on this host: %s" % nvml_error_text(exc)
+        ) from exc
+    return GpuBackend("nvml", pynvml)

@@ -1,0 +1,1058 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A simulated NVML with pynvml's interface, for hosts whose GPUs are simulated.
+
+``SimulatedNvml`` offers the pynvml functions heteromig uses, under the same names, taking and
+returning the same ctypes structures and opaque handle types, and raising the same
+``pynvml.NVMLError_*`` classes. The collection's NVML code cannot tell it from pynvml, so the
+same code path runs on real GPUs and on simulated ones.
+
+State lives in a JSON file on the host. Every call takes an ``flock`` on a lock file beside it,
+reads the state, and (for changes) writes it back atomically, so several processes (a facts
+module, a benchmark registering itself, a test) see one consistent set of GPUs.
+
+The simulator models what the collection has to survive on real hardware:
+- profile tables and placements from ``_gpu_catalog`` (the H100 equals a real capture);
+- MIG mode: Hopper applies a change at once, Ampere keeps it pending until a GPU reset, and a
+  host may be unable to reset (``reset_supported: false``), which leaves a reboot;
+- creation with and without placement (lowest free start first, as NVML does), with
+  ``Insufficient Resources`` when a placement is taken and ``In use`` when processes exist;
+- compute processes registered by pid, forgotten once the pid is gone;
+- injected faults, so tests can make a chosen call fail midway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import re
+import tempfile
+import uuid
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pynvml
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import BackendError
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+    CI_PROFILE_INDEX_BY_SLICES,
+    DRIVER_GI_PROFILE_INDEX_BOUND,
+    GpuModel,
+    compute_instance_name,
+    compute_instance_slice_options,
+    compute_instance_starts,
+    find_model,
+    gpu_instance_id_for,
+    known_model_names,
+)
+
+STATE_FORMAT = "heteromig.nvml-sim"
+STATE_VERSION = 1
+DRIVER_VERSION = "580.159.04"
+NVML_VERSION = "13.580.159.04"
+CUDA_DRIVER_VERSION = 13000
+
+# PCI buses of the eight GPUs of a DGX H100 / DGX A100, reused for simulated hosts.
+_DGX_BUSES = (0x1B, 0x43, 0x52, 0x61, 0x9D, 0xC3, 0xD1, 0xDF)
+
+# Handle kinds, encoded into the (never dereferenced) pointer values of opaque handles.
+_KIND_DEVICE = 1
+_KIND_GPU_INSTANCE = 2
+_KIND_COMPUTE_INSTANCE = 3
+_KIND_MIG_DEVICE = 4
+_HANDLE_TAG = 0x5A << 52
+
+
+class SimulatorError(BackendError):
+    """The simulator's configuration or state file is unusable; the message says why."""
+
+
+_SPEC_ITEM = re.compile(r"^\s*(?:(\d+)\s*[xX*]\s*)?([A-Za-z0-9][A-Za-z0-9 ._+-]*?)\s*$")
+
+
+def parse_gpu_spec(spec: Any) -> List[Dict[str, Any]]:
+    """Normalise a description of simulated GPUs.
+
+    Accepts ``"8xH100-SXM5-80GB"``, ``"2xA100-SXM4-40GB,1xA30"``, a list of such strings, or a
+    list of mappings ``{model: ..., count: ..., reset_supported: ...}``. Returns one mapping
+    per GPU: ``{"model": key, "reset_supported": bool}``.
+    """
+    if spec is None or spec == "" or spec == []:
+        raise SimulatorError(
+            "no simulated GPUs described: set heteromig_sim_gpus, e.g. '8xH100-SXM5-80GB'"
+        )
+    items: List[Any]
+    if isinstance(spec, str):
+        items = [part for part in spec.split(",") if part.strip()]
+    elif isinstance(spec, (list, tuple)):
+        items = list(spec)
+    else:
+        raise SimulatorError(
+            "simulated GPUs must be a string like '8xH100-SXM5-80GB' or a list, not %s"
+            % type(spec).__name__
+        )
+    gpus: List[Dict[str, Any]] = []
+    for item in items:
+        reset_supported = True
+        if isinstance(item, dict):
+            unknown = set(item) - {"model", "count", "reset_supported"}
+            if unknown:
+                raise SimulatorError(
+                    "unknown key(s) %s in simulated GPU entry %r; allowed: model, count, "
+                    "reset_supported" % (", ".join(sorted(unknown)), item)
+                )
+            name = str(item.get("model", ""))
+            count = item.get("count", 1)
+            reset_supported = bool(item.get("reset_supported", True))
+        else:
+            match = _SPEC_ITEM.match(str(item))
+            if not match:
+                raise SimulatorError("cannot read simulated GPU entry %r" % (item,))
+            count = int(match.group(1) or 1)
+            name = match.group(2)
+        model = find_model(name)
+        if model is None:
+            raise SimulatorError(
+                "unknown simulated GPU model %r; known models: %s"
+                % (name, ", ".join(known_model_names()))
+            )
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or count > 64:
+            raise SimulatorError(
+                "GPU count for %s must be a whole number from 1 to 64, got %r" % (name, count)
+            )
+        gpus.extend({"model": model.key, "reset_supported": reset_supported} for _ in range(count))
+    if len(gpus) > 64:
+        raise SimulatorError("at most 64 simulated GPUs per host, got %d" % len(gpus))
+    return gpus
+
+
+def _uuid_from(*parts: Any) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "heteromig-sim:" + ":".join(str(p) for p in parts)))
+
+
+def new_state(gpus: List[Dict[str, Any]], seed: str) -> Dict[str, Any]:
+    """A fresh state: MIG disabled on every GPU, no instances, no processes."""
+    devices = []
+    for index, gpu in enumerate(gpus):
+        bus = _DGX_BUSES[index] if index < len(_DGX_BUSES) else 0x100 + index
+        devices.append(
+            {
+                "index": index,
+                "model": gpu["model"],
+                "uuid": "GPU-" + _uuid_from(seed, index),
+                "serial": "16523%08d" % (uuid.UUID(_uuid_from(seed, "serial", index)).int % 10**8),
+                "pci_bus_id": "00000000:%02X:00.0" % (bus & 0xFF),
+                "pci_bus": bus & 0xFF,
+                "reset_supported": gpu["reset_supported"],
+                "mig_current": 0,
+                "mig_pending": 0,
+                "gpu_instances": [],
+            }
+        )
+    return {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "seed": seed,
+        "spec": gpus,
+        "gpus": devices,
+        "processes": [],
+        "faults": [],
+    }
+
+
+class StateFile:
+    """The simulator's JSON state file, guarded by an flock on ``<path>.lock``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.lock_path = self.path + ".lock"
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SimulatorError(
+                "cannot open simulator lock file %s: %s" % (self.lock_path, exc.strerror)
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _load(self) -> Dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise SimulatorError("simulator state file %s does not exist" % self.path) from exc
+            raise SimulatorError(
+                "cannot read simulator state file %s: %s" % (self.path, exc.strerror)
+            ) from exc
+        try:
+            state = json.loads(text)
+        except ValueError as exc:
+            raise SimulatorError(
+                "simulator state file %s is corrupt (%s); move it away to start from a fresh "
+                "simulated host" % (self.path, exc)
+            ) from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise SimulatorError(
+                "%s is not a heteromig simulator state file (no '\"format\": \"%s\"'); move it "
+                "away to start from a fresh simulated host" % (self.path, STATE_FORMAT)
+            )
+        version = state.get("version")
+        if not isinstance(version, int) or version > STATE_VERSION:
+            raise SimulatorError(
+                "simulator state file %s was written by a newer heteromig (state version %r; "
+                "this one reads version %d): upgrade the collection on the controller"
+                % (self.path, version, STATE_VERSION)
+            )
+        for key in ("gpus", "processes", "faults", "spec"):
+            if not isinstance(state.get(key), list):
+                raise SimulatorError(
+                    "simulator state file %s is corrupt: '%s' is missing or not a list"
+                    % (self.path, key)
+                )
+        return state
+
+    def _store(self, state: Dict[str, Any]) -> None:
+        directory = os.path.dirname(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=".nvml-sim.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(state, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def create_if_missing(self, gpus: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Create the state for ``gpus`` unless it exists; either way check it matches."""
+        with self._locked(exclusive=True):
+            if not os.path.exists(self.path):
+                self._store(new_state(gpus, seed=self.path))
+            state = self._load()
+        if state["spec"] != gpus:
+            raise SimulatorError(
+                "simulator state file %s describes %s, but this host is now configured with %s; "
+                "remove the state file to re-create the simulated GPUs"
+                % (self.path, describe_spec(state["spec"]), describe_spec(gpus))
+            )
+        return state
+
+    def read(self) -> Dict[str, Any]:
+        with self._locked(exclusive=False):
+            return self._load()
+
+    @contextmanager
+    def update(self) -> Iterator[Dict[str, Any]]:
+        """Read-modify-write under the exclusive lock; nothing is written if the body raises."""
+        with self._locked(exclusive=True):
+            state = self._load()
+            yield state
+            self._store(state)
+
+
+def describe_spec(gpus: List[Dict[str, Any]]) -> str:
+    counts: Dict[str, int] = {}
+    for gpu in gpus:
+        counts[gpu["model"]] = counts.get(gpu["model"], 0) + 1
+    return ",".join("%dx%s" % (count, model) for model, count in counts.items())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _raise(code: int) -> None:
+    raise pynvml.NVMLError(code)
+
+
+class SimulatedNvml:
+    """pynvml-compatible NVML over a simulator state file.
+
+    Constants, structures and error classes are pynvml's own (attribute access falls through
+    to the pynvml module), so callers use this object exactly as they use ``pynvml``.
+    """
+
+    def __init__(self, state_path: str, gpus: Any = None) -> None:
+        self._file = StateFile(state_path)
+        self._gpu_spec = parse_gpu_spec(gpus) if gpus is not None else None
+        self._initialised = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # Constants (NVML_*), error classes (NVMLError*), structures (c_nvml*) come from pynvml.
+        return getattr(pynvml, name)
+
+    # ------------------------------------------------------------------ handles
+    @staticmethod
+    def _handle(kind: int, gpu: int, gi: int = 0, ci: int = 0, ptr_type: Any = None) -> Any:
+        value = _HANDLE_TAG | kind << 44 | (gpu & 0xFF) << 32 | (gi & 0xFFFF) << 16 | (ci & 0xFFFF)
+        return ctypes.cast(ctypes.c_void_p(value), ptr_type or pynvml.c_nvmlDevice_t)
+
+    @staticmethod
+    def _decode(handle: Any, *kinds: int) -> Tuple[int, int, int, int]:
+        try:
+            value = ctypes.cast(handle, ctypes.c_void_p).value or 0
+        except (TypeError, ctypes.ArgumentError):
+            value = 0
+        if value & (0xFFF << 52) != _HANDLE_TAG:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        kind = value >> 44 & 0xFF
+        if kind not in kinds:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return kind, value >> 32 & 0xFF, value >> 16 & 0xFFFF, value & 0xFFFF
+
+    # ------------------------------------------------------------------ state helpers
+    def _require_init(self) -> None:
+        if not self._initialised:
+            _raise(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def _read(self) -> Dict[str, Any]:
+        self._require_init()
+        state = self._file.read()
+        state["processes"] = [p for p in state["processes"] if _pid_alive(p["pid"])]
+        return state
+
+    @contextmanager
+    def _write(self, function: str) -> Iterator[Dict[str, Any]]:
+        self._require_init()
+        with self._file.update() as state:
+            state["processes"] = [p for p in state["processes"] if _pid_alive(p["pid"])]
+            self._maybe_fault(state, function)
+            yield state
+
+    def _maybe_fault(self, state: Dict[str, Any], function: str) -> None:
+        for fault in state["faults"]:
+            if fault.get("function") != function or fault.get("remaining", 0) <= 0:
+                continue
+            if fault.get("skip", 0) > 0:
+                fault["skip"] -= 1
+                continue
+            fault["remaining"] -= 1
+            code = int(fault.get("error", pynvml.NVML_ERROR_UNKNOWN))
+            # The fault's bookkeeping must persist even though the call fails.
+            self._file._store(state)
+            _raise(code)
+
+    @staticmethod
+    def _gpu(state: Dict[str, Any], index: int) -> Dict[str, Any]:
+        if index >= len(state["gpus"]):
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return state["gpus"][index]
+
+    @staticmethod
+    def _model(gpu: Dict[str, Any]) -> GpuModel:
+        model = find_model(gpu["model"])
+        if model is None:
+            raise SimulatorError("state names unknown GPU model %r" % gpu["model"])
+        return model
+
+    @staticmethod
+    def _gi(gpu: Dict[str, Any], gi_id: int) -> Dict[str, Any]:
+        for gi in gpu["gpu_instances"]:
+            if gi["id"] == gi_id:
+                return gi
+        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _ci(gi: Dict[str, Any], ci_id: int) -> Dict[str, Any]:
+        for ci in gi["compute_instances"]:
+            if ci["id"] == ci_id:
+                return ci
+        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _mig_devices(gpu: Dict[str, Any]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+        pairs = []
+        for gi in sorted(gpu["gpu_instances"], key=lambda g: (g["start"], g["id"])):
+            for ci in sorted(gi["compute_instances"], key=lambda c: (c["start"], c["id"])):
+                pairs.append((gi, ci))
+        return pairs
+
+    @staticmethod
+    def _processes_on(state: Dict[str, Any], uuids: List[str]) -> List[Dict[str, Any]]:
+        return [p for p in state["processes"] if p["device_uuid"] in uuids]
+
+    def _all_uuids(self, gpu: Dict[str, Any]) -> List[str]:
+        return [gpu["uuid"]] + [ci["uuid"] for _, ci in self._mig_devices(gpu)]
+
+    # ------------------------------------------------------------------ init and system
+    def nvmlInit(self) -> None:
+        if self._gpu_spec is not None:
+            self._file.create_if_missing(self._gpu_spec)
+        else:
+            self._file.read()
+        self._initialised += 1
+
+    def nvmlInitWithFlags(self, flags: int) -> None:
+        self.nvmlInit()
+
+    def nvmlShutdown(self) -> None:
+        self._require_init()
+        self._initialised -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._require_init()
+        return DRIVER_VERSION
+
+    def nvmlSystemGetNVMLVersion(self) -> str:
+        self._require_init()
+        return NVML_VERSION
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        self._require_init()
+        return CUDA_DRIVER_VERSION
+
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        state = self._read()
+        for proc in state["processes"]:
+            if proc["pid"] == pid:
+                return proc["name"]
+        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ devices
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._read()["gpus"])
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        state = self._read()
+        self._gpu(state, index)
+        return self._handle(_KIND_DEVICE, index)
+
+    def nvmlDeviceGetHandleByUUID(self, device_uuid: Any) -> Any:
+        if isinstance(device_uuid, bytes):
+            device_uuid = device_uuid.decode()
+        state = self._read()
+        for gpu in state["gpus"]:
+            if gpu["uuid"] == device_uuid:
+                return self._handle(_KIND_DEVICE, gpu["index"])
+            for position, (_gi, ci) in enumerate(self._mig_devices(gpu)):
+                if ci["uuid"] == device_uuid:
+                    return self._handle(_KIND_MIG_DEVICE, gpu["index"], position)
+        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def _device_or_mig(self, handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
+        """(state, gpu, (gi, ci) or None) for a device or MIG device handle."""
+        kind, index, position, _ = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
+        state = self._read()
+        gpu = self._gpu(state, index)
+        if kind == _KIND_DEVICE:
+            return state, gpu, None
+        devices = self._mig_devices(gpu)
+        if position >= len(devices):
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return state, gpu, devices[position]
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        _, gpu, mig = self._device_or_mig(handle)
+        model = self._model(gpu)
+        if mig is None:
+            return model.nvml_name
+        gi_profile = model.profile_by_id(mig[0]["profile_id"])
+        return "%s MIG %s" % (model.nvml_name, gi_profile.name if gi_profile else "?")
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        _, gpu, mig = self._device_or_mig(handle)
+        return gpu["uuid"] if mig is None else mig[1]["uuid"]
+
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        _, gpu, _ = self._device_or_mig(handle)
+        return gpu["serial"]
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu["index"]
+
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
+        _, gpu, _ = self._device_or_mig(handle)
+        model = self._model(gpu)
+        info = pynvml.nvmlPciInfo_t()
+        bus_id = gpu["pci_bus_id"].encode()
+        info.busId = bus_id
+        info.busIdLegacy = bus_id[4:]
+        info.domain = 0
+        info.bus = gpu["pci_bus"]
+        info.device = 0
+        info.pciDeviceId = model.pci_device_id
+        info.pciSubSystemId = model.pci_subsystem_id
+        return info
+
+    nvmlDeviceGetPciInfo_v3 = nvmlDeviceGetPciInfo
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
+        state, gpu, mig = self._device_or_mig(handle)
+        model = self._model(gpu)
+        memory = pynvml.c_nvmlMemory_t()
+        if mig is None:
+            total = model.memory_total_bytes
+            used_by = self._all_uuids(gpu)
+        else:
+            profile = model.profile_by_id(mig[0]["profile_id"])
+            total = (profile.memory_mib if profile else 0) * 1024 * 1024
+            used_by = [mig[1]["uuid"]]
+        used = sum(p["used_memory"] for p in self._processes_on(state, used_by))
+        # A driver reserves some memory even when idle; the capture showed 480 MiB on an H100.
+        reserved = 503316480 if mig is None else 0
+        memory.total = total
+        memory.used = min(total, used + reserved)
+        memory.free = total - memory.used
+        return memory
+
+    def nvmlDeviceGetArchitecture(self, handle: Any) -> int:
+        _, gpu, _ = self._device_or_mig(handle)
+        return self._model(gpu).arch_code
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> Tuple[int, int]:
+        _, gpu, _ = self._device_or_mig(handle)
+        return self._model(gpu).cuda_capability
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> int:
+        kind, _, _, _ = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
+        return 1 if kind == _KIND_MIG_DEVICE else 0
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> List[Any]:
+        state, gpu, mig = self._device_or_mig(handle)
+        uuids = self._all_uuids(gpu) if mig is None else [mig[1]["uuid"]]
+        ids: Dict[str, Tuple[int, int]] = {}
+        for gi, ci in self._mig_devices(gpu):
+            ids[ci["uuid"]] = (gi["id"], ci["id"])
+        result = []
+        for proc in self._processes_on(state, uuids):
+            info = pynvml.c_nvmlProcessInfo_v3_t()
+            info.pid = proc["pid"]
+            info.usedGpuMemory = proc["used_memory"]
+            gi_id, ci_id = ids.get(proc["device_uuid"], (0xFFFFFFFF, 0xFFFFFFFF))
+            info.gpuInstanceId = gi_id
+            info.computeInstanceId = ci_id
+            result.append(pynvml.nvmlStructToFriendlyObject(info))
+        return result
+
+    nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
+
+    # ------------------------------------------------------------------ MIG mode
+    def nvmlDeviceGetMigMode(self, handle: Any) -> List[int]:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return [gpu["mig_current"], gpu["mig_pending"]]
+
+    def nvmlDeviceSetMigMode(self, handle: Any, mode: int) -> int:
+        _, index, _, _ = self._decode(handle, _KIND_DEVICE)
+        if mode not in (pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_ENABLE):
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        with self._write("nvmlDeviceSetMigMode") as state:
+            gpu = self._gpu(state, index)
+            model = self._model(gpu)
+            if gpu["gpu_instances"] and mode == pynvml.NVML_DEVICE_MIG_DISABLE:
+                _raise(pynvml.NVML_ERROR_IN_USE)
+            gpu["mig_pending"] = mode
+            if mode == gpu["mig_current"]:
+                return pynvml.NVML_SUCCESS
+            if model.mode_change_needs_reset:
+                return pynvml.NVML_ERROR_RESET_REQUIRED
+            if self._processes_on(state, self._all_uuids(gpu)):
+                return pynvml.NVML_ERROR_IN_USE
+            gpu["mig_current"] = mode
+            return pynvml.NVML_SUCCESS
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return self._model(gpu).compute_slices if gpu["mig_current"] else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None or not gpu["mig_current"]:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if index >= len(self._mig_devices(gpu)):
+            _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        return self._handle(_KIND_MIG_DEVICE, gpu["index"], index)
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> Any:
+        _, index, _, _ = self._decode(handle, _KIND_MIG_DEVICE)
+        return self._handle(_KIND_DEVICE, index)
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
+        _, _, mig = self._device_or_mig(handle)
+        if mig is None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return mig[0]["id"]
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: Any) -> int:
+        _, _, mig = self._device_or_mig(handle)
+        if mig is None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return mig[1]["id"]
+
+    # ------------------------------------------------------------------ GPU-instance profiles
+    def _profile_info_fill(self, info: Any, model: GpuModel, index: int) -> Any:
+        profile = model.profile_by_index(index)
+        if profile is None:
+            if index >= DRIVER_GI_PROFILE_INDEX_BOUND or index < 0:
+                _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        info.id = profile.id
+        info.isP2pSupported = 0
+        info.sliceCount = profile.slice_count
+        info.instanceCount = profile.instance_count
+        info.multiprocessorCount = profile.multiprocessors
+        info.copyEngineCount = profile.copy_engines
+        info.decoderCount = profile.decoders
+        info.encoderCount = profile.encoders
+        info.jpegCount = profile.jpegs
+        info.ofaCount = profile.ofas
+        info.memorySizeMB = profile.memory_mib
+        return info
+
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: Any, profile: int, version: int = 2) -> Any:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        model = self._model(gpu)
+        if version == 2:
+            info = self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_v2_t(), model, profile)
+            info.name = ("MIG " + model.profile_by_index(profile).name).encode()
+            return info
+        if version == 1:
+            return self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_t(), model, profile)
+        _raise(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    nvmlDeviceGetGpuInstanceProfileInfoV = nvmlDeviceGetGpuInstanceProfileInfo
+
+    def _profile_for_id(self, gpu: Dict[str, Any], profile_id: int) -> Any:
+        profile = self._model(gpu).profile_by_id(profile_id)
+        if profile is None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return profile
+
+    @staticmethod
+    def _occupied(gpu: Dict[str, Any]) -> List[Tuple[int, int]]:
+        return [(gi["start"], gi["start"] + gi["size"]) for gi in gpu["gpu_instances"]]
+
+    @staticmethod
+    def _free(occupied: List[Tuple[int, int]], start: int, size: int) -> bool:
+        return all(start + size <= lo or start >= hi for lo, hi in occupied)
+
+    def nvmlDeviceGetGpuInstanceRemainingCapacity(self, handle: Any, profile_id: int) -> int:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        profile = self._profile_for_id(gpu, profile_id)
+        same = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id]
+        if len(same) >= profile.instance_count:
+            return 0
+        # Greedy count of instances that still fit, lowest start first (as NVML places them).
+        occupied = self._occupied(gpu)
+        fits = 0
+        for start in profile.placement_starts:
+            if fits + len(same) >= profile.instance_count:
+                break
+            if self._free(occupied, start, profile.placement_size):
+                occupied.append((start, start + profile.placement_size))
+                fits += 1
+        return fits
+
+    def nvmlDeviceGetGpuInstancePossiblePlacements(
+        self, handle: Any, profile_id: int, placements_ref: Any, count_ref: Any
+    ) -> int:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        profile = self._profile_for_id(gpu, profile_id)
+        count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
+        placements = profile.placements
+        if placements_ref is None:
+            count.value = len(placements)
+            return pynvml.NVML_SUCCESS
+        if count.value < len(placements):
+            count.value = len(placements)
+            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+        for position, (start, size) in enumerate(placements):
+            placements_ref[position].start = start
+            placements_ref[position].size = size
+        count.value = len(placements)
+        return pynvml.NVML_SUCCESS
+
+    nvmlDeviceGetGpuInstancePossiblePlacements_v2 = nvmlDeviceGetGpuInstancePossiblePlacements
+
+    # ------------------------------------------------------------------ GPU instances
+    def _create_gi(self, handle: Any, profile_id: int, placement: Any, function: str) -> Any:
+        _, index, _, _ = self._decode(handle, _KIND_DEVICE)
+        with self._write(function) as state:
+            gpu = self._gpu(state, index)
+            if not gpu["mig_current"]:
+                _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            model = self._model(gpu)
+            profile = self._profile_for_id(gpu, profile_id)
+            same = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id]
+            if len(same) >= profile.instance_count:
+                _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+            occupied = self._occupied(gpu)
+            if placement is None:
+                starts = [
+                    s for s in profile.placement_starts
+                    if self._free(occupied, s, profile.placement_size)
+                ]
+                if not starts:
+                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+                start = starts[0]
+            else:
+                start, size = int(placement.start), int(placement.size)
+                if start not in profile.placement_starts or size != profile.placement_size:
+                    _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+                if not self._free(occupied, start, size):
+                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+            gi_id = gpu_instance_id_for(model, start, profile.placement_size)
+            gpu["gpu_instances"].append(
+                {
+                    "id": gi_id,
+                    "profile_id": profile.id,
+                    "start": start,
+                    "size": profile.placement_size,
+                    "compute_instances": [],
+                }
+            )
+            return self._handle(_KIND_GPU_INSTANCE, index, gi_id, 0, pynvml.c_nvmlGpuInstance_t)
+
+    def nvmlDeviceCreateGpuInstance(self, handle: Any, profile_id: int) -> Any:
+        return self._create_gi(handle, profile_id, None, "nvmlDeviceCreateGpuInstance")
+
+    def nvmlDeviceCreateGpuInstanceWithPlacement(
+        self, handle: Any, profile_id: int, placement: Any
+    ) -> Any:
+        if hasattr(placement, "_obj"):
+            placement = placement._obj
+        return self._create_gi(
+            handle, profile_id, placement, "nvmlDeviceCreateGpuInstanceWithPlacement"
+        )
+
+    def nvmlDeviceGetGpuInstances(
+        self, handle: Any, profile_id: int, instances_ref: Any, count_ref: Any
+    ) -> int:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        # With MIG disabled a real H100 answers success and a count of 0 (tests/fixtures/real-h100).
+        self._profile_for_id(gpu, profile_id)
+        matching = sorted(
+            (gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id),
+            key=lambda gi: gi["id"],
+        )
+        count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
+        if instances_ref is not None and count.value < len(matching):
+            count.value = len(matching)
+            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+        if instances_ref is not None:
+            for position, gi in enumerate(matching):
+                instances_ref[position] = self._handle(
+                    _KIND_GPU_INSTANCE, gpu["index"], gi["id"], 0, pynvml.c_nvmlGpuInstance_t
+                )
+        count.value = len(matching)
+        return pynvml.NVML_SUCCESS
+
+    def nvmlDeviceGetGpuInstanceById(self, handle: Any, gi_id: int) -> Any:
+        _, gpu, mig = self._device_or_mig(handle)
+        if mig is not None:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if not gpu["mig_current"]:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        self._gi(gpu, gi_id)
+        return self._handle(_KIND_GPU_INSTANCE, gpu["index"], gi_id, 0, pynvml.c_nvmlGpuInstance_t)
+
+    def _gi_from_handle(self, gi_handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+        _, index, gi_id, _ = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        state = self._read()
+        gpu = self._gpu(state, index)
+        return state, gpu, self._gi(gpu, gi_id)
+
+    def nvmlGpuInstanceGetInfo(self, gi_handle: Any) -> Any:
+        _, gpu, gi = self._gi_from_handle(gi_handle)
+        info = pynvml.c_nvmlGpuInstanceInfo_t()
+        info.id = gi["id"]
+        info.profileId = gi["profile_id"]
+        info.placement.start = gi["start"]
+        info.placement.size = gi["size"]
+        return info
+
+    def nvmlGpuInstanceDestroy(self, gi_handle: Any) -> int:
+        _, index, gi_id, _ = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        with self._write("nvmlGpuInstanceDestroy") as state:
+            gpu = self._gpu(state, index)
+            gi = self._gi(gpu, gi_id)
+            if gi["compute_instances"]:
+                _raise(pynvml.NVML_ERROR_IN_USE)
+            gpu["gpu_instances"].remove(gi)
+            return pynvml.NVML_SUCCESS
+
+    # ------------------------------------------------------------------ compute instances
+    def _ci_sizes(self, gpu: Dict[str, Any], gi: Dict[str, Any]) -> Tuple[int, Any]:
+        gi_profile = self._model(gpu).profile_by_id(gi["profile_id"])
+        return gi_profile.slice_count, gi_profile
+
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        self, gi_handle: Any, profile: int, eng_profile: int, version: int = 2
+    ) -> Any:
+        _, gpu, gi = self._gi_from_handle(gi_handle)
+        gi_slices, gi_profile = self._ci_sizes(gpu, gi)
+        model = self._model(gpu)
+        sizes = {CI_PROFILE_INDEX_BY_SLICES[s]: s for s in compute_instance_slice_options(gi_slices)}
+        if eng_profile != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if profile not in sizes:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        ci_slices = sizes[profile]
+        if version == 2:
+            info = pynvml.c_nvmlComputeInstanceProfileInfo_v2_t()
+        elif version == 1:
+            info = pynvml.c_nvmlComputeInstanceProfileInfo_t()
+        else:
+            _raise(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        info.id = profile
+        info.sliceCount = ci_slices
+        info.instanceCount = len(compute_instance_starts(gi_slices, ci_slices))
+        info.multiprocessorCount = (
+            gi_profile.multiprocessors
+            if ci_slices == gi_slices
+            else ci_slices * model.sms_per_compute_slice
+        )
+        info.sharedCopyEngineCount = gi_profile.copy_engines
+        info.sharedDecoderCount = gi_profile.decoders
+        info.sharedEncoderCount = gi_profile.encoders
+        info.sharedJpegCount = gi_profile.jpegs
+        info.sharedOfaCount = gi_profile.ofas
+        if version == 2:
+            info.name = ("MIG " + compute_instance_name(gi_profile, ci_slices)).encode()
+        return info
+
+    nvmlGpuInstanceGetComputeInstanceProfileInfoV = nvmlGpuInstanceGetComputeInstanceProfileInfo
+
+    def _ci_slices_for_id(self, gpu: Dict[str, Any], gi: Dict[str, Any], profile_id: int) -> int:
+        gi_slices, _ = self._ci_sizes(gpu, gi)
+        for size in compute_instance_slice_options(gi_slices):
+            if CI_PROFILE_INDEX_BY_SLICES[size] == profile_id:
+                return size
+        _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        raise AssertionError("unreachable")
+
+    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: int) -> int:
+        _, gpu, gi = self._gi_from_handle(gi_handle)
+        gi_slices, _ = self._ci_sizes(gpu, gi)
+        size = self._ci_slices_for_id(gpu, gi, profile_id)
+        occupied = [(c["start"], c["start"] + c["size"]) for c in gi["compute_instances"]]
+        fits = 0
+        for start in compute_instance_starts(gi_slices, size):
+            if self._free(occupied, start, size):
+                occupied.append((start, start + size))
+                fits += 1
+        return fits
+
+    def nvmlGpuInstanceGetComputeInstancePossiblePlacements(
+        self, gi_handle: Any, profile_id: int, placements_ref: Any, count_ref: Any
+    ) -> int:
+        _, gpu, gi = self._gi_from_handle(gi_handle)
+        gi_slices, _ = self._ci_sizes(gpu, gi)
+        size = self._ci_slices_for_id(gpu, gi, profile_id)
+        starts = compute_instance_starts(gi_slices, size)
+        count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
+        if placements_ref is None:
+            count.value = len(starts)
+            return pynvml.NVML_SUCCESS
+        if count.value < len(starts):
+            count.value = len(starts)
+            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+        for position, start in enumerate(starts):
+            placements_ref[position].start = start
+            placements_ref[position].size = size
+        count.value = len(starts)
+        return pynvml.NVML_SUCCESS
+
+    def _create_ci(self, gi_handle: Any, profile_id: int, placement: Any, function: str) -> Any:
+        _, index, gi_id, _ = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        with self._write(function) as state:
+            gpu = self._gpu(state, index)
+            gi = self._gi(gpu, gi_id)
+            gi_slices, _ = self._ci_sizes(gpu, gi)
+            size = self._ci_slices_for_id(gpu, gi, profile_id)
+            occupied = [(c["start"], c["start"] + c["size"]) for c in gi["compute_instances"]]
+            valid = compute_instance_starts(gi_slices, size)
+            if placement is None:
+                free = [s for s in valid if self._free(occupied, s, size)]
+                if not free:
+                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+                start = free[0]
+            else:
+                start = int(placement.start)
+                if start not in valid or int(placement.size) != size:
+                    _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+                if not self._free(occupied, start, size):
+                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+            used_ids = {c["id"] for c in gi["compute_instances"]}
+            ci_id = next(i for i in range(64) if i not in used_ids)
+            gi["compute_instances"].append(
+                {
+                    "id": ci_id,
+                    "profile_id": profile_id,
+                    "start": start,
+                    "size": size,
+                    "uuid": "MIG-" + _uuid_from(gpu["uuid"], gi_id, ci_id, start, size),
+                }
+            )
+            return self._handle(
+                _KIND_COMPUTE_INSTANCE, index, gi_id, ci_id, pynvml.c_nvmlComputeInstance_t
+            )
+
+    def nvmlGpuInstanceCreateComputeInstance(self, gi_handle: Any, profile_id: int) -> Any:
+        return self._create_ci(gi_handle, profile_id, None, "nvmlGpuInstanceCreateComputeInstance")
+
+    def nvmlGpuInstanceCreateComputeInstanceWithPlacement(
+        self, gi_handle: Any, profile_id: int, placement: Any
+    ) -> Any:
+        if hasattr(placement, "_obj"):
+            placement = placement._obj
+        return self._create_ci(
+            gi_handle, profile_id, placement, "nvmlGpuInstanceCreateComputeInstanceWithPlacement"
+        )
+
+    def nvmlGpuInstanceGetComputeInstances(
+        self, gi_handle: Any, profile_id: int, instances_ref: Any, count_ref: Any
+    ) -> int:
+        _, gpu, gi = self._gi_from_handle(gi_handle)
+        self._ci_slices_for_id(gpu, gi, profile_id)
+        matching = sorted(
+            (c for c in gi["compute_instances"] if c["profile_id"] == profile_id),
+            key=lambda c: c["id"],
+        )
+        count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
+        if instances_ref is not None and count.value < len(matching):
+            count.value = len(matching)
+            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+        if instances_ref is not None:
+            for position, ci in enumerate(matching):
+                instances_ref[position] = self._handle(
+                    _KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci["id"],
+                    pynvml.c_nvmlComputeInstance_t,
+                )
+        count.value = len(matching)
+        return pynvml.NVML_SUCCESS
+
+    def nvmlGpuInstanceGetComputeInstanceById(self, gi_handle: Any, ci_id: int) -> Any:
+        _, gpu, gi = self._gi_from_handle(gi_handle)
+        self._ci(gi, ci_id)
+        return self._handle(
+            _KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci_id, pynvml.c_nvmlComputeInstance_t
+        )
+
+    def nvmlComputeInstanceGetInfo(self, ci_handle: Any) -> Any:
+        _, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
+        state = self._read()
+        gpu = self._gpu(state, index)
+        gi = self._gi(gpu, gi_id)
+        ci = self._ci(gi, ci_id)
+        info = pynvml.c_nvmlComputeInstanceInfo_t()
+        info.gpuInstance = self._handle(
+            _KIND_GPU_INSTANCE, index, gi_id, 0, pynvml.c_nvmlGpuInstance_t
+        )
+        info.device = self._handle(_KIND_DEVICE, index)
+        info.id = ci["id"]
+        info.profileId = ci["profile_id"]
+        info.placement.start = ci["start"]
+        info.placement.size = ci["size"]
+        return info
+
+    nvmlComputeInstanceGetInfo_v2 = nvmlComputeInstanceGetInfo
+
+    def nvmlComputeInstanceDestroy(self, ci_handle: Any) -> int:
+        _, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
+        with self._write("nvmlComputeInstanceDestroy") as state:
+            gpu = self._gpu(state, index)
+            gi = self._gi(gpu, gi_id)
+            ci = self._ci(gi, ci_id)
+            if self._processes_on(state, [ci["uuid"]]):
+                _raise(pynvml.NVML_ERROR_IN_USE)
+            gi["compute_instances"].remove(ci)
+            return pynvml.NVML_SUCCESS
+
+    # ------------------------------------------------------------------ beyond NVML
+    # A GPU reset and a reboot are not NVML calls (nvidia-smi -r, a host reboot); the backend
+    # layer maps them to these for simulated hosts.
+    def sim_reset_gpu(self, index: int) -> None:
+        with self._write("sim_reset_gpu") as state:
+            gpu = self._gpu(state, index)
+            if not gpu["reset_supported"]:
+                _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            if self._processes_on(state, self._all_uuids(gpu)):
+                _raise(pynvml.NVML_ERROR_IN_USE)
+            gpu["gpu_instances"] = []
+            gpu["mig_current"] = gpu["mig_pending"]
+
+    def sim_reboot(self) -> None:
+        """A host reboot: processes end, instances vanish, pending modes apply on Ampere."""
+        with self._write("sim_reboot") as state:
+            state["processes"] = []
+            for gpu in state["gpus"]:
+                gpu["gpu_instances"] = []
+                if self._model(gpu).mig_mode_persists:
+                    gpu["mig_current"] = gpu["mig_pending"]
+                else:
+                    gpu["mig_current"] = gpu["mig_pending"] = 0
+
+
+def register_process(
+    state_path: str, pid: int, device_uuid: str, name: str, used_memory: int = 0
+) -> None:
+    """Record that ``pid`` runs on a simulated GPU or MIG device (what a CUDA context does)."""
+    store = StateFile(state_path)
+    with store.update() as state:
+        known = {gpu["uuid"] for gpu in state["gpus"]}
+        for gpu in state["gpus"]:
+            for gi in gpu["gpu_instances"]:
+                known.update(ci["uuid"] for ci in gi["compute_instances"])
+        if device_uuid not in known:
+            raise SimulatorError(
+                "no simulated GPU or MIG device with UUID %s in %s" % (device_uuid, state_path)
+            )
+        state["processes"] = [
+            p for p in state["processes"] if p["pid"] != pid and _pid_alive(p["pid"])
+        ]
+        state["processes"].append(
+            {"pid": pid, "device_uuid": device_uuid, "name": name, "used_memory": used_memory}
+        )
+
+
+def inject_fault(
+    state_path: str, function: str, error: int, skip: int = 0, times: int = 1
+) -> None:
+    """Make the simulator's ``function`` fail with NVML error ``error`` after ``skip`` calls."""
+    with StateFile(state_path).update() as state:
+        state["faults"].append(
+            {"function": function, "error": error, "skip": skip, "remaining": times}
+        )
+
