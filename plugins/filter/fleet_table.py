@@ -39,7 +39,8 @@ _value:
   elements: str
 """
 
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._fleet_table import (
     fleet_rows,
@@ -47,10 +48,10 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._fleet_table impor
 )
 
 
-def fleet_table(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> List[str]:
+def fleet_table(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> list[str]:
     return render_table(fleet_rows(hosts, hostvars))
 
 
 class FilterModule:
-    def filters(self) -> Dict[str, Callable[..., Any]]:
+    def filters(self) -> dict[str, Callable[..., Any]]:
         return {"fleet_table": fleet_table}

@@ -11,8 +11,8 @@ fallback: a host without a driver fails with a message naming the missing librar
 
 from __future__ import annotations
 
-import subprocess
-from typing import Any, Dict, Optional
+import contextlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 BACKENDS = ("nvml", "sim")
 
@@ -23,6 +23,10 @@ BACKEND_ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
     "sim_state": {"type": "path"},
     "sim_gpus": {"type": "raw"},
 }
+
+
+# (argv) -> (rc, stdout, stderr), e.g. AnsibleModule.run_command
+RunCommand = Callable[[List[str]], Tuple[int, str, str]]
 
 
 class BackendError(Exception):
@@ -46,7 +50,7 @@ _NVML_ERROR_TEXT = {
     12: "NVML Shared Library Not Found",
     13: "Function Not Found",
     15: "GPU is lost",
-    16: "GPU requires reset",
+    16: "GPU requires restart",  # nvmlErrorString (pynvml carries the same table)
     19: "In use by another client",
     20: "Insufficient Memory",
     23: "Insufficient Resources",
@@ -66,10 +70,13 @@ def nvml_error_text(exc: BaseException) -> str:
 class GpuBackend:
     """An opened NVML (real or simulated) plus the operations NVML itself does not offer."""
 
-    def __init__(self, name: str, nvml: Any, sim: Any = None) -> None:
+    def __init__(
+        self, name: str, nvml: Any, sim: Any = None, run_command: Optional[RunCommand] = None
+    ) -> None:
         self.name = name
         self.nvml = nvml
         self._sim = sim
+        self._run_command = run_command
 
     @property
     def simulated(self) -> bool:
@@ -80,20 +87,14 @@ class GpuBackend:
         if self._sim is not None:
             self._sim.sim_reset_gpu(index)
             return
-        try:
-            result = subprocess.run(
-                ["nvidia-smi", "--gpu-reset", "-i", str(index)],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=300,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BackendError("cannot reset GPU %d: %s" % (index, exc)) from exc
-        if result.returncode != 0:
+        if self._run_command is None:
             raise BackendError(
-                "nvidia-smi could not reset GPU %d: %s"
-                % (index, (result.stdout + result.stderr).strip())
+                "cannot reset GPU %d: no command runner was given to open_backend" % index
+            )
+        rc, out, err = self._run_command(["nvidia-smi", "--gpu-reset", "-i", str(index)])
+        if rc != 0:
+            raise BackendError(
+                "nvidia-smi could not reset GPU %d: %s" % (index, (out + err).strip())
             )
 
     def reboot_simulated_host(self) -> None:
@@ -102,10 +103,8 @@ class GpuBackend:
         self._sim.sim_reboot()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - shutting down must never mask the real outcome
-            pass
 
 
 def _import_pynvml() -> Any:
@@ -122,8 +121,17 @@ def _import_pynvml() -> Any:
     return pynvml
 
 
-def open_backend(backend: str, sim_state: Optional[str] = None, sim_gpus: Any = None) -> GpuBackend:
-    """Open and initialise NVML for ``backend`` ('nvml' or 'sim')."""
+def open_backend(
+    backend: str,
+    sim_state: Optional[str] = None,
+    sim_gpus: Any = None,
+    run_command: Optional[RunCommand] = None,
+) -> GpuBackend:
+    """Open and initialise NVML for ``backend`` ('nvml' or 'sim').
+
+    ``run_command`` runs the few operations NVML has no call for (a GPU reset through
+    nvidia-smi); modules pass ``module.run_command``.
+    """
     if backend not in BACKENDS:
         raise BackendError(
             "unknown GPU backend %r: choose one of %s" % (backend, ", ".join(BACKENDS))
@@ -160,4 +168,4 @@ def open_backend(backend: str, sim_state: Optional[str] = None, sim_gpus: Any = 
         raise BackendError(
             "NVML could not be initialised on this host: %s" % nvml_error_text(exc)
         ) from exc
-    return GpuBackend("nvml", pynvml)
+    return GpuBackend("nvml", pynvml, run_command=run_command)

@@ -255,7 +255,7 @@ A30_24GB = GpuModel(
 
 def _scaled(h100_mib: int, total_mib: int) -> int:
     """Profile memory scaled from the H100 80GB capture, rounded to 128 MiB (unconfirmed)."""
-    return int(round(h100_mib * total_mib / 81559 / 128.0)) * 128
+    return round(h100_mib * total_mib / 81559 / 128.0) * 128
 
 
 _NVL_MIB = 95830
@@ -360,7 +360,7 @@ def derived_profile_name(slice_count: int, memory_mib: int) -> str:
     NVIDIA names profiles by compute slices and memory in GB; rounding the GiB figure up gives
     the right name for every profile of the H100 80GB and A100 40GB captures.
     """
-    return "%dg.%dgb" % (slice_count, int(math.ceil(memory_mib / 1024.0)))
+    return "%dg.%dgb" % (slice_count, math.ceil(memory_mib / 1024.0))
 
 
 # NVML_COMPUTE_INSTANCE_PROFILE_* index for a compute instance of N compute slices.

@@ -33,9 +33,12 @@ import re
 import tempfile
 import uuid
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
-import pynvml
+try:
+    import pynvml
+except ImportError:  # reported by open_backend, which imports pynvml before this module
+    pynvml = None
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import BackendError
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
@@ -74,6 +77,20 @@ class SimulatorError(BackendError):
 _SPEC_ITEM = re.compile(r"^\s*(?:(\d+)\s*[xX*]\s*)?([A-Za-z0-9][A-Za-z0-9 ._+-]*?)\s*$")
 
 
+def _reset_flag(value: Any, item: Any) -> bool:
+    """``reset_supported`` as a bool; bool("no") is True, so strings are read as Ansible does."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise SimulatorError(
+        "reset_supported in simulated GPU entry %r must be true or false, got %r" % (item, value)
+    )
+
+
 def parse_gpu_spec(spec: Any) -> List[Dict[str, Any]]:
     """Normalise a description of simulated GPUs.
 
@@ -107,7 +124,7 @@ def parse_gpu_spec(spec: Any) -> List[Dict[str, Any]]:
                 )
             name = str(item.get("model", ""))
             count = item.get("count", 1)
-            reset_supported = bool(item.get("reset_supported", True))
+            reset_supported = _reset_flag(item.get("reset_supported", True), item)
         else:
             match = _SPEC_ITEM.match(str(item))
             if not match:
@@ -124,7 +141,7 @@ def parse_gpu_spec(spec: Any) -> List[Dict[str, Any]]:
             raise SimulatorError(
                 "GPU count for %s must be a whole number from 1 to 64, got %r" % (name, count)
             )
-        gpus.extend({"model": model.key, "reset_supported": reset_supported} for _ in range(count))
+        gpus.extend({"model": model.key, "reset_supported": reset_supported} for _copy in range(count))
     if len(gpus) > 64:
         raise SimulatorError("at most 64 simulated GPUs per host, got %d" % len(gpus))
     return gpus
@@ -264,8 +281,13 @@ class StateFile:
         """Read-modify-write under the exclusive lock; nothing is written if the body raises."""
         with self._locked(exclusive=True):
             state = self._load()
-            yield state
-            self._store(state)
+            completed = False
+            try:
+                yield state
+                completed = True
+            finally:
+                if completed:
+                    self._store(state)
 
 
 def describe_spec(gpus: List[Dict[str, Any]]) -> str:
@@ -358,7 +380,8 @@ class SimulatedNvml:
 
     @staticmethod
     def _gpu(state: Dict[str, Any], index: int) -> Dict[str, Any]:
-        if index >= len(state["gpus"]):
+        # NVML takes an unsigned index: a negative one must not pick a GPU from the end.
+        if index < 0 or index >= len(state["gpus"]):
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return state["gpus"][index]
 
@@ -398,7 +421,7 @@ class SimulatedNvml:
         return [p for p in state["processes"] if p["device_uuid"] in uuids]
 
     def _all_uuids(self, gpu: Dict[str, Any]) -> List[str]:
-        return [gpu["uuid"]] + [ci["uuid"] for _, ci in self._mig_devices(gpu)]
+        return [gpu["uuid"]] + [ci["uuid"] for _gi, ci in self._mig_devices(gpu)]
 
     # ------------------------------------------------------------------ init and system
     def nvmlInit(self) -> None:
@@ -451,25 +474,31 @@ class SimulatedNvml:
         for gpu in state["gpus"]:
             if gpu["uuid"] == device_uuid:
                 return self._handle(_KIND_DEVICE, gpu["index"])
-            for position, (_gi, ci) in enumerate(self._mig_devices(gpu)):
+            for gi, ci in self._mig_devices(gpu):
                 if ci["uuid"] == device_uuid:
-                    return self._handle(_KIND_MIG_DEVICE, gpu["index"], position)
+                    return self._handle(_KIND_MIG_DEVICE, gpu["index"], gi["id"], ci["id"])
         _raise(pynvml.NVML_ERROR_NOT_FOUND)
 
     def _device_or_mig(self, handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
-        """(state, gpu, (gi, ci) or None) for a device or MIG device handle."""
-        kind, index, position, _ = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
+        """(state, gpu, (gi, ci) or None) for a device or MIG device handle.
+
+        A MIG device handle names its GPU instance and compute instance ids, not a position, so
+        it keeps naming the same MIG device while others come and go (as NVML's handles do); once
+        its compute instance is gone the handle is invalid.
+        """
+        kind, index, gi_id, ci_id = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
         state = self._read()
         gpu = self._gpu(state, index)
         if kind == _KIND_DEVICE:
             return state, gpu, None
-        devices = self._mig_devices(gpu)
-        if position >= len(devices):
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return state, gpu, devices[position]
+        for gi, ci in self._mig_devices(gpu):
+            if gi["id"] == gi_id and ci["id"] == ci_id:
+                return state, gpu, (gi, ci)
+        _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        raise AssertionError("unreachable")
 
     def nvmlDeviceGetName(self, handle: Any) -> str:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         model = self._model(gpu)
         if mig is None:
             return model.nvml_name
@@ -477,21 +506,21 @@ class SimulatedNvml:
         return "%s MIG %s" % (model.nvml_name, gi_profile.name if gi_profile else "?")
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         return gpu["uuid"] if mig is None else mig[1]["uuid"]
 
     def nvmlDeviceGetSerial(self, handle: Any) -> str:
-        _, gpu, _ = self._device_or_mig(handle)
+        _state, gpu, _mig = self._device_or_mig(handle)
         return gpu["serial"]
 
     def nvmlDeviceGetIndex(self, handle: Any) -> int:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu["index"]
 
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
-        _, gpu, _ = self._device_or_mig(handle)
+        _state, gpu, _mig = self._device_or_mig(handle)
         model = self._model(gpu)
         info = pynvml.nvmlPciInfo_t()
         bus_id = gpu["pci_bus_id"].encode()
@@ -526,15 +555,15 @@ class SimulatedNvml:
         return memory
 
     def nvmlDeviceGetArchitecture(self, handle: Any) -> int:
-        _, gpu, _ = self._device_or_mig(handle)
+        _state, gpu, _mig = self._device_or_mig(handle)
         return self._model(gpu).arch_code
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> Tuple[int, int]:
-        _, gpu, _ = self._device_or_mig(handle)
+        _state, gpu, _mig = self._device_or_mig(handle)
         return self._model(gpu).cuda_capability
 
     def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> int:
-        kind, _, _, _ = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
+        kind, _index, _gi, _ci = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
         return 1 if kind == _KIND_MIG_DEVICE else 0
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> List[Any]:
@@ -558,13 +587,13 @@ class SimulatedNvml:
 
     # ------------------------------------------------------------------ MIG mode
     def nvmlDeviceGetMigMode(self, handle: Any) -> List[int]:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return [gpu["mig_current"], gpu["mig_pending"]]
 
     def nvmlDeviceSetMigMode(self, handle: Any, mode: int) -> int:
-        _, index, _, _ = self._decode(handle, _KIND_DEVICE)
+        _kind, index, _gi, _ci = self._decode(handle, _KIND_DEVICE)
         if mode not in (pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_ENABLE):
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         with self._write("nvmlDeviceSetMigMode") as state:
@@ -583,31 +612,33 @@ class SimulatedNvml:
             return pynvml.NVML_SUCCESS
 
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return self._model(gpu).compute_slices if gpu["mig_current"] else 0
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None or not gpu["mig_current"]:
             _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        if index >= len(self._mig_devices(gpu)):
+        devices = self._mig_devices(gpu)
+        if index < 0 or index >= len(devices):
             _raise(pynvml.NVML_ERROR_NOT_FOUND)
-        return self._handle(_KIND_MIG_DEVICE, gpu["index"], index)
+        gi, ci = devices[index]
+        return self._handle(_KIND_MIG_DEVICE, gpu["index"], gi["id"], ci["id"])
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> Any:
-        _, index, _, _ = self._decode(handle, _KIND_MIG_DEVICE)
+        _kind, index, _gi, _ci = self._decode(handle, _KIND_MIG_DEVICE)
         return self._handle(_KIND_DEVICE, index)
 
     def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
-        _, _, mig = self._device_or_mig(handle)
+        _state, _gpu, mig = self._device_or_mig(handle)
         if mig is None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return mig[0]["id"]
 
     def nvmlDeviceGetComputeInstanceId(self, handle: Any) -> int:
-        _, _, mig = self._device_or_mig(handle)
+        _state, _gpu, mig = self._device_or_mig(handle)
         if mig is None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return mig[1]["id"]
@@ -633,7 +664,7 @@ class SimulatedNvml:
         return info
 
     def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: Any, profile: int, version: int = 2) -> Any:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         model = self._model(gpu)
@@ -662,7 +693,7 @@ class SimulatedNvml:
         return all(start + size <= lo or start >= hi for lo, hi in occupied)
 
     def nvmlDeviceGetGpuInstanceRemainingCapacity(self, handle: Any, profile_id: int) -> int:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         profile = self._profile_for_id(gpu, profile_id)
@@ -683,7 +714,7 @@ class SimulatedNvml:
     def nvmlDeviceGetGpuInstancePossiblePlacements(
         self, handle: Any, profile_id: int, placements_ref: Any, count_ref: Any
     ) -> int:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         profile = self._profile_for_id(gpu, profile_id)
@@ -705,7 +736,7 @@ class SimulatedNvml:
 
     # ------------------------------------------------------------------ GPU instances
     def _create_gi(self, handle: Any, profile_id: int, placement: Any, function: str) -> Any:
-        _, index, _, _ = self._decode(handle, _KIND_DEVICE)
+        _kind, index, _gi, _ci = self._decode(handle, _KIND_DEVICE)
         with self._write(function) as state:
             gpu = self._gpu(state, index)
             if not gpu["mig_current"]:
@@ -757,7 +788,7 @@ class SimulatedNvml:
     def nvmlDeviceGetGpuInstances(
         self, handle: Any, profile_id: int, instances_ref: Any, count_ref: Any
     ) -> int:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         # With MIG disabled a real H100 answers success and a count of 0 (tests/fixtures/real-h100).
@@ -779,7 +810,7 @@ class SimulatedNvml:
         return pynvml.NVML_SUCCESS
 
     def nvmlDeviceGetGpuInstanceById(self, handle: Any, gi_id: int) -> Any:
-        _, gpu, mig = self._device_or_mig(handle)
+        _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if not gpu["mig_current"]:
@@ -788,13 +819,13 @@ class SimulatedNvml:
         return self._handle(_KIND_GPU_INSTANCE, gpu["index"], gi_id, 0, pynvml.c_nvmlGpuInstance_t)
 
     def _gi_from_handle(self, gi_handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
-        _, index, gi_id, _ = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        _kind, index, gi_id, _ci = self._decode(gi_handle, _KIND_GPU_INSTANCE)
         state = self._read()
         gpu = self._gpu(state, index)
         return state, gpu, self._gi(gpu, gi_id)
 
     def nvmlGpuInstanceGetInfo(self, gi_handle: Any) -> Any:
-        _, gpu, gi = self._gi_from_handle(gi_handle)
+        _state, _gpu, gi = self._gi_from_handle(gi_handle)
         info = pynvml.c_nvmlGpuInstanceInfo_t()
         info.id = gi["id"]
         info.profileId = gi["profile_id"]
@@ -803,7 +834,7 @@ class SimulatedNvml:
         return info
 
     def nvmlGpuInstanceDestroy(self, gi_handle: Any) -> int:
-        _, index, gi_id, _ = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        _kind, index, gi_id, _ci = self._decode(gi_handle, _KIND_GPU_INSTANCE)
         with self._write("nvmlGpuInstanceDestroy") as state:
             gpu = self._gpu(state, index)
             gi = self._gi(gpu, gi_id)
@@ -820,7 +851,7 @@ class SimulatedNvml:
     def nvmlGpuInstanceGetComputeInstanceProfileInfo(
         self, gi_handle: Any, profile: int, eng_profile: int, version: int = 2
     ) -> Any:
-        _, gpu, gi = self._gi_from_handle(gi_handle)
+        _state, gpu, gi = self._gi_from_handle(gi_handle)
         gi_slices, gi_profile = self._ci_sizes(gpu, gi)
         model = self._model(gpu)
         sizes = {CI_PROFILE_INDEX_BY_SLICES[s]: s for s in compute_instance_slice_options(gi_slices)}
@@ -855,7 +886,7 @@ class SimulatedNvml:
     nvmlGpuInstanceGetComputeInstanceProfileInfoV = nvmlGpuInstanceGetComputeInstanceProfileInfo
 
     def _ci_slices_for_id(self, gpu: Dict[str, Any], gi: Dict[str, Any], profile_id: int) -> int:
-        gi_slices, _ = self._ci_sizes(gpu, gi)
+        gi_slices, _gi_profile = self._ci_sizes(gpu, gi)
         for size in compute_instance_slice_options(gi_slices):
             if CI_PROFILE_INDEX_BY_SLICES[size] == profile_id:
                 return size
@@ -863,8 +894,8 @@ class SimulatedNvml:
         raise AssertionError("unreachable")
 
     def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: int) -> int:
-        _, gpu, gi = self._gi_from_handle(gi_handle)
-        gi_slices, _ = self._ci_sizes(gpu, gi)
+        _state, gpu, gi = self._gi_from_handle(gi_handle)
+        gi_slices, _gi_profile = self._ci_sizes(gpu, gi)
         size = self._ci_slices_for_id(gpu, gi, profile_id)
         occupied = [(c["start"], c["start"] + c["size"]) for c in gi["compute_instances"]]
         fits = 0
@@ -877,8 +908,8 @@ class SimulatedNvml:
     def nvmlGpuInstanceGetComputeInstancePossiblePlacements(
         self, gi_handle: Any, profile_id: int, placements_ref: Any, count_ref: Any
     ) -> int:
-        _, gpu, gi = self._gi_from_handle(gi_handle)
-        gi_slices, _ = self._ci_sizes(gpu, gi)
+        _state, gpu, gi = self._gi_from_handle(gi_handle)
+        gi_slices, _gi_profile = self._ci_sizes(gpu, gi)
         size = self._ci_slices_for_id(gpu, gi, profile_id)
         starts = compute_instance_starts(gi_slices, size)
         count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
@@ -895,11 +926,11 @@ class SimulatedNvml:
         return pynvml.NVML_SUCCESS
 
     def _create_ci(self, gi_handle: Any, profile_id: int, placement: Any, function: str) -> Any:
-        _, index, gi_id, _ = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        _kind, index, gi_id, _ci = self._decode(gi_handle, _KIND_GPU_INSTANCE)
         with self._write(function) as state:
             gpu = self._gpu(state, index)
             gi = self._gi(gpu, gi_id)
-            gi_slices, _ = self._ci_sizes(gpu, gi)
+            gi_slices, _gi_profile = self._ci_sizes(gpu, gi)
             size = self._ci_slices_for_id(gpu, gi, profile_id)
             occupied = [(c["start"], c["start"] + c["size"]) for c in gi["compute_instances"]]
             valid = compute_instance_starts(gi_slices, size)
@@ -944,7 +975,7 @@ class SimulatedNvml:
     def nvmlGpuInstanceGetComputeInstances(
         self, gi_handle: Any, profile_id: int, instances_ref: Any, count_ref: Any
     ) -> int:
-        _, gpu, gi = self._gi_from_handle(gi_handle)
+        _state, gpu, gi = self._gi_from_handle(gi_handle)
         self._ci_slices_for_id(gpu, gi, profile_id)
         matching = sorted(
             (c for c in gi["compute_instances"] if c["profile_id"] == profile_id),
@@ -964,14 +995,14 @@ class SimulatedNvml:
         return pynvml.NVML_SUCCESS
 
     def nvmlGpuInstanceGetComputeInstanceById(self, gi_handle: Any, ci_id: int) -> Any:
-        _, gpu, gi = self._gi_from_handle(gi_handle)
+        _state, gpu, gi = self._gi_from_handle(gi_handle)
         self._ci(gi, ci_id)
         return self._handle(
             _KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci_id, pynvml.c_nvmlComputeInstance_t
         )
 
     def nvmlComputeInstanceGetInfo(self, ci_handle: Any) -> Any:
-        _, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
+        _kind, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
         state = self._read()
         gpu = self._gpu(state, index)
         gi = self._gi(gpu, gi_id)
@@ -990,7 +1021,7 @@ class SimulatedNvml:
     nvmlComputeInstanceGetInfo_v2 = nvmlComputeInstanceGetInfo
 
     def nvmlComputeInstanceDestroy(self, ci_handle: Any) -> int:
-        _, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
+        _kind, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
         with self._write("nvmlComputeInstanceDestroy") as state:
             gpu = self._gpu(state, index)
             gi = self._gi(gpu, gi_id)
@@ -1055,4 +1086,3 @@ def inject_fault(
         state["faults"].append(
             {"function": function, "error": error, "skip": skip, "remaining": times}
         )
-

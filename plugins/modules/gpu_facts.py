@@ -21,7 +21,7 @@ description:
   - The running compute processes per GPU and per MIG instance.
   - Works the same against real NVML and against heteromig's simulated NVML (O(backend)).
 author:
-  - heteromig developers
+  - heteromig developers (@heteromig)
 extends_documentation_fragment:
   - heteromig.fleet.gpu_backend
 requirements:
@@ -34,8 +34,10 @@ attributes:
     description: The module only reads; it returns the same facts in check mode.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to diff.
   facts:
     support: full
+    description: Returns C(heteromig_gpus), C(heteromig_mig_devices) and C(heteromig_nvml) as facts.
 options:
   details:
     description:

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def _slices(gpu: Mapping[str, Any]) -> str:
@@ -26,11 +27,11 @@ def _mig(gpu: Mapping[str, Any]) -> str:
     return text
 
 
-def fleet_rows(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> List[List[str]]:
+def fleet_rows(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> list[list[str]]:
     """One row per GPU of each host; a host without facts gets one row that says so."""
-    rows: List[List[str]] = []
+    rows: list[list[str]] = []
     for host in hosts:
-        facts: Dict[str, Any] = dict(hostvars.get(host, {}))
+        facts: dict[str, Any] = dict(hostvars.get(host, {}))
         gpus = facts.get("heteromig_gpus")
         if gpus is None:
             rows.append([host, "-", "no GPU facts (unreachable or failed)", "-", "-", "-", "-"])
@@ -54,16 +55,16 @@ def fleet_rows(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> List[List[s
     return rows
 
 
-HEADER = ["host", "gpu", "name", "mig", "slices", "procs", "backend"]
+HEADER = ("host", "gpu", "name", "mig", "slices", "procs", "backend")
 
 
-def render_table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> List[str]:
+def render_table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> list[str]:
     """Rows as aligned text lines, header first."""
     widths = [len(h) for h in header]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)).rstrip()
 
     return [line(header), line(["-" * w for w in widths])] + [line(row) for row in rows]
