@@ -373,10 +373,17 @@ def compute_instance_slice_options(gi_slices: int) -> Tuple[int, ...]:
 
 
 def compute_instance_starts(gi_slices: int, ci_slices: int) -> Tuple[int, ...]:
-    """Valid start slices of a compute instance inside its GPU instance."""
+    """Valid start slices of a compute instance inside its GPU instance.
+
+    Starts are aligned to the power of two at or above the size, as GPU-instance placements
+    are: a 3c in a 7g starts at 0 or 4 (``-lcipp`` ``{0,4}:3``), so 4c + 3c fills a 7g.
+    """
     if ci_slices == gi_slices:
         return (0,)
-    return tuple(range(0, gi_slices - ci_slices + 1, ci_slices))
+    step = 1
+    while step < ci_slices:
+        step *= 2
+    return tuple(range(0, gi_slices - ci_slices + 1, step))
 
 
 def compute_instance_name(gi_profile: GiProfile, ci_slices: int) -> str:

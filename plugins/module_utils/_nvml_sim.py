@@ -33,7 +33,7 @@ import re
 import tempfile
 import uuid
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, NoReturn, Tuple
 
 try:
     import pynvml
@@ -59,8 +59,10 @@ DRIVER_VERSION = "580.159.04"
 NVML_VERSION = "13.580.159.04"
 CUDA_DRIVER_VERSION = 13000
 
-# PCI buses of the eight GPUs of a DGX H100 / DGX A100, reused for simulated hosts.
+# PCI buses of the eight GPUs of a DGX H100 / DGX A100, reused for simulated hosts; GPUs past
+# the eighth take the other bus numbers in order, so no two GPUs of a host share a bus.
 _DGX_BUSES = (0x1B, 0x43, 0x52, 0x61, 0x9D, 0xC3, 0xD1, 0xDF)
+_BUSES = _DGX_BUSES + tuple(b for b in range(0x01, 0x100) if b not in _DGX_BUSES)
 
 # Handle kinds, encoded into the (never dereferenced) pointer values of opaque handles.
 _KIND_DEVICE = 1
@@ -155,7 +157,7 @@ def new_state(gpus: List[Dict[str, Any]], seed: str) -> Dict[str, Any]:
     """A fresh state: MIG disabled on every GPU, no instances, no processes."""
     devices = []
     for index, gpu in enumerate(gpus):
-        bus = _DGX_BUSES[index] if index < len(_DGX_BUSES) else 0x100 + index
+        bus = _BUSES[index]
         devices.append(
             {
                 "index": index,
@@ -245,6 +247,8 @@ class StateFile:
         directory = os.path.dirname(self.path)
         fd, tmp = tempfile.mkstemp(prefix=".nvml-sim.", dir=directory)
         try:
+            # Readable by every local user, like /dev/nvidia*: benchmarks need not run as root.
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(state, handle, indent=1, sort_keys=True)
                 handle.flush()
@@ -307,7 +311,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _raise(code: int) -> None:
+def _raise(code: int) -> NoReturn:
     raise pynvml.NVMLError(code)
 
 
@@ -398,7 +402,6 @@ class SimulatedNvml:
             if gi["id"] == gi_id:
                 return gi
         _raise(pynvml.NVML_ERROR_NOT_FOUND)
-        raise AssertionError("unreachable")
 
     @staticmethod
     def _ci(gi: Dict[str, Any], ci_id: int) -> Dict[str, Any]:
@@ -406,7 +409,6 @@ class SimulatedNvml:
             if ci["id"] == ci_id:
                 return ci
         _raise(pynvml.NVML_ERROR_NOT_FOUND)
-        raise AssertionError("unreachable")
 
     @staticmethod
     def _mig_devices(gpu: Dict[str, Any]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
@@ -456,7 +458,6 @@ class SimulatedNvml:
             if proc["pid"] == pid:
                 return proc["name"]
         _raise(pynvml.NVML_ERROR_NOT_FOUND)
-        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ devices
     def nvmlDeviceGetCount(self) -> int:
@@ -495,7 +496,6 @@ class SimulatedNvml:
             if gi["id"] == gi_id and ci["id"] == ci_id:
                 return state, gpu, (gi, ci)
         _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        raise AssertionError("unreachable")
 
     def nvmlDeviceGetName(self, handle: Any) -> str:
         _state, gpu, mig = self._device_or_mig(handle)
@@ -670,7 +670,8 @@ class SimulatedNvml:
         model = self._model(gpu)
         if version == 2:
             info = self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_v2_t(), model, profile)
-            info.name = ("MIG " + model.profile_by_index(profile).name).encode()
+            gi_profile = model.profile_by_index(profile)
+            info.name = ("MIG " + (gi_profile.name if gi_profile else "")).encode()
             return info
         if version == 1:
             return self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_t(), model, profile)
@@ -846,6 +847,8 @@ class SimulatedNvml:
     # ------------------------------------------------------------------ compute instances
     def _ci_sizes(self, gpu: Dict[str, Any], gi: Dict[str, Any]) -> Tuple[int, Any]:
         gi_profile = self._model(gpu).profile_by_id(gi["profile_id"])
+        if gi_profile is None:
+            raise SimulatorError("state names unknown GPU-instance profile %r" % gi["profile_id"])
         return gi_profile.slice_count, gi_profile
 
     def nvmlGpuInstanceGetComputeInstanceProfileInfo(
@@ -891,7 +894,6 @@ class SimulatedNvml:
             if CI_PROFILE_INDEX_BY_SLICES[size] == profile_id:
                 return size
         _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        raise AssertionError("unreachable")
 
     def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: int) -> int:
         _state, gpu, gi = self._gi_from_handle(gi_handle)
