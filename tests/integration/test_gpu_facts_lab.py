@@ -110,10 +110,22 @@ def test_profiles_follow_each_model(fleet: Fleet) -> None:
         for host in GOOD_HOSTS
     }
     assert names["h100"] == [
-        "1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb",
+        "1g.10gb",
+        "1g.10gb+me",
+        "1g.20gb",
+        "2g.20gb",
+        "3g.40gb",
+        "4g.40gb",
+        "7g.80gb",
     ]
     assert names["a100"] == [
-        "1g.5gb", "1g.5gb+me", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb",
+        "1g.5gb",
+        "1g.5gb+me",
+        "1g.10gb",
+        "2g.10gb",
+        "3g.20gb",
+        "4g.20gb",
+        "7g.40gb",
     ]
     assert names["a30"] == ["1g.6gb", "1g.6gb+me", "2g.12gb", "2g.12gb+me", "4g.24gb"]
     a30 = {p["name"]: p for p in fleet.ok_facts("a30")["heteromig_gpus"][0]["profiles"]}
