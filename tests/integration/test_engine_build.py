@@ -1,0 +1,326 @@
+"""heteromig.fleet.engine_build through ansible-playbook on a local simulated host.
+
+The host (ansible_connection=local, its own host root) has two simulated GPUs with MIG enabled
+and mixed profiles, created through the simulator's NVML API first. The playbook installs the
+host runtime (role heteromig.fleet.host_runtime), reads the facts, then builds engines: a check
+run, a build, a second build (nothing changes), and a build after one engine was corrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pynvml
+import pytest
+import yaml
+
+from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
+from lab.runner import LabRun, run_playbook
+
+pytestmark = pytest.mark.integration
+
+PARALLEL = 4
+COMBINATIONS = [
+    {"benchmark": "synth-mlp-small", "scenario": "offline"},
+    {"model": "synth-conv-1d", "scenario": "SingleStream", "accuracy_target": "99.9"},
+]
+# (gpu index, GPU-instance profile id, compute-instance profile id) in creation order
+LAYOUT = [
+    (0, 19, 0),
+    (0, 19, 0),
+    (0, 14, 1),
+    (0, 9, 2),  # H100: 1g.10gb x2, 2g.20gb, 3g.40gb
+    (1, 9, 2),
+    (1, 14, 1),
+    (1, 19, 0),  # A100 40GB: 3g.20gb, 2g.10gb, 1g.5gb
+]
+EXPECTED_GROUPS = {
+    ("H100-SXM5-80GB", "1g.10gb"),
+    ("H100-SXM5-80GB", "2g.20gb"),
+    ("H100-SXM5-80GB", "3g.40gb"),
+    ("A100-SXM4-40GB", "3g.20gb"),
+    ("A100-SXM4-40GB", "2g.10gb"),
+    ("A100-SXM4-40GB", "1g.5gb"),
+}
+
+PLAYBOOK = """
+- name: Build engines per MIG profile
+  hosts: gpu_hosts
+  gather_facts: false
+  vars:
+    build_args: &build
+      backend: sim
+      sim_state: "{{ heteromig_sim_state }}"
+      host_root: "{{ heteromig_host_root }}"
+      parallel: %(parallel)d
+      combinations: %(combinations)s
+  tasks:
+    - name: Install the host runtime
+      ansible.builtin.import_role:
+        name: heteromig.fleet.host_runtime
+
+    - name: Read the GPUs
+      heteromig.fleet.gpu_facts:
+        backend: sim
+        sim_state: "{{ heteromig_sim_state }}"
+
+    - name: Plan engines
+      heteromig.fleet.engine_build:
+        <<: *build
+        mig_devices: "{{ heteromig_mig_devices }}"
+      check_mode: true
+
+    - name: Build engines
+      heteromig.fleet.engine_build:
+        <<: *build
+        mig_devices: "{{ heteromig_mig_devices }}"
+      register: first
+
+    - name: Build engines again
+      heteromig.fleet.engine_build: *build
+
+    - name: Corrupt one engine
+      ansible.builtin.copy:
+        content: "not an engine"
+        dest: "{{ first.engines[0].path }}"
+        mode: "0644"
+
+    - name: Build after the corruption
+      heteromig.fleet.engine_build: *build
+
+    - name: Build NVIDIA engines (make generate_engines, a stand-in make here)
+      heteromig.fleet.engine_build: &nvidia
+        backend: sim
+        sim_state: "{{ heteromig_sim_state }}"
+        host_root: "{{ heteromig_host_root }}"
+        harness: nvidia_mlperf
+        mlperf_dir: "{{ heteromig_host_root }}/closed/NVIDIA"
+        code_revision: v3.0
+        combinations:
+          - {benchmark: 3d-unet, scenario: Offline, accuracy_target: "99"}
+          - {benchmark: 3d-unet-99.9, scenario: Offline}
+          - {benchmark: bert, scenario: server, accuracy_target: "99.9"}
+      environment:
+        PATH: "{{ heteromig_host_root }}/fakebin:{{ lookup('ansible.builtin.env', 'PATH') }}"
+
+    - name: Build NVIDIA engines again
+      heteromig.fleet.engine_build: *nvidia
+      environment:
+        PATH: "{{ heteromig_host_root }}/fakebin:{{ lookup('ansible.builtin.env', 'PATH') }}"
+"""
+
+# Records how it was called, as NVIDIA's `make generate_engines` would be: cwd, slice, argv.
+FAKE_MAKE = """#!/bin/sh
+line="$PWD|$CUDA_VISIBLE_DEVICES"
+for arg in "$@"; do line="$line|$arg"; done
+printf '%s\\n' "$line" >> "$(dirname "$0")/../make.log"
+"""
+
+
+def make_host(root: Path) -> tuple[Path, dict[str, Any]]:
+    state = root / "nvml-sim.json"
+    nvml = SimulatedNvml(str(state), "1xH100-SXM5-80GB,1xA100-SXM4-40GB")
+    nvml.nvmlInit()
+    for index in (0, 1):
+        nvml.nvmlDeviceSetMigMode(
+            nvml.nvmlDeviceGetHandleByIndex(index), pynvml.NVML_DEVICE_MIG_ENABLE
+        )
+    nvml.sim_reset_gpu(1)  # Ampere applies a MIG mode change at a GPU reset
+    for index, gi_profile, ci_profile in LAYOUT:
+        gi = nvml.nvmlDeviceCreateGpuInstance(nvml.nvmlDeviceGetHandleByIndex(index), gi_profile)
+        nvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile)
+    facts = read_host(nvml)
+    nvml.nvmlShutdown()
+    return state, facts
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabRun, Path, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("engine-build")
+    root = tmp / "host"
+    root.mkdir()
+    state, facts = make_host(root)
+    (root / "closed/NVIDIA").mkdir(parents=True)
+    (root / "fakebin").mkdir()
+    (root / "fakebin/make").write_text(FAKE_MAKE)
+    (root / "fakebin/make").chmod(0o755)
+    inventory = tmp / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "gpu_hosts": {
+                    "hosts": {
+                        "localhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": sys.executable,
+                            "heteromig_host_root": str(root),
+                            "heteromig_sim_state": str(state),
+                            "host_runtime_install": False,
+                        }
+                    }
+                }
+            }
+        )
+    )
+    playbook = tmp / "engines.yml"
+    playbook.write_text(
+        PLAYBOOK
+        % {
+            "parallel": PARALLEL,
+            "combinations": yaml.safe_dump(COMBINATIONS, default_flow_style=True).strip(),
+        }
+    )
+    run = run_playbook(playbook, inventory=inventory, private_data_dir=tmp / "runner", timeout=240)
+    assert (run.rc, run.status) == (0, "successful"), run.stdout[-6000:]
+    return run, root, facts
+
+
+def engines(run: LabRun, task: str) -> list[dict[str, Any]]:
+    return run.result(task, "localhost").res["engines"]
+
+
+def test_check_mode_plans_one_engine_per_profile_and_combination(built: tuple) -> None:
+    run, _root, facts = built
+    plan = run.result("Plan engines", "localhost").res
+    assert plan["changed"] is True
+    assert {(p["gpu_model"], p["profile"]) for p in plan["profiles"]} == EXPECTED_GROUPS
+    ones = next(p for p in plan["profiles"] if p["profile"] == "1g.10gb")
+    assert len(ones["devices"]) == 2
+    entries = plan["engines"]
+    assert len(entries) == len(COMBINATIONS) * len(EXPECTED_GROUPS)
+    assert {e["action"] for e in entries} == {"would_build"}
+    assert all(e["started_at"] is None for e in entries)
+    assert {(e["benchmark"], e["scenario"], e["accuracy_target"]) for e in entries} == {
+        ("synth-mlp-small", "Offline", "99"),
+        ("synth-conv-1d", "SingleStream", "99.9"),
+    }
+    assert all(e["command"][1:4] == ["-m", store.HARNESS_MODULE, "build-engine"] for e in entries)
+    slices = {d["uuid"]: (d["gpu_model"], d["profile"]) for d in facts["mig_devices"]}
+    assert all(slices[e["device_uuid"]] == (e["gpu_model"], e["profile"]) for e in entries)
+
+
+def test_builds_run_per_profile_in_parallel_bounded(built: tuple) -> None:
+    run, root, _facts = built
+    result = run.result("Build engines", "localhost").res
+    assert result["changed"] is True
+    assert result["engine_dir"] == str(root / "engines")
+    entries = result["engines"]
+    assert {e["action"] for e in entries} == {"built"}
+    # every engine file exists and records what it was built for
+    for entry in entries:
+        header = store.read_header(entry["path"])
+        assert header["content_key"] == entry["content_key"]
+        assert header["built_for"] == {
+            "model": entry["benchmark"],
+            "scenario": entry["scenario"],
+            "accuracy_target": entry["accuracy_target"],
+            "gpu_model": entry["gpu_model"],
+            "profile": entry["profile"],
+        }
+        assert header["built_on"]["device"]["uuid"] == entry["device_uuid"]
+    # the two 1g.10gb builds went to the two different 1g.10gb slices
+    ones = {e["device_uuid"] for e in entries if e["profile"] == "1g.10gb"}
+    assert len(ones) == 2
+    # builds overlapped in time, never more than `parallel` at once
+    events = sorted(
+        [(e["started_at"], 1, e["profile"]) for e in entries]
+        + [(e["finished_at"], -1, e["profile"]) for e in entries]
+    )
+    running, peak = 0, 0
+    for _time, step, _profile in events:
+        running += step
+        peak = max(peak, running)
+    assert 2 <= peak <= PARALLEL, peak
+    first = entries[: len(EXPECTED_GROUPS)]  # one combination over every profile
+    overlapping = [
+        (a["profile"], b["profile"])
+        for a in first
+        for b in first
+        if a is not b and a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+    ]
+    assert overlapping and all(x != y for x, y in overlapping)
+    # the builds registered on their slices and are gone: NVML lists no process now
+    nvml = SimulatedNvml(str(root / "nvml-sim.json"))
+    nvml.nvmlInit()
+    try:
+        assert [gpu["processes"] for gpu in read_host(nvml)["gpus"]] == [[], []]
+    finally:
+        nvml.nvmlShutdown()
+
+
+def test_second_build_changes_nothing(built: tuple) -> None:
+    run, _root, _facts = built
+    again = run.result("Build engines again", "localhost").res
+    assert again["changed"] is False
+    assert {e["action"] for e in again["engines"]} == {"cached"}
+    assert all(e["started_at"] is None for e in again["engines"])
+    first = {e["path"]: e["content_key"] for e in engines(run, "Build engines")}
+    assert {e["path"]: e["content_key"] for e in again["engines"]} == first
+
+
+def test_corrupt_engine_is_rebuilt_alone(built: tuple) -> None:
+    run, _root, _facts = built
+    after = run.result("Build after the corruption", "localhost").res
+    assert after["changed"] is True
+    corrupted = engines(run, "Build engines")[0]["path"]
+    actions = {e["path"]: (e["action"], e["reason"]) for e in after["engines"]}
+    action, reason = actions.pop(corrupted)
+    assert action == "rebuilt" and "is corrupt" in reason
+    assert {a for a, _reason in actions.values()} == {"cached"}
+    assert (
+        store.read_header(corrupted)["content_key"]
+        == engines(run, "Build engines")[0]["content_key"]
+    )
+
+
+def test_host_runtime_is_installed(built: tuple) -> None:
+    run, root, _facts = built
+    installed = root / "lib/ansible_collections/heteromig/fleet/plugins/module_utils"
+    source = Path(store.__file__).resolve().parent
+    assert sorted(p.name for p in installed.glob("*.py")) == sorted(
+        p.name for p in source.glob("*.py")
+    )
+    assert (installed / "_loadgen_harness.py").read_bytes() == (
+        source / "_loadgen_harness.py"
+    ).read_bytes()
+    assert (root / "engines").is_dir()
+    assert run.result("Check that the installed harness runs", "localhost").res["stdout"] == (
+        "heteromig_harness %s" % store.HARNESS_VERSION
+    )
+
+
+def test_nvidia_mlperf_runs_make_generate_engines_per_profile(built: tuple) -> None:
+    run, root, facts = built
+    result = run.result(
+        "Build NVIDIA engines (make generate_engines, a stand-in make here)", "localhost"
+    ).res
+    entries = result["engines"]
+    # 3d-unet 99 and 99.9 share one engine (hetero_high_accuracy); bert 99.9 has its own
+    assert len(entries) == 2 * len(EXPECTED_GROUPS)
+    assert {(e["benchmark"], e["config_ver"]) for e in entries} == {
+        ("3d-unet", "hetero_high_accuracy"),
+        ("bert", "hetero_high_accuracy"),
+    }
+    assert {e["action"] for e in entries} == {"built"}
+    calls = (root / "make.log").read_text().splitlines()
+    assert len(calls) == len(entries)
+    slices = {d["uuid"]: (d["gpu_model"], d["profile"]) for d in facts["mig_devices"]}
+    seen = set()
+    for call in calls:
+        cwd, device, *argv = call.split("|")
+        assert cwd == str(root / "closed/NVIDIA")
+        assert argv[0] == "generate_engines" and len(argv) == 2
+        seen.add((argv[1], slices[device]))
+    expected = {
+        ("RUN_ARGS=--benchmarks=%s --scenarios=%s --config_ver=hetero_high_accuracy" % (b, s), g)
+        for b, s in (("3d-unet", "Offline"), ("bert", "Server"))
+        for g in EXPECTED_GROUPS
+    }
+    assert seen == expected
+    again = run.result("Build NVIDIA engines again", "localhost").res
+    assert again["changed"] is False and {e["action"] for e in again["engines"]} == {"cached"}
+    assert len((root / "make.log").read_text().splitlines()) == len(entries)
