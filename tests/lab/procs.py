@@ -162,7 +162,7 @@ def kill_tree(select: Callable[[], set[int]], timeout: float = 5.0) -> set[int]:
     keep = protected()
     stopped: set[int] = set()
     try:
-        for _ in range(100):
+        for _unused0 in range(100):
             new = select() - keep - stopped
             if not new:
                 break

@@ -304,7 +304,7 @@ EXPECTED_PROFILES = {
 def test_profiles_in_mig_lgip_order_with_remaining_capacity(
     mixed: tuple[GpuBackend, dict[str, Any]],
 ) -> None:
-    backend, _ = mixed
+    backend, _unused0 = mixed
     for gpu in read_host(backend.nvml)["gpus"]:
         got = [(p["name"], p["id"], p["placements_text"], p["remaining"]) for p in gpu["profiles"]]
         assert got == EXPECTED_PROFILES[gpu["model"]], "GPU %d (%s) profiles" % (
@@ -317,7 +317,7 @@ def test_profiles_in_mig_lgip_order_with_remaining_capacity(
 
 def test_profile_order_rule(mixed: tuple[GpuBackend, dict[str, Any]]) -> None:
     """By slices, then memory; a '+me' profile right after its plain twin."""
-    backend, _ = mixed
+    backend, _unused0 = mixed
     for gpu in read_host(backend.nvml)["gpus"]:
         profiles = gpu["profiles"]
         keys = [(p["slice_count"], p["memory_mib"]) for p in profiles]
@@ -338,7 +338,7 @@ def test_placements_text() -> None:
 def test_details_false_reads_only_identity_and_mode(
     mixed: tuple[GpuBackend, dict[str, Any]],
 ) -> None:
-    backend, _ = mixed
+    backend, _unused0 = mixed
     host = read_host(backend.nvml, details=False)
     assert host["mig_devices"] == []
     for gpu in host["gpus"]:
@@ -388,7 +388,7 @@ def _v1_only(nvml: Any) -> Callable[..., Any]:
 def test_driver_without_v2_profile_info_names_profiles_from_the_catalog(
     mixed: tuple[GpuBackend, dict[str, Any]],
 ) -> None:
-    backend, _ = mixed
+    backend, _unused0 = mixed
     nvml = backend.nvml
     proxy = _Proxy(nvml, nvmlDeviceGetGpuInstanceProfileInfo=_v1_only(nvml))
     assert read_host(proxy) == read_host(nvml)

@@ -138,10 +138,10 @@ def test_calls_before_init_raise_uninitialized(state_path: str) -> None:
     nvml = SimulatedNvml(state_path, "1xH100")
     assert not os.path.exists(state_path), "constructing must not create the state file"
     for call in (
-        lambda: nvml.nvmlDeviceGetCount(),
+        nvml.nvmlDeviceGetCount,
         lambda: nvml.nvmlDeviceGetHandleByIndex(0),
-        lambda: nvml.nvmlSystemGetDriverVersion(),
-        lambda: nvml.nvmlShutdown(),
+        nvml.nvmlSystemGetDriverVersion,
+        nvml.nvmlShutdown,
     ):
         with pytest.raises(pynvml.NVMLError_Uninitialized):
             call()
@@ -441,7 +441,7 @@ def test_mig_mode_arguments_are_checked(h100: Any) -> None:
 # ---------------------------------------------------------------------- GPU instances
 def test_create_without_placement_takes_the_lowest_free_start(h100: Any) -> None:
     nvml, handle = h100
-    starts = [gi_summary(nvml, create_gi(nvml, handle, P_1G10))[2] for _ in range(3)]
+    starts = [gi_summary(nvml, create_gi(nvml, handle, P_1G10))[2] for _unused0 in range(3)]
     assert starts == [0, 1, 2]
     create_gi(nvml, handle, P_1G10, start=5)
     assert gi_summary(nvml, create_gi(nvml, handle, P_1G10))[2] == 3
@@ -563,7 +563,7 @@ def test_gpu_instance_ids_follow_the_placement(
 
 def test_gpu_instance_listing_and_lookup(h100: Any) -> None:
     nvml, handle = h100
-    for _ in range(3):
+    for _unused0 in range(3):
         create_gi(nvml, handle, P_1G10)
     count = ctypes.c_uint(0)
     nvml.nvmlDeviceGetGpuInstances(handle, P_1G10, None, ctypes.byref(count))
@@ -614,7 +614,7 @@ def test_compute_instance_profiles_of_a_gpu_instance(h100: Any) -> None:
 def test_create_and_destroy_compute_instances(h100: Any) -> None:
     nvml, handle = h100
     gi = create_gi(nvml, handle, P_3G40)
-    cis = [nvml.nvmlGpuInstanceCreateComputeInstance(gi, CI_1) for _ in range(3)]
+    cis = [nvml.nvmlGpuInstanceCreateComputeInstance(gi, CI_1) for _unused0 in range(3)]
     assert [ci_summary(nvml, ci) for ci in cis] == [(0, 0, 0, 1), (1, 0, 1, 1), (2, 0, 2, 1)]
     assert nvml.nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gi, CI_1) == 0
     with pytest.raises(pynvml.NVMLError_InsufficientResources):
@@ -823,7 +823,7 @@ def test_fault_repeats_times_and_carries_the_chosen_error(h100: Any, state_path:
     nvml, handle = h100
     gi = create_gi(nvml, handle, P_7G80)
     inject_fault(state_path, "nvmlGpuInstanceDestroy", pynvml.NVML_ERROR_IN_USE, times=2)
-    for _ in range(2):
+    for _unused0 in range(2):
         with pytest.raises(pynvml.NVMLError_InUse):
             nvml.nvmlGpuInstanceDestroy(gi)
     assert list_gis(nvml, handle, P_7G80) == [(0, P_7G80, 0, 8)]
@@ -853,7 +853,7 @@ def _create_and_register(path: str, gpu: int, start: Any, done: Any, release: An
     nvml.nvmlInit()
     handle = nvml.nvmlDeviceGetHandleByIndex(gpu)
     start.wait(30)
-    for _ in range(7):
+    for _unused0 in range(7):
         nvml.nvmlDeviceCreateGpuInstance(handle, P_1G10)
     register_process(path, os.getpid(), nvml.nvmlDeviceGetUUID(handle), "worker-%d" % gpu)
     done.set()
@@ -896,7 +896,7 @@ def test_concurrent_writers_lose_no_update(make_sim: SimFactory, state_path: str
         nvml.nvmlDeviceSetMigMode(handle, ENABLE)
     ctx = _mp()
     start, release = ctx.Barrier(gpus + 1), ctx.Event()
-    done = [ctx.Event() for _ in range(gpus)]
+    done = [ctx.Event() for _unused0 in range(gpus)]
     workers = [
         ctx.Process(target=_create_and_register, args=(state_path, i, start, done[i], release))
         for i in range(gpus)
@@ -936,7 +936,7 @@ def test_concurrent_creates_on_one_gpu_get_distinct_places(
     nvml.nvmlDeviceSetMigMode(handle, ENABLE)
     ctx = _mp()
     start = ctx.Barrier(8)
-    workers = [ctx.Process(target=_create_one, args=(state_path, start)) for _ in range(7)]
+    workers = [ctx.Process(target=_create_one, args=(state_path, start)) for _unused0 in range(7)]
     for worker in workers:
         worker.start()
     start.wait(30)

@@ -198,7 +198,7 @@ def parse_nvml_placements(text: str) -> dict[int, tuple[int, int, list[tuple[int
         result[int(match[1])] = (
             int(match[2]),
             int(match[3]),
-            [(start, size) for start, size in pairs],
+            list(pairs),
         )
     return result
 
@@ -359,7 +359,7 @@ def test_profile_info_by_index_equals_nvml_txt(h100: Any, index: int) -> None:
 def test_profile_info_call_forms_equal_probe(h100: Any, version: int) -> None:
     """tests/fixtures/real-h100/nvml_probe.txt: v2 carries 'MIG <name>', v1 has no name field."""
     probe = parse_probe((REAL_H100 / "nvml_probe.txt").read_text(encoding="utf-8"))
-    probed = sorted({*probe.v2_names, *(i for i, _ in probe.errors)})
+    probed = sorted({*probe.v2_names, *(i for i, _unused0 in probe.errors)})
     assert probed == list(range(18)), "probe covers indices %s" % probed
     for index in probed:
         info, error = _sim_profile(h100, index, version)
@@ -383,7 +383,7 @@ def test_names_and_lgip_columns_equal_mig_lgip(h100: Any) -> None:
     handle = _handle(h100)
     by_id = {}
     for index in PROFILE_INDICES:
-        info, _ = _sim_profile(h100, index)
+        info, _unused0 = _sim_profile(h100, index)
         if info is not None:
             by_id[info.id] = info
     assert sorted(by_id) == sorted(row.profile_id for row in rows), "profile id sets differ"
@@ -437,14 +437,14 @@ def test_placements_equal_lgipp_and_nvml_placements(h100: Any) -> None:
             profile_id
         )
         assert placements == lgipp[profile_id], "profile %d placements (-lgipp)" % profile_id
-    assert sorted(lgipp) == sorted(pid for pid, _, _ in nvml_placements.values())
+    assert sorted(lgipp) == sorted(pid for pid, _unused1, _unused0 in nvml_placements.values())
 
 
 def test_remaining_capacity_equals_nvml_device_info(h100: Any) -> None:
     device_info = parse_device_info(_capture("nvml_device_info.txt"))
     handle = _handle(h100)
     got = {}
-    for index, (profile_id, _) in device_info.remaining.items():
+    for index, (profile_id, _unused0) in device_info.remaining.items():
         info, error = _sim_profile(h100, index)
         assert error is None, "index %d: simulator raised %r" % (index, error)
         got[index] = (info.id, h100.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, profile_id))
