@@ -1,0 +1,230 @@
+"""Benchmark: a no-change run of playbooks/mig_reconfigure.yml against a trivial task.
+
+The speed target (issue 3): on 32 simulated hosts with 8 GPUs each, a run of
+mig_reconfigure.yml that changes nothing costs at most 1.3x a play with one trivial
+``ansible.builtin.command: "true"`` task on the same inventory.
+
+How the hosts are made: one inventory of N hosts with ``ansible_connection: local`` (no sshd:
+32 sshd hosts would measure this 2-core machine's ssh handshakes more than the collection),
+each with its own simulator state file (``heteromig_sim_state``) holding 8 simulated GPUs.
+Both playbooks run through ``ansible-playbook`` with the repository's ansible.cfg (forks 32),
+so per-host process start-up, fork and result handling are the same for both; the difference
+is what the reconfigure run does on top: the mig_partition role's planning module call (read
+every GPU and its instances through NVML, plan, compare), its skipped tasks, and the summary.
+
+Before timing, the hosts are put into the layout once (all-1g on every GPU), so the timed
+reconfigure runs are no-change runs; each one is checked to report changed=0 on every host.
+
+    .venv/bin/python benchmarks/bench_mig_reconfigure.py             # 32 hosts x 8 GPUs, 5 rounds
+    .venv/bin/python benchmarks/bench_mig_reconfigure.py --hosts 8 --rounds 3 --json out.json
+    .venv/bin/python benchmarks/bench_mig_reconfigure.py --breakdown   # where the time goes
+
+Wall time is what the target is about; CPU time (user + system of ansible-playbook and every
+process it started, from getrusage) is printed too, as it is much less sensitive to other load
+on the machine.
+
+Exit status 0 when the median ratio is within --target (default 1.3), 1 when it is not.
+Figures are recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PLAYBOOK = REPO / "playbooks" / "mig_reconfigure.yml"
+MODELS = ("H100-SXM5-80GB", "A100-SXM4-80GB", "H200-141GB", "A100-SXM4-40GB")
+TRIVIAL = """---
+- name: Trivial task on every host
+  hosts: gpu_hosts
+  gather_facts: false
+  tasks:
+    - name: Run true
+      ansible.builtin.command: "true"
+      changed_when: false
+"""
+# --breakdown: where the difference goes, each on the same inventory
+GPU_FACTS = """---
+- name: Cheapest GPU read (module gpu_facts without details)
+  hosts: gpu_hosts
+  gather_facts: false
+  module_defaults:
+    group/heteromig.fleet.gpu:
+      backend: "{{ heteromig_gpu_backend }}"
+      sim_state: "{{ heteromig_sim_state }}"
+      sim_gpus: "{{ heteromig_sim_gpus }}"
+  tasks:
+    - name: Read the GPUs
+      heteromig.fleet.gpu_facts:
+        details: false
+"""
+PLAN_ONLY = """---
+- name: The role's planning call alone (module mig_layout, check mode)
+  hosts: gpu_hosts
+  gather_facts: false
+  module_defaults:
+    group/heteromig.fleet.gpu:
+      backend: "{{ heteromig_gpu_backend }}"
+      sim_state: "{{ heteromig_sim_state }}"
+      sim_gpus: "{{ heteromig_sim_gpus }}"
+  tasks:
+    - name: Plan
+      heteromig.fleet.mig_layout:
+        layout: "%s"
+        return_mig_devices: false
+      check_mode: true
+"""
+_RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def write_inventory(workdir: Path, hosts: int, gpus: int) -> Path:
+    lines = [
+        "gpu_hosts:",
+        "  vars:",
+        "    ansible_connection: local",
+        f"    ansible_python_interpreter: {sys.executable}",
+        "    heteromig_gpu_backend: sim",
+        f"    heteromig_sim_state: \"{workdir}/{{{{ inventory_hostname }}}}/nvml-sim.json\"",
+        "  hosts:",
+    ]
+    for index in range(hosts):
+        model = MODELS[index % len(MODELS)]
+        lines.append(f"    bench{index:03d}: {{heteromig_sim_gpus: {gpus}x{model}}}")
+    path = workdir / "inventory.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(playbook: Path, inventory: Path, extra: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of ansible-playbook and everything it started, stdout)."""
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+            str(playbook), *extra]
+    cpu = _cpu()
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{playbook.name} failed (rc {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
+    return elapsed, _cpu() - cpu, done.stdout
+
+
+def recap(stdout: str) -> dict[str, tuple[int, int, int, int]]:
+    return {m.group(1): tuple(int(m.group(i)) for i in range(2, 6)) for m in _RECAP.finditer(stdout)}  # type: ignore[misc]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--hosts", type=int, default=32)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--layout", default="all-1g")
+    parser.add_argument("--target", type=float, default=1.3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time gpu_facts alone, the planning call alone and serial=100%%")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-mig-"))
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    })
+    try:
+        inventory = write_inventory(workdir, args.hosts, args.gpus)
+        trivial = workdir / "trivial.yml"
+        trivial.write_text(TRIVIAL)
+        layout = ["-e", f"mig_partition_layout={args.layout}"]
+
+        setup, _cpu_s, out = run(PLAYBOOK, inventory, layout, env)
+        changed = sum(1 for counts in recap(out).values() if counts[1])
+        print(f"setup: {args.layout} applied on {changed}/{args.hosts} hosts in {setup:.1f}s")
+        run(trivial, inventory, [], env)  # warm caches (pyc, page cache) for both
+
+        # every variant once per round, interleaved, so that load drift hits all alike
+        variants: dict[str, tuple[Path, list[str]]] = {
+            "trivial": (trivial, []),
+            "mig_reconfigure": (PLAYBOOK, layout),
+        }
+        if args.breakdown:
+            facts = workdir / "gpu_facts.yml"
+            facts.write_text(GPU_FACTS)
+            plan = workdir / "plan_only.yml"
+            plan.write_text(PLAN_ONLY % args.layout)
+            variants["gpu_facts_light"] = (facts, [])
+            variants["mig_layout_plan_only"] = (plan, [])
+            variants["mig_reconfigure_serial_100"] = (
+                PLAYBOOK, [*layout, "-e", "mig_reconfigure_serial=100%"])
+        walls: dict[str, list[float]] = {name: [] for name in variants}
+        cpus: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(1, args.rounds + 1):
+            for name, (playbook, extra) in variants.items():
+                wall, cpu, out = run(playbook, inventory, extra, env)
+                if playbook == PLAYBOOK:
+                    counts = recap(out)
+                    if len(counts) != args.hosts or any(c[1] or c[2] or c[3] for c in counts.values()):
+                        raise SystemExit(f"round {round_}: not a clean no-change run:\n{out[-3000:]}")
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+            print(f"round {round_}: " + "; ".join(
+                f"{name} wall {walls[name][-1]:.2f}s CPU {cpus[name][-1]:.2f}s" for name in variants))
+
+        med = {kind: {name: statistics.median(values) for name, values in series.items()}
+               for kind, series in (("wall", walls), ("cpu", cpus))}
+        ratios = {kind: {name: round(med[kind][name] / med[kind]["trivial"], 3) for name in variants}
+                  for kind in med}
+        ratio = {kind: ratios[kind]["mig_reconfigure"] for kind in med}
+        figures = {
+            "hosts": args.hosts,
+            "gpus_per_host": args.gpus,
+            "layout": args.layout,
+            "rounds": args.rounds,
+            "wall_s": walls,
+            "cpu_s": cpus,
+            "median_wall_s": med["wall"],
+            "median_cpu_s": med["cpu"],
+            "ratios_to_trivial": ratios,
+            "ratio_wall": ratio["wall"],
+            "ratio_cpu": ratio["cpu"],
+            "target": args.target,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_after": os.getloadavg(),
+        }
+        print("medians (ratio to trivial):")
+        for name in variants:
+            print(f"  {name:28s} wall {med['wall'][name]:6.2f}s (x{ratios['wall'][name]:.2f})  "
+                  f"CPU {med['cpu'][name]:6.2f}s (x{ratios['cpu'][name]:.2f})")
+        print(f"target: mig_reconfigure <= {args.target} x trivial")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0 if ratio["wall"] <= args.target else 1
+    finally:
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,558 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mig_layout
+short_description: Declare the MIG layout of NVIDIA GPUs, plan it exactly, and apply only what changes
+version_added: 0.1.0
+description:
+  - Sets each selected GPU to its desired MIG state, either MIG disabled or a list of GPU
+    instances, each with a profile (V(3g.40gb), V(1g.10gb+me)), an optional explicit
+    placement start and a compute-instance split (by default one compute instance over the
+    whole GPU instance).
+  - GPUs are selected by index, UUID, PCI bus id or model name; different GPUs of one host
+    may get different layouts. GPUs that no selector matches are left alone.
+  - Named layouts (V(all-1g), V(all-balanced), V(all-disabled), ...) are resolved per GPU
+    model from its profile table, so one name works across a mixed fleet. For example
+    V(all-1g) is 7 x V(1g.10gb) on an H100 80GB and 4 x V(1g.6gb) on an A30.
+  - NVIDIA mig-parted config files (C(version) V(v1), C(mig-configs)) are accepted as input,
+    and the resulting state is always returned in that format (RV(mig_parted_config)).
+  - B(Plans before touching anything.) Every layout is checked with an exact packing check
+    over the placements NVML reports for the GPU (not a memory sum). Placements are chosen
+    deterministically (largest instances first, each at the lowest start that still lets
+    the rest fit; explicit placements are kept), and instances are always created at those
+    explicit placements, so layouts that only succeed in some creation orders always succeed.
+    A layout that does not fit fails with the precise reason, before any change.
+  - B(Idempotent.) A GPU whose instances already match (profile and placement; see
+    O(placement_match)) is not touched; a second run reports C(changed=false).
+  - B(Safe.) A GPU with compute processes on instances that would be destroyed (or on the
+    GPU, for a MIG mode change) is refused with each process named (pid, name, GPU and
+    compute instance), unless O(drain=true). GPUs that do not change are never written to
+    or reset. A MIG mode change applies directly on Hopper; on Ampere only the GPUs whose
+    mode changes are reset; where a reset is impossible the module returns
+    RV(reboot_required) with the GPUs (it never reboots by itself; see the
+    C(heteromig.fleet.mig_partition) role).
+  - If a change fails midway, the GPU's previous layout is re-created (same placements, so
+    the same GPU-instance ids) or, failing that, the GPU is left cleanly empty, and the task
+    fails with the cause. Every change is verified by reading the GPU back; the module never
+    reports success with instances missing.
+  - Returns every MIG device of the host afterwards (RV(mig_devices), the shape of
+    C(heteromig.fleet.gpu_facts)) for the steps that build engines and run benchmarks.
+author:
+  - heteromig developers (@heteromig)
+extends_documentation_fragment:
+  - heteromig.fleet.gpu_backend
+requirements:
+  - Python >= 3.9 on the target
+  - nvidia-ml-py on the target (module C(pynvml))
+  - For O(backend=nvml), the NVIDIA driver, root, and C(nvidia-smi) (GPU resets on Ampere)
+  - PyYAML on the target only for O(mig_parted_config_file) or YAML text in O(mig_parted_config)
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reads and plans every GPU, refuses bad input and busy GPUs exactly as a real run would,
+        and reports what would change (RV(gpus[].actions) is empty, RV(gpus[].after) is the
+        plan) without changing anything, draining anything or resetting any GPU.
+  diff_mode:
+    support: full
+    description:
+      - Shows one line per managed GPU before and after (MIG mode and every GPU instance as
+        C(profile@start), with its compute split if not the default).
+options:
+  layout:
+    description:
+      - The layout for every MIG-capable GPU of the host.
+      - A named layout, V(all-disabled) (also V(disabled) or V(false)), V(all-enabled) (MIG on,
+        no instances), V(all-1g), V(all-2g), V(all-3g), V(all-4g), V(all-7g) (as many of the
+        1/2/3/4/7-slice profile as fit), V(all-max) (one instance of the largest profile; the
+        whole GPU), V(all-balanced) (a half-GPU instance, the next smaller one, and 1-slice
+        instances for the rest, for example 3g+2g+1g+1g on an H100, 2g+1g+1g on an A30), or
+        V(all-<profile>) such as V(all-3g.40gb) or V(all-1g.10gb+me) (as many of that profile
+        as fit; only on models that have it).
+      - Or a list of GPU instances. Each item is a profile name (V(3g.40gb)), a profile with
+        an explicit placement start (V(3g.40gb@4), memory slices as C(nvidia-smi mig -lgipp)
+        prints them), a count (V(2x1g.10gb)), or a mapping with the keys C(profile),
+        C(placement), C(count) and C(compute_instances) (a list of compute-instance sizes in
+        compute slices, such as V([1, 1, 1]) or V(['2c', '1c'])). A comma-separated string
+        of items is accepted too. An empty list means MIG enabled with no instances.
+      - Or a mapping with the keys C(mig_enabled) (bool) and C(instances) (a list as above).
+      - Mutually exclusive with O(gpus), O(mig_parted_config) and O(mig_parted_config_file).
+    type: raw
+  gpus:
+    description:
+      - Layouts per GPU selector. Every entry selects GPUs and gives them a layout (same forms
+        as O(layout)).
+      - A GPU that two entries select with different layouts is an error. GPUs no entry
+        selects are left alone (listed in RV(unmanaged_gpus)).
+    type: list
+    elements: dict
+    suboptions:
+      devices:
+        description:
+          - V(all) (every MIG-capable GPU), or one selector or a list of them.
+          - A selector is a GPU index (V(3)), a GPU UUID (V(GPU-1e4aeb08-...)), a PCI bus id
+            (V(00000000:1B:00.0) or V(1b:00.0)), or a model name (a catalog key such as
+            V(A30-24GB), an alias such as V(H100), or the NVML device name). A mapping with
+            one of the keys C(index), C(uuid), C(pci_bus_id), C(model) says which it is.
+          - A selector that matches no GPU of the host is an error (see O(gpus[].optional)).
+        type: raw
+        default: all
+      model:
+        description:
+          - Only GPUs of these models (one name or a list), combined with O(gpus[].devices).
+            Also accepts PCI device ids such as V(0x20B710DE), as mig-parted's
+            C(device-filter) does.
+        type: raw
+      layout:
+        description:
+          - The layout of the selected GPUs, in any form O(layout) takes.
+        type: raw
+        required: true
+      optional:
+        description:
+          - Allow this entry to match no GPU on a host (for one list of entries shared by a
+            fleet of different models).
+        type: bool
+        default: false
+  mig_parted_config:
+    description:
+      - An NVIDIA mig-parted config (C(version) V(v1) with C(mig-configs)), as data or as YAML
+        text. The entries of the label O(mig_parted_label) are applied.
+      - C(devices) (V(all) or a list of indices), C(mig-enabled), C(mig-devices) (profile to
+        count; a count of 3 for V(1c.3g.40gb) means three 1-slice compute instances, packed into as few
+        V(3g.40gb) GPU instances as hold them, as mig-parted does) and C(device-filter) (PCI
+        device ids or model names; an entry whose filter matches no GPU of a host is skipped,
+        as in mig-parted) are supported.
+    type: raw
+  mig_parted_config_file:
+    description:
+      - Path on the target of a mig-parted config file (YAML or JSON), for example
+        C(/etc/nvidia-mig-manager/config.yaml).
+    type: path
+  mig_parted_label:
+    description:
+      - The label under C(mig-configs) to apply. Required when the config has several labels.
+    type: str
+  placement_match:
+    description:
+      - How strictly existing instances must match for a GPU to count as unchanged.
+      - V(exact) needs every GPU instance at the placement the planner chooses (or the one given)
+        and the same compute-instance placements.
+      - V(explicit) needs the same profiles and compute splits, and the placements only where
+        they are given explicitly.
+      - V(none) needs the same profiles and compute splits only (mig-parted's rule).
+      - When a GPU does not match, it is rebuilt to the planned placements; instances that
+        already sit exactly there are kept.
+    type: str
+    choices: [exact, explicit, none]
+    default: exact
+  drain:
+    description:
+      - Terminate compute processes that hold instances this task must destroy (or the GPU,
+        for a MIG mode change) with SIGTERM, then SIGKILL after O(drain_timeout) seconds, until
+        NVML no longer lists them. Without it, such GPUs are refused and nothing changes.
+    type: bool
+    default: false
+  drain_timeout:
+    description:
+      - Seconds of grace between SIGTERM and SIGKILL when draining.
+    type: int
+    default: 30
+  operation:
+    description:
+      - V(apply) makes the GPUs match. V(assert) changes nothing and fails if any selected GPU
+        differs (like C(nvidia-mig-parted assert)). V(export) changes nothing and only returns
+        the current state (no layout needed).
+    type: str
+    choices: [apply, assert, export]
+    default: apply
+  export_label:
+    description:
+      - The label of the C(mig-configs) entry in RV(mig_parted_config).
+    type: str
+    default: current
+  return_mig_devices:
+    description:
+      - Read every MIG device (its UUID takes several NVML calls per device) and return them in
+        RV(mig_devices).
+      - V(false) makes a run that only plans or checks cheaper on hosts with many instances;
+        GPUs that change are still read back and verified device by device.
+    type: bool
+    default: true
+notes:
+  - A reboot (needed where a GPU cannot be reset) destroys every MIG instance of the host, and
+    Hopper GPUs also lose their MIG mode; run the module again afterwards (the
+    C(heteromig.fleet.mig_partition) role does this).
+  - Draining on real hosts needs root to signal other users' processes.
+  - Named layouts, profile names and placements come from the GPU itself through NVML; the
+    compute-instance rules come from the collection's GPU catalog.
+  - MIG device UUIDs change whenever an instance is re-created; GPU-instance ids depend only
+    on the placement.
+seealso:
+  - module: heteromig.fleet.gpu_facts
+  - name: NVIDIA MIG user guide
+    description: MIG profiles, placements and compute instances.
+    link: https://docs.nvidia.com/datacenter/tesla/mig-user-guide/
+  - name: NVIDIA mig-parted
+    description: The declarative MIG tool whose config format this module reads and writes.
+    link: https://github.com/NVIDIA/mig-parted
+"""
+
+EXAMPLES = r"""
+- name: Seven 1g slices on every GPU (4 x 1g.6gb on an A30, 7 x 1g.10gb on an H100)
+  heteromig.fleet.mig_layout:
+    layout: all-1g
+
+- name: Disable MIG everywhere (full-GPU runs)
+  heteromig.fleet.mig_layout:
+    layout: all-disabled
+
+- name: Different layouts per GPU, selected by index, UUID, PCI bus id and model
+  heteromig.fleet.mig_layout:
+    gpus:
+      - devices: [0, 1]
+        layout: all-balanced
+      - devices: GPU-1e4aeb08-d54a-e049-6ac4-e11b0489b456
+        layout: [3g.40gb, 2g.20gb, 1g.10gb, 1g.10gb]
+      - devices: "00000000:9D:00.0"
+        layout: all-disabled
+      - devices: all
+        model: A30
+        optional: true
+        layout: all-1g
+
+- name: Explicit placements and a compute-instance split
+  heteromig.fleet.mig_layout:
+    gpus:
+      - devices: 3
+        layout:
+          - profile: 3g.40gb
+            placement: 4
+            compute_instances: [1, 1, 1]
+          - 2g.20gb@0
+          - 1g.10gb@2
+          - 1g.10gb@3
+
+- name: Drain what runs on the instances that go (30 s of grace, then SIGKILL)
+  heteromig.fleet.mig_layout:
+    layout: all-7g
+    drain: true
+    drain_timeout: 30
+
+- name: Apply one label of a mig-parted config file on the host
+  heteromig.fleet.mig_layout:
+    mig_parted_config_file: /etc/nvidia-mig-manager/config.yaml
+    mig_parted_label: all-balanced
+
+- name: Apply a mig-parted config kept on the controller
+  heteromig.fleet.mig_layout:
+    mig_parted_config: "{{ lookup('ansible.builtin.file', 'mig-config.yaml') | from_yaml }}"
+    mig_parted_label: custom
+
+- name: Check (without changing anything) that the fleet is in the expected layout
+  heteromig.fleet.mig_layout:
+    layout: all-1g
+    operation: assert
+
+- name: Export the current state as a mig-parted config
+  heteromig.fleet.mig_layout:
+    operation: export
+  register: mig
+
+- name: Save it on the controller
+  ansible.builtin.copy:
+    content: "{{ mig.mig_parted_config | to_nice_yaml }}"
+    dest: "mig-{{ inventory_hostname }}.yaml"
+    mode: "0644"
+  delegate_to: localhost
+
+- name: Simulated GPUs (backend options are usually set once with module_defaults)
+  heteromig.fleet.mig_layout:
+    backend: sim
+    sim_state: /var/lib/heteromig/nvml-sim.json
+    sim_gpus: 8xH100-SXM5-80GB
+    layout: all-1g
+  register: layout
+
+- name: Use the resulting slices
+  ansible.builtin.debug:
+    msg: "{{ layout.mig_devices | map(attribute='uuid') | list }}"
+"""
+
+RETURN = r"""
+changed:
+  description: Whether any GPU was (or, in check mode, would be) changed.
+  returned: always
+  type: bool
+reboot_required:
+  description:
+    - Whether a GPU's MIG mode change waits for a reboot because the GPU could not be reset.
+    - Those GPUs have no instances yet; run the module again after the reboot.
+  returned: always
+  type: bool
+reboot_required_gpus:
+  description: Indices of the GPUs that need a reboot.
+  returned: always
+  type: list
+  elements: int
+  sample: [2, 3]
+gpus:
+  description: One entry per managed (selected) GPU, in index order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    index:
+      description: NVML index of the GPU.
+      type: int
+    uuid:
+      description: GPU UUID.
+      type: str
+    pci_bus_id:
+      description: PCI bus id.
+      type: str
+    model:
+      description: Catalog key of the model, or V(null) if unknown.
+      type: str
+    name:
+      description: Device name as NVML reports it.
+      type: str
+    selected_by:
+      description: The entry that selected the GPU (V(layout), V(gpus[1]), or a mig-parted entry).
+      type: str
+    layout:
+      description: The requested layout as text.
+      type: str
+      sample: all-balanced
+    changed:
+      description: Whether this GPU changes (changed, in check mode would change).
+      type: bool
+    status:
+      description:
+        - V(unchanged), V(changed), V(would_change) (check mode, V(assert)),
+          V(reboot_required), or V(failed).
+      type: str
+    actions:
+      description: What was done, in order (empty in check mode unless processes would be drained).
+      type: list
+      elements: str
+      sample: ["destroyed 7g.80gb@0 (GPU instance 0)", "created 3g.40gb@4 (GPU instance 2)"]
+    reset:
+      description: Whether the GPU was reset (Ampere mode change).
+      type: bool
+    reboot_required:
+      description: Whether this GPU's mode change waits for a reboot.
+      type: bool
+    reboot_reason:
+      description: Why a reset was not possible.
+      type: str
+      returned: when reboot_required
+    drained:
+      description: Processes that were (or in check mode would be) terminated.
+      type: list
+      elements: dict
+    before:
+      description: MIG mode (C(mig_enabled), C(mig_pending)) and C(instances) before.
+      type: dict
+    after:
+      description: The same after the change (in check mode, the plan).
+      type: dict
+      sample:
+        mig_enabled: true
+        mig_pending: true
+        instances:
+          - profile: 3g.40gb
+            placement: {start: 4, size: 4}
+            compute_instances: [{start: 0, size: 3}]
+            gpu_instance_id: 2
+unmanaged_gpus:
+  description: Indices of GPUs no selector chose (left alone).
+  returned: always
+  type: list
+  elements: int
+mig_devices:
+  description:
+    - Every MIG device of the host after the run (before it, in check mode), one per compute
+      instance, in the shape of C(heteromig.fleet.gpu_facts)'s C(heteromig_mig_devices).
+    - Each has C(uuid), C(gpu_index), C(gpu_uuid), C(gpu_model), C(gpu_instance_id),
+      C(compute_instance_id), C(profile), C(gpu_instance_profile), C(placement) and
+      C(compute_placement), among others.
+  returned: when O(return_mig_devices=true)
+  type: list
+  elements: dict
+  sample:
+    - uuid: MIG-b4b2228d-6933-5839-bc0e-41ab9edb61c6
+      gpu_index: 0
+      gpu_instance_id: 2
+      compute_instance_id: 0
+      profile: 3g.40gb
+      placement: {start: 4, size: 4}
+mig_parted_config:
+  description: The host's MIG state afterwards as an NVIDIA mig-parted config, version V(v1).
+  returned: always
+  type: dict
+  sample:
+    version: v1
+    mig-configs:
+      current:
+        - devices: all
+          mig-enabled: true
+          mig-devices: {1g.10gb: 7}
+busy:
+  description: The processes that made the task refuse (or that a drain could not end).
+  returned: when refused because of processes
+  type: list
+  elements: dict
+rollback:
+  description: After a failure midway, what happened to the failed GPU.
+  returned: when a change failed
+  type: dict
+  contains:
+    outcome:
+      description: V(restored) (previous layout back), V(emptied) (GPU left empty), V(failed).
+      type: str
+    message:
+      description: In words.
+      type: str
+    state:
+      description: The GPU's state afterwards, as text.
+      type: str
+failed_gpu:
+  description: Index of the GPU whose change failed.
+  returned: when a change failed
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+    BACKEND_ARGUMENT_SPEC,
+    BackendError,
+    nvml_error_text,
+    open_backend,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
+    OPERATIONS,
+    MigApplyError,
+    run_host,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+    PLACEMENT_MATCH_MODES,
+    LayoutError,
+    parse_gpu_entries,
+    parse_mig_parted,
+)
+
+_LAYOUT_SOURCES = ("layout", "gpus", "mig_parted_config", "mig_parted_config_file")
+
+
+def _argument_spec():
+    spec = dict(BACKEND_ARGUMENT_SPEC)
+    spec.update(
+        layout=dict(type="raw"),
+        gpus=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                devices=dict(type="raw", default="all"),
+                model=dict(type="raw"),
+                layout=dict(type="raw", required=True),
+                optional=dict(type="bool", default=False),
+            ),
+        ),
+        mig_parted_config=dict(type="raw"),
+        mig_parted_config_file=dict(type="path"),
+        mig_parted_label=dict(type="str"),
+        placement_match=dict(type="str", default="exact", choices=list(PLACEMENT_MATCH_MODES)),
+        drain=dict(type="bool", default=False),
+        drain_timeout=dict(type="int", default=30),
+        operation=dict(type="str", default="apply", choices=list(OPERATIONS)),
+        export_label=dict(type="str", default="current"),
+        return_mig_devices=dict(type="bool", default=True),
+    )
+    return spec
+
+
+def _entries(params):
+    """The layout entries from whichever option gives them (none for export without one)."""
+    if params["mig_parted_config_file"] is not None:
+        path = params["mig_parted_config_file"]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise LayoutError("cannot read mig_parted_config_file %s: %s"
+                              % (path, exc.strerror or exc)) from exc
+        return parse_mig_parted(text, params["mig_parted_label"], "mig_parted_config_file %s" % path)
+    if params["mig_parted_config"] is not None:
+        return parse_mig_parted(params["mig_parted_config"], params["mig_parted_label"])
+    if params["layout"] is None and params["gpus"] is None:
+        return []
+    return parse_gpu_entries(params["layout"], params["gpus"])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=_argument_spec(),
+        mutually_exclusive=[_LAYOUT_SOURCES],
+        required_if=[
+            ("operation", "apply", _LAYOUT_SOURCES, True),
+            ("operation", "assert", _LAYOUT_SOURCES, True),
+        ],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["drain_timeout"] < 0:
+        module.fail_json(msg="drain_timeout must be 0 or more seconds, not %d"
+                         % params["drain_timeout"])
+    if params["mig_parted_label"] is not None and not (
+        params["mig_parted_config"] is not None or params["mig_parted_config_file"] is not None
+    ):
+        module.fail_json(msg="mig_parted_label needs mig_parted_config or mig_parted_config_file")
+    try:
+        entries = _entries(params)
+    except LayoutError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+
+    try:
+        backend = open_backend(params["backend"], params["sim_state"], params["sim_gpus"],
+                               run_command=module.run_command)
+    except BackendError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    try:
+        result = run_host(
+            backend,
+            entries,
+            match=params["placement_match"],
+            drain=params["drain"],
+            drain_timeout=params["drain_timeout"],
+            check_mode=module.check_mode,
+            operation=params["operation"],
+            export_label=params["export_label"],
+            with_devices=params["return_mig_devices"],
+        )
+    except LayoutError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except MigApplyError as exc:
+        failed = dict(exc.result)
+        failed.pop("diff", None)
+        failed.setdefault("changed", False)
+        module.fail_json(msg=str(exc), **failed)
+    except BackendError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except backend.nvml.NVMLError as exc:
+        module.fail_json(msg="NVML failed: %s" % nvml_error_text(exc))
+    finally:
+        backend.close()
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
