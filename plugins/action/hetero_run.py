@@ -1,0 +1,629 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin heteromig.fleet.hetero_run: the controller side of a HeteroMIG run.
+
+Builds the plan (plugin_utils/_harness_profiles), starts the detached host runner through the
+``hetero_runner`` module (a plain module call, not async_wrapper), long-polls its status (one
+module call per change; each call renews the runner's lease), prints progress through Display,
+fetches the run's logs in one archive and returns the result structure of
+docs/hetero_result_contract.md. Documentation: plugins/modules/hetero_run.py.
+
+Ansible may kill this worker on Ctrl-C without running ``finally`` blocks: nothing here needs to
+run for the host to clean up. The runner stops every benchmark by itself once the lease is not
+renewed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
+    PlanError,
+    build_plan,
+    run_id_for,
+)
+
+display = Display()
+
+RUNNER_MODULE = "heteromig.fleet.hetero_runner"
+PROGRESS_EVERY = 30.0  # seconds between progress lines when nothing changes
+
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    # harness and benchmarks
+    "harness": {"type": "str", "default": "heteromig_synthetic"},
+    "harness_profile_dirs": {"type": "list", "elements": "path", "default": []},
+    "harness_vars": {"type": "dict", "default": {}},
+    "main_benchmark": {"type": "str"},
+    "main_scenario": {"type": "str", "default": "Offline"},
+    "main_action": {"type": "str", "default": "run_harness"},
+    "main_mode": {
+        "type": "str",
+        "default": "PerformanceOnly",
+        "choices": ["PerformanceOnly", "AccuracyOnly"],
+    },
+    "main_accuracy_target": {"type": "str", "default": "default", "choices": ["default", "high"]},
+    "main_benchmark_duration": {"type": "int", "default": 600000},
+    "main_benchmark_runargs": {"type": "raw"},
+    "main_benchmark_cmd_prefix": {"type": "raw"},
+    "main_min_query_count": {"type": "int"},
+    "main_target_qps": {"type": "float"},
+    "main_target_latency_ns": {"type": "int"},
+    "background_benchmarks": {"type": "raw", "default": "all"},
+    "background_benchmark_duration": {"type": "raw", "default": "automatic"},
+    "background_benchmark_timeout": {"type": "int", "default": 7200000},
+    "background_target_qps": {"type": "float"},
+    "background_runargs": {"type": "raw"},
+    "fill_slices": {"type": "bool", "default": True},
+    # slices
+    "slices": {"type": "raw"},
+    "gpus": {"type": "list", "elements": "dict"},
+    "main_slice": {"type": "raw"},
+    "background_slices": {"type": "raw", "default": "same_gpu"},
+    "allow_shared_gpu": {"type": "bool", "default": False},
+    # choreography
+    "readiness_regexes": {"type": "list", "elements": "str"},
+    "background_start_timeout": {"type": "int", "default": 600000},
+    "start_time_buffer": {"type": "int", "default": 10000},
+    "start_time_buffer_mode": {"type": "str", "default": "fixed", "choices": ["fixed", "steady"]},
+    "steady_window": {"type": "int", "default": 2000},
+    "steady_tolerance": {"type": "float", "default": 0.05},
+    "main_benchmark_immediate_start": {"type": "bool", "default": False},
+    "end_time_buffer_min": {"type": "int", "default": 30000},
+    "stop_grace": {"type": "int", "default": 10000},
+    "lenient": {"type": "bool", "default": False},
+    "verbose": {"type": "bool", "default": False},
+    "verbose_all": {"type": "bool", "default": False},
+    "env": {"type": "dict", "default": {}},
+    "max_output_bytes": {"type": "int", "default": 256 * 1024 * 1024},
+    # running and watching
+    "run_id": {"type": "str"},
+    "resume": {"type": "bool", "default": False},
+    "results_dir": {"type": "path"},
+    "fetch": {"type": "bool", "default": True},
+    "host_root": {"type": "path"},
+    "host_pythonpath": {"type": "str"},
+    "backend": {"type": "str", "choices": ["nvml", "sim"]},
+    "sim_state": {"type": "path"},
+    "lease_timeout": {"type": "int", "default": 60000},
+    "reconnect_timeout": {"type": "int", "default": 120000},
+    "poll_interval": {"type": "int", "default": 15000},
+    "fail_on_invalid": {"type": "bool", "default": False},
+}
+
+
+def _var(templar: Any, task_vars: Mapping[str, Any], name: str) -> Any:
+    """A host variable, templated; facts are looked up in ansible_facts as well."""
+    facts = task_vars.get("ansible_facts") or {}
+    value = facts.get(name) if isinstance(facts, Mapping) else None
+    if value is None:
+        value = task_vars.get(name)
+    if value is None:
+        return None
+    return templar.template(value)
+
+
+def _garbled(res: Mapping[str, Any]) -> bool:
+    """A module answer that is not the module's JSON (cut off by a dropped connection)."""
+    msg = str(res.get("msg") or "")
+    return (
+        "module_stdout" in res
+        or msg.startswith("Module result deserialization failed")
+        or msg.startswith("MODULE FAILURE")
+    )
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    # ------------------------------------------------------------------------------ run
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        del tmp
+        task_vars = task_vars or {}
+        result = super().run(task_vars=task_vars)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        self._host = task_vars.get("inventory_hostname") or self._task.get_name()
+        host = self._host
+        templar = self._templar
+        host_root = args["host_root"] or _var(templar, task_vars, "heteromig_host_root")
+        host_root = str(host_root or "/var/lib/heteromig")
+        if not os.path.isabs(host_root):
+            raise AnsibleActionFail(
+                "host_root must be an absolute path on the host, got %r" % host_root
+            )
+        pythonpath = (
+            args["host_pythonpath"]
+            or _var(templar, task_vars, "heteromig_host_pythonpath")
+            or os.path.join(host_root, "lib")
+        )
+        results_root = args["results_dir"] or _var(templar, task_vars, "heteromig_results_dir")
+        results_root = os.path.abspath(os.path.expanduser(str(results_root or "results")))
+        backend = {
+            "name": args["backend"] or _var(templar, task_vars, "heteromig_gpu_backend") or "nvml",
+            "sim_state": args["sim_state"] or _var(templar, task_vars, "heteromig_sim_state"),
+        }
+        if backend["name"] not in ("nvml", "sim"):
+            raise AnsibleActionFail("backend must be nvml or sim, got %r" % backend["name"])
+        self._pythonpath = str(pythonpath)
+        self._host_root = host_root
+        self._task_vars = task_vars
+
+        if args["resume"]:
+            return self._resume(args, result, results_root)
+
+        run_id = args["run_id"] or self._shared_run_id(results_root)
+        slices = args["slices"]
+        if slices is None:
+            slices = _var(templar, task_vars, "heteromig_mig_devices")
+        gpus = (
+            args["gpus"] if args["gpus"] is not None else _var(templar, task_vars, "heteromig_gpus")
+        )
+        if slices is None and not gpus:
+            raise AnsibleActionFail(
+                "no MIG slices known for %s: run heteromig.fleet.gpu_facts first (it sets "
+                "heteromig_mig_devices), or pass slices" % host
+            )
+        try:
+            plan = build_plan(
+                args,
+                host=host,
+                devices=slices,
+                gpus=gpus,
+                python=self._host_python(task_vars),
+                host_root=host_root,
+                host_pythonpath=str(pythonpath),
+                backend=backend,
+                run_id=run_id,
+            )
+        except PlanError as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        results_dir = os.path.join(results_root, run_id, host)
+        if plan["shared_gpu"]:
+            display.warning(
+                "hetero_run on %s: SHARED GPU mode: every benchmark runs on the whole GPU %s "
+                "without MIG isolation; the results are not MIG results"
+                % (host, plan["gpu"]["uuid"])
+            )
+
+        if self._task.check_mode:
+            result.update(self._contract(plan, None, results_dir, dry_run=True))
+            result["changed"] = True
+            result["plan"] = plan
+            return result
+
+        start = self._call(
+            {
+                "command": "start",
+                "host_root": host_root,
+                "plan": plan,
+                "pythonpath": str(pythonpath),
+            },
+            task_vars,
+        )
+        if start.get("failed"):
+            raise AnsibleActionFail("%s: %s" % (host, start.get("msg")))
+        display.display(
+            "hetero_run [%s] run %s started: main %s (%s) on %s, %d background(s)"
+            % (
+                host,
+                run_id,
+                plan["benchmarks"][0]["benchmark"],
+                plan["benchmarks"][0]["scenario"],
+                plan["benchmarks"][0]["slice"]["uuid"],
+                len(plan["benchmarks"]) - 1,
+            )
+        )
+        status, last = self._watch(
+            run_id, start.get("status") or {}, plan["lease_s"], args, task_vars
+        )
+        return self._finish(result, plan, status, last, run_id, results_dir, args, task_vars)
+
+    # -------------------------------------------------------------------------- helpers
+    def _host_python(self, task_vars: Mapping[str, Any]) -> str:
+        for name in ("heteromig_host_python", "ansible_python_interpreter"):
+            value = _var(self._templar, task_vars, name)
+            if isinstance(value, str) and value and not value.startswith("auto"):
+                return value
+        facts = task_vars.get("ansible_facts") or {}
+        found = facts.get("discovered_interpreter_python") if isinstance(facts, Mapping) else None
+        return str(found or "python3")
+
+    def _shared_run_id(self, results_root: str) -> str:
+        """One run id for every host of this task in this playbook run.
+
+        The task's uuid is the same in every worker; the first worker to get here writes the
+        id into ``<results_dir>/.run-ids/<task uuid>``, the others read it.
+        """
+        task_uuid = str(getattr(self._task, "_uuid", "") or secrets.token_hex(8))
+        directory = os.path.join(results_root, ".run-ids")
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, task_uuid)
+        candidate = run_id_for(task_uuid + secrets.token_hex(4), _utc_stamp())
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
+                    text = handle.read().strip()
+                    if text:
+                        return text
+                time.sleep(0.01)
+            raise AnsibleActionFail("cannot agree on a run id through %s" % path) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(candidate + "\n")
+        return candidate
+
+    def _call(self, module_args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        """One hetero_runner module call; AnsibleConnectionFailure when the host is unreachable."""
+        res = self._execute_module(
+            module_name=RUNNER_MODULE, module_args=module_args, task_vars=task_vars
+        )
+        if res.get("unreachable"):
+            raise AnsibleConnectionFailure(str(res.get("msg") or "host unreachable"))
+        if res.get("failed") and _garbled(res):
+            # the connection died under the module: its output never arrived whole
+            raise AnsibleConnectionFailure(str(res.get("msg") or "no module output"))
+        return res
+
+    def _progress(self, status: Mapping[str, Any]) -> str:
+        benches = status.get("benchmarks") or {}
+        bgs = sorted(n for n in benches if n != "main")
+        ready = [n for n in bgs if benches[n].get("ready")]
+        failed = [n for n in bgs if benches[n].get("failed")]
+        main = benches.get("main") or {}
+        elapsed = float(status.get("elapsed_s") or 0.0)
+        expected = status.get("expected_duration_s")
+        parts = [
+            "hetero_run [%s] %s" % (self._host, status.get("phase")),
+            "%.1f/%s s" % (elapsed, "%.1f" % expected if expected else "?"),
+        ]
+        if bgs:
+            parts.append(
+                "backgrounds ready %d/%d%s"
+                % (len(ready), len(bgs), (" (failed: %s)" % ", ".join(failed)) if failed else "")
+            )
+        main_state = main.get("state", "pending")
+        if main.get("ready"):
+            main_state = "timed phase"
+        parts.append("main: %s" % main_state)
+        return " | ".join(parts)
+
+    def _watch(
+        self,
+        run_id: str,
+        status: dict[str, Any],
+        lease_s: float,
+        args: Mapping[str, Any],
+        task_vars: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Long-poll the runner until the run is done; retry through connection trouble.
+
+        Returns the last status and the last module answer (with the inline archive, if any).
+        """
+        wait = max(0.2, min(args["poll_interval"] / 1000.0, lease_s / 3.0))
+        reconnect = args["reconnect_timeout"] / 1000.0
+        last_ok = time.monotonic()
+        last_line = ""
+        last_print = 0.0
+        failures = 0
+        warned_lease = False
+        res: dict[str, Any] = {}
+        while True:
+            if status.get("phase") == "lost" or (status and status.get("runner_alive") is False):
+                return status, res
+            if status.get("done") and (res.get("archive") or not args["fetch"]):
+                return status, res
+            try:
+                res = self._call(
+                    {
+                        "command": "status",
+                        "host_root": self._host_root,
+                        "run_id": run_id,
+                        "since_change": status.get("change"),
+                        "wait": wait,
+                        "lease": lease_s,
+                        "collect": bool(args["fetch"]),
+                    },
+                    task_vars,
+                )
+            except (AnsibleConnectionFailure, OSError) as exc:
+                failures += 1
+                silent = time.monotonic() - last_ok
+                if silent > lease_s + reconnect:
+                    raise AnsibleActionFail(
+                        "lost the connection to %s for %.0f s (lease %.0f s + reconnect_timeout "
+                        "%.0f s): %s. The runner stopped the run when the lease expired; its "
+                        "results stay in %s/runs/%s on the host (resume: true fetches them)"
+                        % (self._host, silent, lease_s, reconnect, exc, self._host_root, run_id)
+                    ) from None
+                if failures == 1:
+                    display.warning(
+                        "hetero_run [%s] status poll failed (%s); retrying until the lease "
+                        "(%.0f s) would expire"
+                        % (self._host, str(exc).splitlines()[0][:200], lease_s)
+                    )
+                if silent > lease_s and not warned_lease:
+                    warned_lease = True
+                    display.warning(
+                        "hetero_run [%s] the lease has expired: the runner stops the benchmarks; "
+                        "still trying to re-attach and fetch the results" % self._host
+                    )
+                with contextlib.suppress(Exception):
+                    self._connection.reset()
+                time.sleep(min(2.0, 0.25 * failures))
+                continue
+            if res.get("failed"):
+                raise AnsibleActionFail(
+                    "%s: status of run %s: %s" % (self._host, run_id, res.get("msg"))
+                )
+            if failures:
+                display.display("hetero_run [%s] re-attached to run %s" % (self._host, run_id))
+            failures = 0
+            last_ok = time.monotonic()
+            status = res.get("status") or {}
+            line = self._progress(status)
+            key = line.split(" | ", 1)[0] + line.split(" | ", 2)[-1]
+            now = time.monotonic()
+            if key != last_line or now - last_print > PROGRESS_EVERY:
+                display.display(line)
+                last_line, last_print = key, now
+
+    def _resume(
+        self, args: Mapping[str, Any], result: dict[str, Any], results_root: str
+    ) -> dict[str, Any]:
+        task_vars = self._task_vars
+        res = self._call(
+            {"command": "status", "host_root": self._host_root, "run_id": args["run_id"]}, task_vars
+        )
+        if res.get("failed"):
+            raise AnsibleActionFail("resume on %s: %s" % (self._host, res.get("msg")))
+        run_id = res["run_id"]
+        plan_status = res.get("status") or {}
+        display.display(
+            "hetero_run [%s] re-attached to run %s (%s)"
+            % (self._host, run_id, plan_status.get("phase"))
+        )
+        plan = self._remote_plan(run_id, task_vars)
+        if self._task.check_mode:
+            result.update(
+                self._contract(
+                    plan,
+                    plan_status.get("result"),
+                    os.path.join(results_root, run_id, self._host),
+                    dry_run=False,
+                )
+            )
+            return result
+        status, last = self._watch(
+            run_id, plan_status, float(plan.get("lease_s") or 60), args, task_vars
+        )
+        return self._finish(
+            result,
+            plan,
+            status,
+            last,
+            run_id,
+            os.path.join(results_root, run_id, self._host),
+            args,
+            task_vars,
+        )
+
+    def _remote_plan(self, run_id: str, task_vars: dict[str, Any]) -> dict[str, Any]:
+        """The run's plan.json, read back from the host (for resume)."""
+        path = os.path.join(self._host_root, "runs", run_id, "plan.json")
+        with tempfile.TemporaryDirectory(prefix="heteromig-plan-") as tmpdir:
+            local = os.path.join(tmpdir, "plan.json")
+            try:
+                self._connection.fetch_file(path, local)
+                with open(local, encoding="utf-8") as handle:
+                    return json.load(handle)
+            except (AnsibleError, OSError, ValueError) as exc:
+                raise AnsibleActionFail(
+                    "cannot read %s from %s: %s" % (path, self._host, exc)
+                ) from None
+
+    def _fetch(
+        self, run_id: str, results_dir: str, last: Mapping[str, Any], task_vars: dict[str, Any]
+    ) -> list[str]:
+        """Bring the run's archive to the controller: inline in the last status answer, else one
+        fetch of the archive the status (or a collect call) packed."""
+        res: Mapping[str, Any] = last
+        if not res.get("archive"):
+            res = self._call(
+                {"command": "collect", "host_root": self._host_root, "run_id": run_id}, task_vars
+            )
+            if res.get("failed"):
+                raise AnsibleActionFail(
+                    "%s: cannot pack the logs of run %s: %s" % (self._host, run_id, res.get("msg"))
+                )
+        os.makedirs(results_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="heteromig-fetch-") as tmpdir:
+            local = os.path.join(tmpdir, "results.tar.gz")
+            if res.get("archive_b64"):
+                with open(local, "wb") as handle:
+                    handle.write(base64.b64decode(res["archive_b64"]))
+            else:
+                self._connection.fetch_file(res["archive"], local)
+            extract_archive(local, results_dir)
+        return [f["path"] for f in res.get("files") or []]
+
+    def _finish(
+        self,
+        result: dict[str, Any],
+        plan: dict[str, Any],
+        status: dict[str, Any],
+        last: Mapping[str, Any],
+        run_id: str,
+        results_dir: str,
+        args: Mapping[str, Any],
+        task_vars: dict[str, Any],
+    ) -> dict[str, Any]:
+        host_result = status.get("result")
+        lost = status.get("phase") == "lost" or not host_result
+        fetched: list[str] = []
+        fetch_error = None
+        if args["fetch"]:
+            for attempt in range(3):
+                try:
+                    fetched = self._fetch(
+                        run_id, results_dir, last if attempt == 0 else {}, task_vars
+                    )
+                    break
+                except (AnsibleConnectionFailure, AnsibleError, OSError) as exc:
+                    fetch_error = str(exc)
+                    with contextlib.suppress(Exception):
+                        self._connection.reset()
+                    time.sleep(0.5 * (attempt + 1))
+            else:
+                display.warning(
+                    "hetero_run [%s] could not fetch the logs: %s" % (self._host, fetch_error)
+                )
+        contract = self._contract(plan, host_result, results_dir, dry_run=False)
+        if lost:
+            contract["verdict"] = "INVALID"
+            contract["reasons"].append(
+                "the runner on %s died before finishing (host rebooted or runner killed); "
+                "runner.log: %s" % (self._host, status.get("runner_log_tail", "")[-500:])
+            )
+        contract["fetched_files"] = fetched
+        if args["fetch"]:
+            os.makedirs(results_dir, exist_ok=True)
+            with open(os.path.join(results_dir, "result.json"), "w", encoding="utf-8") as handle:
+                json.dump(contract, handle, indent=1, sort_keys=True)
+        result.update(contract)
+        result["changed"] = True
+        main = contract["main"]
+        metric = (main.get("loadgen") or {}).get("metric") or {}
+        display.display(
+            "hetero_run [%s] %s%s%s"
+            % (
+                self._host,
+                contract["verdict"],
+                " | main %s: %s %s" % (metric.get("name"), metric.get("value"), metric.get("unit"))
+                if metric
+                else "",
+                (" | " + "; ".join(contract["reasons"])) if contract["reasons"] else "",
+            )
+        )
+        if lost:
+            result["failed"] = True
+            result["msg"] = "; ".join(contract["reasons"])
+        elif contract["verdict"] != "VALID" and args["fail_on_invalid"]:
+            result["failed"] = True
+            result["msg"] = "hetero run %s on %s is INVALID: %s" % (
+                run_id,
+                self._host,
+                "; ".join(contract["reasons"]),
+            )
+        return result
+
+    # ------------------------------------------------------------------------- contract
+    def _contract(
+        self,
+        plan: dict[str, Any],
+        host_result: Mapping[str, Any] | None,
+        results_dir: str,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        """The structure of docs/hetero_result_contract.md."""
+        by_name = {}
+        for bench in (host_result or {}).get("benchmarks") or []:
+            by_name[bench.get("name")] = bench
+        entries = []
+        for bench in plan["benchmarks"]:
+            ran = by_name.get(bench["name"]) or {}
+            entries.append(
+                {
+                    "name": bench["name"],
+                    "role": bench["role"],
+                    "benchmark": bench["benchmark"],
+                    "scenario": bench["scenario"],
+                    "action": bench["action"],
+                    "slice": bench["slice"],
+                    "command": bench["argv"],
+                    "env": {"CUDA_VISIBLE_DEVICES": bench["env"].get("CUDA_VISIBLE_DEVICES")},
+                    "exit_code": ran.get("exit_code"),
+                    "signal": ran.get("signal"),
+                    "stopped_by_runner": ran.get("stopped_by_runner", False),
+                    "failed": ran.get("failed"),
+                    "launched_at": ran.get("launched_at"),
+                    "ready_at": ran.get("ready_at"),
+                    "ended_at": ran.get("ended_at"),
+                    "timed_window": ran.get("timed_window"),
+                    "loadgen": ran.get("loadgen"),
+                    "log_dir": bench["log_dir"],
+                    "fetched_dir": None if dry_run else os.path.join(results_dir, bench["name"]),
+                }
+            )
+        if dry_run:
+            verdict, reasons, warnings, timeline = "DRY_RUN", [], [], []
+        else:
+            verdict = (host_result or {}).get("verdict") or "INVALID"
+            reasons = list((host_result or {}).get("reasons") or [])
+            warnings = list((host_result or {}).get("warnings") or [])
+            timeline = list((host_result or {}).get("timeline") or [])
+        if plan["shared_gpu"]:
+            warnings.insert(0, "shared GPU: no MIG isolation (allow_shared_gpu)")
+        return {
+            "run_id": plan["run_id"],
+            "host": plan["host"],
+            "verdict": verdict,
+            "reasons": reasons,
+            "warnings": warnings,
+            "shared_gpu": plan["shared_gpu"],
+            "harness": plan["harness"],
+            "gpu": plan["gpu"],
+            "results_dir": None if dry_run else results_dir,
+            "main": entries[0],
+            "backgrounds": entries[1:],
+            "timeline": timeline,
+            "expected_duration_s": plan["expected_duration_s"],
+            "stop_reason": (host_result or {}).get("stop_reason"),
+        }
+
+
+def extract_archive(archive: str, dest: str) -> None:
+    """Unpack a results archive; members must stay inside ``dest`` (no links, no ``..``)."""
+    dest_real = os.path.realpath(dest)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = []
+        for member in tar.getmembers():
+            target = os.path.realpath(os.path.join(dest_real, member.name))
+            if (
+                not (member.isfile() or member.isdir())
+                or os.path.isabs(member.name)
+                or not (target == dest_real or target.startswith(dest_real + os.sep))
+            ):
+                raise AnsibleActionFail("refusing to unpack %r from %s" % (member.name, archive))
+            members.append(member)
+        for member in members:
+            target = os.path.join(dest_real, member.name)
+            if member.isdir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            source = tar.extractfile(member)
+            if source is None:
+                continue
+            with source, open(target, "wb") as handle:
+                shutil.copyfileobj(source, handle)

@@ -1,0 +1,840 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller side of hetero_run: harness profiles, slice choice, background sets, the plan.
+
+Pure functions (plus reading profile files); the action plugin ``heteromig.fleet.hetero_run``
+calls them and does the Ansible I/O. Everything here raises ``PlanError`` with a message that
+names the problem; nothing is launched or changed before a plan builds.
+
+A harness profile (``harness_profiles/<name>.yml``) is the one source of truth for how a
+harness is run: its benchmarks and their scenarios, the background sets, the actions, the
+readiness markers, and the command as Jinja2 templates. Every ``argv`` item renders to exactly
+one argument; nothing is spliced into a shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness_profiles")
+SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
+MODES = ("PerformanceOnly", "AccuracyOnly")
+GROUP_SETS = ("all", "datacenter", "edge")
+PLAN_FORMAT = "heteromig.hetero-plan"
+PLAN_VERSION = 1
+MAIN = "main"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PROFILE_KEYS = {
+    "name",
+    "description",
+    "default_main_benchmark",
+    "benchmarks",
+    "background_sets",
+    "actions",
+    "readiness_regexes",
+    "progress_regex",
+    "verbose_args",
+    "command",
+}
+
+
+class PlanError(Exception):
+    """Bad input for a hetero run; the message names the problem."""
+
+
+# ---------------------------------------------------------------------------------- Jinja
+def make_quote(value: Any) -> str:
+    """Quote for a shell command line that ``make`` builds: shell-quoted, ``$`` doubled."""
+    return shlex.quote(str(value)).replace("$", "$$")
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
+    env.filters["make_quote"] = make_quote
+    return env
+
+
+_ENV = _environment()
+
+
+# ------------------------------------------------------------------------------- profiles
+@dataclass
+class Profile:
+    name: str
+    path: str
+    description: str
+    default_main_benchmark: str
+    benchmarks: dict[str, dict[str, Any]]
+    background_sets: dict[str, list[str]]
+    actions: dict[str, dict[str, Any]]
+    readiness_regexes: list[str]
+    progress_regex: str | None
+    verbose_args: list[str]
+    command: dict[str, Any] = field(default_factory=dict)
+
+    def scenarios(self, benchmark: str) -> list[str]:
+        return list(self.benchmarks[benchmark].get("scenarios", SCENARIOS))
+
+    def config_ver(self, benchmark: str, accuracy: str) -> str | None:
+        conf = self.benchmarks[benchmark].get("config_ver")
+        if isinstance(conf, str):
+            return conf
+        if isinstance(conf, Mapping):
+            return conf.get(accuracy) or conf.get("default")
+        return None
+
+
+def profile_dirs(extra: Iterable[str] | None) -> list[str]:
+    """User directories first (they may shadow a built-in profile), then the built-in one."""
+    return [os.path.expanduser(d) for d in (extra or []) if d] + [BUILTIN_DIR]
+
+
+def available_profiles(extra: Iterable[str] | None = None) -> list[str]:
+    names: set[str] = set()
+    for directory in profile_dirs(extra):
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        names.update(e[:-4] for e in entries if e.endswith(".yml"))
+    return sorted(names)
+
+
+def load_profile(name: str, extra_dirs: Iterable[str] | None = None) -> Profile:
+    """Find ``<name>.yml`` in the user directories, then the built-in ones, and validate it."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise PlanError("harness must be a profile name like 'heteromig_synthetic', got %r" % name)
+    for directory in profile_dirs(extra_dirs):
+        path = os.path.join(directory, name + ".yml")
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = yaml.safe_load(handle)
+            except (OSError, yaml.YAMLError) as exc:
+                raise PlanError("cannot read harness profile %s: %s" % (path, exc)) from exc
+            return parse_profile(data, path)
+    raise PlanError(
+        "unknown harness %r; known harness profiles: %s (user profiles go in harness_profile_dirs)"
+        % (name, ", ".join(available_profiles(extra_dirs)) or "none")
+    )
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlanError("%s must be a list of strings" % where)
+    return list(value)
+
+
+def parse_profile(data: Any, path: str) -> Profile:
+    """Validate a profile's YAML data; PlanError names the file and the problem."""
+
+    def bad(message: str) -> PlanError:
+        return PlanError("harness profile %s: %s" % (path, message))
+
+    if not isinstance(data, dict):
+        raise bad("must be a mapping")
+    unknown = set(data) - _PROFILE_KEYS
+    if unknown:
+        raise bad("unknown key(s) %s" % ", ".join(sorted(unknown)))
+    name = data.get("name")
+    expected = os.path.basename(path)[:-4]
+    if name != expected:
+        raise bad("name %r must match the file name %r" % (name, expected))
+    benchmarks = data.get("benchmarks")
+    if not isinstance(benchmarks, dict) or not benchmarks:
+        raise bad("benchmarks must be a non-empty mapping")
+    for bench, conf in benchmarks.items():
+        if not isinstance(bench, str) or not _NAME_RE.match(bench):
+            raise bad("benchmark name %r is not a plain name" % (bench,))
+        if conf is None:
+            benchmarks[bench] = conf = {}
+        if not isinstance(conf, dict):
+            raise bad("benchmarks.%s must be a mapping" % bench)
+        scenarios = conf.get("scenarios", list(SCENARIOS))
+        _str_list(scenarios, "benchmarks.%s.scenarios" % bench)
+        wrong = [s for s in scenarios if s not in SCENARIOS]
+        if wrong or not scenarios:
+            raise bad(
+                "benchmarks.%s.scenarios: %s; scenarios are %s"
+                % (bench, ", ".join(wrong) or "empty", ", ".join(SCENARIOS))
+            )
+    sets = data.get("background_sets") or {}
+    if not isinstance(sets, dict):
+        raise bad("background_sets must be a mapping")
+    for set_name, members in sets.items():
+        for member in _str_list(members, "background_sets.%s" % set_name):
+            if member not in benchmarks:
+                raise bad("background_sets.%s names unknown benchmark %r" % (set_name, member))
+    if "all" not in sets:
+        sets["all"] = sorted(benchmarks)
+    actions = data.get("actions") or {"run_harness": {}}
+    if not isinstance(actions, dict):
+        raise bad("actions must be a mapping")
+    for action, conf in actions.items():
+        if conf is None:
+            actions[action] = conf = {}
+        if not isinstance(conf, dict) or set(conf) - {"files"}:
+            raise bad("actions.%s may only hold 'files'" % action)
+        files = conf.get("files") or {}
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and "/" not in k and isinstance(v, str) for k, v in files.items()
+        ):
+            raise bad("actions.%s.files must map plain file names to text" % action)
+    regexes = data.get("readiness_regexes")
+    if regexes is not None:
+        for regex in _str_list(regexes, "readiness_regexes"):
+            _check_regex(regex, "readiness_regexes", path)
+    progress = data.get("progress_regex")
+    if progress is not None:
+        _check_regex(progress, "progress_regex", path)
+        if "(?P<count>" not in progress:
+            raise bad("progress_regex needs a named group 'count' (the cumulative sample count)")
+    command = data.get("command")
+    if not isinstance(command, dict) or not isinstance(command.get("argv"), list):
+        raise bad("command.argv must be a list")
+    if set(command) - {"argv", "env", "cwd"}:
+        raise bad("command may only hold argv, env and cwd")
+    _check_items(command["argv"], "command.argv", bad)
+    env = command.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise bad("command.env must map names to template strings")
+    default_main = data.get("default_main_benchmark") or sorted(benchmarks)[0]
+    if default_main not in benchmarks:
+        raise bad("default_main_benchmark %r is not one of its benchmarks" % default_main)
+    return Profile(
+        name=name,
+        path=path,
+        description=str(data.get("description") or ""),
+        default_main_benchmark=default_main,
+        benchmarks=benchmarks,
+        background_sets={k: list(v) for k, v in sets.items()},
+        actions=actions,
+        readiness_regexes=list(regexes) if regexes else [],
+        progress_regex=progress,
+        verbose_args=_str_list(data.get("verbose_args") or [], "verbose_args"),
+        command=command,
+    )
+
+
+def _check_regex(regex: str, where: str, path: str) -> None:
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise PlanError(
+            "%s in %s: %r is not a valid regex: %s" % (where, path, regex, exc)
+        ) from exc
+
+
+def _check_items(items: list[Any], where: str, bad: Any) -> None:
+    for index, item in enumerate(items):
+        here = "%s[%d]" % (where, index)
+        if isinstance(item, str):
+            continue
+        if not isinstance(item, dict):
+            raise bad("%s must be a template string or a mapping" % here)
+        keys = set(item)
+        if keys == {"splat"} or keys == {"when", "splat"}:
+            continue
+        if keys == {"when", "argv"} and isinstance(item["argv"], list):
+            _check_items(item["argv"], here + ".argv", bad)
+            continue
+        raise bad("%s: use {when: EXPR, argv: [...]}, {splat: EXPR} or {when:, splat:}" % here)
+
+
+# ------------------------------------------------------------------------------ rendering
+def render_template(template: str, context: Mapping[str, Any], where: str) -> str:
+    try:
+        return _ENV.from_string(template).render(context)
+    except TemplateError as exc:
+        raise PlanError("cannot render %s %r: %s" % (where, template, exc)) from exc
+
+
+def evaluate(expression: str, context: Mapping[str, Any], where: str) -> Any:
+    try:
+        return _ENV.compile_expression(str(expression), undefined_to_none=False)(**context)
+    except TemplateError as exc:
+        raise PlanError("cannot evaluate %s %r: %s" % (where, expression, exc)) from exc
+
+
+def render_argv(items: Sequence[Any], context: Mapping[str, Any], where: str = "argv") -> list[str]:
+    """Render argv items: each string is one argument; see the module docstring for mappings."""
+    argv: list[str] = []
+    for index, item in enumerate(items):
+        here = "%s[%d]" % (where, index)
+        if isinstance(item, str):
+            argv.append(render_template(item, context, here))
+            continue
+        if "when" in item and not evaluate(str(item["when"]), context, here + ".when"):
+            continue
+        if "splat" in item:
+            values = evaluate(str(item["splat"]), context, here + ".splat")
+            if values is None:
+                continue
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                raise PlanError("%s.splat %r must give a list" % (here, item["splat"]))
+            argv.extend(str(v) for v in values)
+        else:
+            argv.extend(render_argv(item["argv"], context, here + ".argv"))
+    return argv
+
+
+def split_args(value: Any, option: str) -> list[str]:
+    """An option given as a list of arguments, or as one string split like a shell would."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise PlanError(
+                "%s: cannot split %r into arguments: %s" % (option, value, exc)
+            ) from exc
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return [str(v) for v in value]
+    raise PlanError("%s must be a list of arguments or a string, got %r" % (option, value))
+
+
+# --------------------------------------------------------------------------- benchmarks
+def normalize_scenario(value: Any) -> str:
+    text = str(value or "").replace("_", "").replace("-", "").lower()
+    for scenario in SCENARIOS:
+        if scenario.lower() == text:
+            return scenario
+    raise PlanError("unknown scenario %r; scenarios are %s" % (value, ", ".join(SCENARIOS)))
+
+
+def check_benchmark(profile: Profile, benchmark: str, scenario: str, role: str) -> None:
+    if benchmark not in profile.benchmarks:
+        raise PlanError(
+            "harness %s does not know the %s benchmark %r; its benchmarks are %s"
+            % (profile.name, role, benchmark, ", ".join(sorted(profile.benchmarks)))
+        )
+    if scenario not in profile.scenarios(benchmark):
+        raise PlanError(
+            "%s benchmark %s does not support the %s scenario (harness %s supports %s for it)"
+            % (role, benchmark, scenario, profile.name, ", ".join(profile.scenarios(benchmark)))
+        )
+
+
+def expand_backgrounds(
+    profile: Profile, spec: Any, main_benchmark: str, free_slices: int, fill: bool
+) -> list[str]:
+    """Background benchmarks for ``free_slices`` slices, from a set name or an explicit list.
+
+    Sets ('all', 'datacenter', 'edge', or any the profile defines) behave as the anchor's: the
+    members sorted, the main benchmark dropped when there are more members than slices, then cut
+    to the slices; with ``fill`` a set smaller than the free slices is repeated until every slice
+    has a background. 'none' gives none. An explicit list (or comma-separated string) is used as
+    given and must fit the free slices.
+    """
+    if spec is None:
+        spec = "all"
+    if isinstance(spec, str) and "," not in spec.strip():
+        name = spec.strip()
+        if name == "none" or name == "":
+            return []
+        if name in profile.background_sets:
+            members = sorted(profile.background_sets[name])
+            if len(members) > free_slices and main_benchmark in members:
+                members.remove(main_benchmark)
+            members = members[:free_slices]
+            if fill and members and len(members) < free_slices:
+                members = [members[i % len(members)] for i in range(free_slices)]
+            return members
+        if name not in profile.benchmarks:
+            raise PlanError(
+                "background_benchmarks %r is neither a set (%s, none) nor a benchmark of harness "
+                "%s (%s)"
+                % (
+                    name,
+                    ", ".join(sorted(profile.background_sets)),
+                    profile.name,
+                    ", ".join(sorted(profile.benchmarks)),
+                )
+            )
+        listed = [name]
+    elif isinstance(spec, str):
+        listed = [part.strip() for part in spec.split(",") if part.strip()]
+    elif isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec):
+        listed = [s.strip() for s in spec]
+    else:
+        raise PlanError(
+            "background_benchmarks must be all, none, datacenter, edge, or a list of benchmarks; "
+            "got %r" % (spec,)
+        )
+    for bench in listed:
+        check_benchmark(profile, bench, "Offline", "background")
+    if len(listed) > free_slices:
+        raise PlanError(
+            "%d background benchmarks (%s) but only %d free slice(s) besides the main "
+            "benchmark's: name fewer backgrounds, or more slices"
+            % (len(listed), ", ".join(listed), free_slices)
+        )
+    return listed
+
+
+# -------------------------------------------------------------------------------- slices
+def _device_list(value: Any) -> list[dict[str, Any]]:
+    """MIG devices from a list, a gpu_facts result or a mig_layout result."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        for path in (
+            ("ansible_facts", "heteromig_mig_devices"),
+            ("mig_devices",),
+            ("heteromig_mig_devices",),
+        ):
+            found: Any = value
+            for key in path:
+                found = found.get(key) if isinstance(found, Mapping) else None
+            if isinstance(found, list):
+                return [dict(d) for d in found]
+        raise PlanError(
+            "slices: a mapping must be a gpu_facts or mig_layout result (with mig_devices); "
+            "got keys %s" % ", ".join(sorted(map(str, value)))
+        )
+    if isinstance(value, list) and all(isinstance(d, Mapping) for d in value):
+        for d in value:
+            if not isinstance(d.get("uuid"), str):
+                raise PlanError("slices: every MIG device needs a 'uuid', got %r" % (dict(d),))
+        return [dict(d) for d in value]
+    raise PlanError(
+        "slices must be a list of MIG devices (heteromig_mig_devices), got %r" % (value,)
+    )
+
+
+def slice_summary(device: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's slice structure."""
+    return {
+        "uuid": device.get("uuid"),
+        "profile": device.get("profile"),
+        "gpu_index": device.get("gpu_index"),
+        "gpu_instance_id": device.get("gpu_instance_id"),
+        "compute_instance_id": device.get("compute_instance_id"),
+        "placement": device.get("placement"),
+        "mig": bool(str(device.get("uuid", "")).startswith("MIG-")),
+    }
+
+
+def _pick(devices: list[dict[str, Any]], ref: Any, option: str) -> dict[str, Any]:
+    if isinstance(ref, bool):
+        raise PlanError("%s must be a MIG UUID or an index, got %r" % (option, ref))
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        index = int(ref)
+        if not 0 <= index < len(devices):
+            raise PlanError(
+                "%s index %d is out of range: the host has %d MIG device(s)"
+                % (option, index, len(devices))
+            )
+        return devices[index]
+    for device in devices:
+        if device.get("uuid") == ref:
+            return device
+    raise PlanError(
+        "%s %r is not a MIG device of this host; its MIG devices are: %s"
+        % (
+            option,
+            ref,
+            ", ".join("%s (%s)" % (d["uuid"], d.get("profile")) for d in devices) or "none",
+        )
+    )
+
+
+@dataclass
+class SliceChoice:
+    main: dict[str, Any]
+    backgrounds: list[dict[str, Any]]  # free slices for backgrounds, in order
+    shared_gpu: bool
+    gpu: dict[str, Any]
+
+
+def choose_slices(
+    devices_in: Any,
+    gpus: list[Mapping[str, Any]] | None,
+    main_slice: Any,
+    background_slices: Any,
+    allow_shared_gpu: bool,
+) -> SliceChoice:
+    """Main and background slices, like the anchor by default.
+
+    The main benchmark goes on the first MIG device of the GPU with the most MIG devices
+    (lowest GPU index on a tie); backgrounds on every other device of that GPU
+    (``background_slices: same_gpu``), of every GPU (``all``), or on the listed ones.
+    Without MIG devices, or with ``main_slice`` naming a whole GPU (``GPU-...`` or
+    ``gpu:<index>``), every benchmark shares one GPU: refused unless ``allow_shared_gpu``.
+    """
+    devices = _device_list(devices_in)
+    gpu_list: list[dict[str, Any]] = [dict(g) for g in (gpus or [])]
+    gpu_ref = None
+    if isinstance(main_slice, str) and (
+        main_slice.startswith("GPU-") or main_slice.startswith("gpu:")
+    ):
+        gpu_ref = main_slice
+    if gpu_ref is not None or not devices:
+        what = (
+            "main_slice %s is a whole GPU, not a MIG device" % gpu_ref
+            if gpu_ref
+            else "this host has no MIG devices (MIG disabled, or no instances created)"
+        )
+        if not allow_shared_gpu:
+            raise PlanError(
+                "%s: the main benchmark's slice is not a MIG device. Create MIG instances "
+                "first (heteromig.fleet.mig_layout), or set allow_shared_gpu: true to run every "
+                "benchmark on one whole GPU without MIG isolation (results are then not "
+                "comparable with MIG runs)" % what
+            )
+        if not gpu_list:
+            raise PlanError("allow_shared_gpu needs the host's GPUs (gpu_facts: heteromig_gpus)")
+        gpu = gpu_list[0]
+        if gpu_ref:
+            matches = [
+                g
+                for g in gpu_list
+                if g.get("uuid") == gpu_ref or gpu_ref == "gpu:%s" % g.get("index")
+            ]
+            if not matches:
+                raise PlanError(
+                    "main_slice %s is not a GPU of this host (%s)"
+                    % (
+                        gpu_ref,
+                        ", ".join("gpu:%s %s" % (g.get("index"), g.get("uuid")) for g in gpu_list),
+                    )
+                )
+            gpu = matches[0]
+        whole = {
+            "uuid": gpu.get("uuid"),
+            "profile": None,
+            "gpu_index": gpu.get("index"),
+            "gpu_instance_id": None,
+            "compute_instance_id": None,
+            "placement": None,
+        }
+        return SliceChoice(main=whole, backgrounds=[], shared_gpu=True, gpu=gpu)
+
+    if main_slice is None or main_slice == "":
+        counts: dict[Any, int] = {}
+        for device in devices:
+            counts[device.get("gpu_index")] = counts.get(device.get("gpu_index"), 0) + 1
+        best = max(counts.values())
+        gpu_index = min((g for g, c in counts.items() if c == best), key=lambda g: (g is None, g))
+        main = next(d for d in devices if d.get("gpu_index") == gpu_index)
+    else:
+        main = _pick(devices, main_slice, "main_slice")
+    others = [d for d in devices if d["uuid"] != main["uuid"]]
+    if background_slices in (None, "", "same_gpu"):
+        free = [d for d in others if d.get("gpu_index") == main.get("gpu_index")]
+    elif background_slices == "all":
+        free = others
+    elif isinstance(background_slices, (list, tuple)):
+        free = []
+        for ref in background_slices:
+            device = _pick(devices, ref, "background_slices")
+            if device["uuid"] == main["uuid"]:
+                raise PlanError("background_slices names the main slice %s" % main["uuid"])
+            if device in free:
+                raise PlanError("background_slices names %s twice" % device["uuid"])
+            free.append(device)
+    else:
+        raise PlanError(
+            "background_slices must be same_gpu, all or a list of MIG UUIDs/indices, got %r"
+            % (background_slices,)
+        )
+    same_gpu = [g for g in gpu_list if g.get("index") == main.get("gpu_index")]
+    gpu = (
+        same_gpu[0]
+        if same_gpu
+        else {
+            "index": main.get("gpu_index"),
+            "uuid": main.get("gpu_uuid"),
+            "name": main.get("gpu_name"),
+            "model": main.get("gpu_model"),
+        }
+    )
+    return SliceChoice(main=main, backgrounds=free, shared_gpu=False, gpu=gpu)
+
+
+# ----------------------------------------------------------------------------------- plan
+def run_id_for(seed: str, when: str) -> str:
+    """A run id such as ``20261122T051500Z-ab12cd`` (``when`` is the UTC timestamp part)."""
+    return "%s-%s" % (when, hashlib.sha256(seed.encode()).hexdigest()[:6])
+
+
+def _ms(options: Mapping[str, Any], key: str, positive: bool = True) -> int:
+    value = options.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = int(str(value))
+        except (TypeError, ValueError):
+            raise PlanError(
+                "%s must be a whole number of milliseconds, got %r" % (key, value)
+            ) from None
+    if positive and value <= 0:
+        raise PlanError("%s must be greater than 0 ms, got %r" % (key, value))
+    if value < 0:
+        raise PlanError("%s must not be negative, got %r ms" % (key, value))
+    return int(value)
+
+
+def build_plan(
+    options: Mapping[str, Any],
+    *,
+    host: str,
+    devices: Any,
+    gpus: list[Mapping[str, Any]] | None,
+    python: str,
+    host_root: str,
+    host_pythonpath: str,
+    backend: Mapping[str, Any],
+    run_id: str,
+) -> dict[str, Any]:
+    """Everything the host runner needs, from validated task options and the host's facts."""
+    profile = load_profile(
+        options.get("harness") or "heteromig_synthetic", options.get("harness_profile_dirs")
+    )
+    main_benchmark = options.get("main_benchmark") or profile.default_main_benchmark
+    scenario = normalize_scenario(options.get("main_scenario") or "Offline")
+    check_benchmark(profile, main_benchmark, scenario, "main")
+    action = options.get("main_action") or "run_harness"
+    if action not in profile.actions:
+        raise PlanError(
+            "harness %s has no action %r; its actions are %s"
+            % (profile.name, action, ", ".join(sorted(profile.actions)))
+        )
+    mode = options.get("main_mode") or "PerformanceOnly"
+    if mode not in MODES:
+        raise PlanError("main_mode must be one of %s, got %r" % (", ".join(MODES), mode))
+    accuracy = options.get("main_accuracy_target") or "default"
+    if accuracy not in ("default", "high"):
+        raise PlanError("main_accuracy_target must be default or high, got %r" % accuracy)
+
+    main_duration = _ms(options, "main_benchmark_duration")
+    start_buffer = _ms(options, "start_time_buffer", positive=False)
+    start_timeout = _ms(options, "background_start_timeout")
+    end_buffer = _ms(options, "end_time_buffer_min", positive=False)
+    bg_timeout = _ms(options, "background_benchmark_timeout")
+    stop_grace = _ms(options, "stop_grace", positive=False)
+    lease = _ms(options, "lease_timeout")
+    steady_window = _ms(options, "steady_window")
+    bg_duration_opt = options.get("background_benchmark_duration", "automatic")
+    if isinstance(bg_duration_opt, str) and bg_duration_opt.strip().lower() == "automatic":
+        background_mode = "automatic"
+        bg_duration = bg_timeout
+    else:
+        background_mode = "wait"
+        bg_duration = _ms(
+            {"background_benchmark_duration": bg_duration_opt}, "background_benchmark_duration"
+        )
+        needed = main_duration + start_buffer + end_buffer
+        if bg_duration < needed:
+            raise PlanError(
+                "background_benchmark_duration (%d ms) must be at least main_benchmark_duration "
+                "+ start_time_buffer + end_time_buffer_min (%d ms), or the backgrounds finish "
+                "before the main benchmark; use 'automatic' to stop them when it ends"
+                % (bg_duration, needed)
+            )
+    if main_duration >= bg_timeout:
+        raise PlanError(
+            "main_benchmark_duration (%d ms) must be shorter than background_benchmark_timeout "
+            "(%d ms), the limit of the whole run" % (main_duration, bg_timeout)
+        )
+    buffer_mode = options.get("start_time_buffer_mode") or "fixed"
+    if buffer_mode not in ("fixed", "steady"):
+        raise PlanError("start_time_buffer_mode must be fixed or steady, got %r" % buffer_mode)
+    if buffer_mode == "steady" and not profile.progress_regex:
+        raise PlanError(
+            "start_time_buffer_mode steady needs a harness that reports progress: profile %s "
+            "has no progress_regex (use fixed)" % profile.name
+        )
+    tolerance = options.get("steady_tolerance", 0.05)
+    if not isinstance(tolerance, (int, float)) or not 0 < float(tolerance) < 1:
+        raise PlanError("steady_tolerance must be a fraction between 0 and 1, got %r" % tolerance)
+
+    choice = choose_slices(
+        devices,
+        gpus,
+        options.get("main_slice"),
+        options.get("background_slices"),
+        bool(options.get("allow_shared_gpu")),
+    )
+    free = len(choice.backgrounds) if not choice.shared_gpu else 1 << 30
+    background_names = expand_backgrounds(
+        profile,
+        options.get("background_benchmarks", "all"),
+        main_benchmark,
+        free,
+        fill=bool(options.get("fill_slices", True)) and not choice.shared_gpu,
+    )
+    regexes = options.get("readiness_regexes") or profile.readiness_regexes or None
+    if regexes is not None:
+        regexes = [str(r) for r in regexes]
+        for regex in regexes:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise PlanError(
+                    "readiness_regexes: %r is not a valid regex: %s" % (regex, exc)
+                ) from exc
+
+    run_dir = os.path.join(host_root, "runs", run_id)
+    runargs = split_args(options.get("main_benchmark_runargs"), "main_benchmark_runargs")
+    prefix = split_args(options.get("main_benchmark_cmd_prefix"), "main_benchmark_cmd_prefix")
+    bg_runargs = split_args(options.get("background_runargs"), "background_runargs")
+    extra_env = options.get("env") or {}
+    if not isinstance(extra_env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in extra_env.items()
+    ):
+        raise PlanError("env must map variable names to strings")
+    harness_vars = dict(options.get("harness_vars") or {})
+    engine_dir = str(harness_vars.get("engine_dir") or os.path.join(host_root, "engines"))
+    verbose_all = bool(options.get("verbose_all"))
+    base = {
+        "python": python,
+        "host_root": host_root,
+        "host_pythonpath": host_pythonpath,
+        "run_id": run_id,
+        "run_dir": run_dir,
+        "engine_dir": engine_dir,
+        "verbose_args": list(profile.verbose_args),
+        "vars": harness_vars,
+        "host": host,
+        "shared_gpu": choice.shared_gpu,
+    }
+    entries = [
+        (
+            MAIN,
+            "main",
+            main_benchmark,
+            scenario,
+            action,
+            choice.main,
+            {
+                "duration_ms": main_duration,
+                "min_query_count": options.get("main_min_query_count"),
+                "mode": mode,
+                "target_qps": options.get("main_target_qps"),
+                "target_latency_ns": options.get("main_target_latency_ns"),
+                "runargs": runargs,
+                "verbose": bool(options.get("verbose")) or verbose_all,
+                "config_ver": profile.config_ver(main_benchmark, accuracy),
+            },
+        )
+    ]
+    for index, bench in enumerate(background_names):
+        device = choice.main if choice.shared_gpu else choice.backgrounds[index]
+        entries.append(
+            (
+                "bg-%d" % (index + 1),
+                "background",
+                bench,
+                "Offline",
+                "run_harness",
+                device,
+                {
+                    "duration_ms": bg_duration,
+                    "min_query_count": 1,
+                    "mode": "PerformanceOnly",
+                    "target_qps": options.get("background_target_qps"),
+                    "target_latency_ns": None,
+                    "runargs": bg_runargs,
+                    "verbose": verbose_all,
+                    "config_ver": profile.config_ver(bench, "default"),
+                },
+            )
+        )
+    benchmarks = []
+    for name, role, bench, scen, act, device, extra in entries:
+        log_dir = os.path.join(run_dir, name)
+        context = dict(base)
+        context.update(extra)
+        context.update(
+            {
+                "name": name,
+                "role": role,
+                "benchmark": bench,
+                "scenario": scen,
+                "action": act,
+                "log_dir": log_dir,
+                "slice": slice_summary(device),
+                "mig_uuid": device.get("uuid"),
+            }
+        )
+        argv = render_argv(profile.command["argv"], context, "%s command.argv" % profile.name)
+        if role == "main":
+            argv = prefix + argv
+        env = {
+            key: render_template(value, context, "%s command.env.%s" % (profile.name, key))
+            for key, value in (profile.command.get("env") or {}).items()
+        }
+        env.update({str(k): str(v) for k, v in extra_env.items()})
+        env["CUDA_VISIBLE_DEVICES"] = str(device.get("uuid"))
+        if backend.get("name") == "sim":
+            env["HETEROMIG_GPU_BACKEND"] = "sim"
+            if backend.get("sim_state"):
+                env["HETEROMIG_SIM_STATE"] = str(backend["sim_state"])
+        cwd_template = profile.command.get("cwd")
+        cwd = render_template(cwd_template, context, "command.cwd") if cwd_template else None
+        benchmarks.append(
+            {
+                "name": name,
+                "role": role,
+                "benchmark": bench,
+                "scenario": scen,
+                "action": act,
+                "slice": slice_summary(device),
+                "argv": argv,
+                "env": env,
+                "cwd": cwd,
+                "log_dir": log_dir,
+                "files": dict(profile.actions.get(act, {}).get("files") or {}),
+                "duration_ms": extra["duration_ms"],
+            }
+        )
+    choreography = {
+        "background_start_timeout": start_timeout / 1000.0,
+        "start_time_buffer": start_buffer / 1000.0,
+        "start_time_buffer_mode": buffer_mode,
+        "steady_window": steady_window / 1000.0,
+        "steady_tolerance": float(tolerance),
+        "main_immediate_start": bool(options.get("main_benchmark_immediate_start")),
+        "background_mode": background_mode,
+        "end_time_buffer_min": end_buffer / 1000.0,
+        "stop_grace": stop_grace / 1000.0,
+        "run_timeout": bg_timeout / 1000.0,
+        "lenient": bool(options.get("lenient")),
+    }
+    expected = (
+        main_duration + (start_buffer if not options.get("main_benchmark_immediate_start") else 0)
+    ) / 1000.0
+    if background_mode == "wait":
+        expected = max(expected, bg_duration / 1000.0)
+    return {
+        "format": PLAN_FORMAT,
+        "version": PLAN_VERSION,
+        "run_id": run_id,
+        "host": host,
+        "harness": profile.name,
+        "run_dir": run_dir,
+        "shared_gpu": choice.shared_gpu,
+        "gpu": {k: choice.gpu.get(k) for k in ("index", "name", "model", "uuid")},
+        "benchmarks": benchmarks,
+        "choreography": choreography,
+        "readiness_regexes": regexes,
+        "progress_regex": profile.progress_regex,
+        "lease_s": lease / 1000.0,
+        "max_output_bytes": int(options.get("max_output_bytes") or 256 * 1024 * 1024),
+        "expected_duration_s": expected,
+        "backend": dict(backend),
+        "env": {},
+    }

@@ -1,0 +1,443 @@
+"""heteromig.fleet.hetero_run end to end over the SSH lab: real sshd hosts, real playbooks
+(playbooks/hetero_run.yml and tests/integration/playbooks/hetero_*.yml), real benchmark processes
+(tests/fixtures/hetero/fake_bench.py under the real LoadGen, through the user-defined harness
+profile tests/fixtures/hetero/profiles/fake_loadgen.yml) on simulated MIG slices."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pynvml
+import pytest
+import yaml
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from lab import HostSpec, LabRun, MakeLab, SshLab
+from lab.runner import ANSIBLE_CFG
+from lab.sshlab import LAB_MARKER
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "hetero"
+PLAYBOOK = ROOT / "playbooks" / "hetero_run.yml"
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+TASK = "Run the main benchmark on one MIG slice, backgrounds on every other slice"
+CONTRACT_KEYS = {
+    "run_id",
+    "host",
+    "verdict",
+    "reasons",
+    "shared_gpu",
+    "harness",
+    "gpu",
+    "results_dir",
+    "main",
+    "backgrounds",
+    "timeline",
+    "expected_duration_s",
+}
+BENCH_KEYS = {
+    "name",
+    "role",
+    "benchmark",
+    "scenario",
+    "action",
+    "slice",
+    "command",
+    "exit_code",
+    "signal",
+    "launched_at",
+    "ready_at",
+    "ended_at",
+    "timed_window",
+    "loadgen",
+    "log_dir",
+    "fetched_dir",
+}
+
+
+def make_mig_slices(state: Path, count: int) -> None:
+    """An H100 with MIG enabled and ``count`` 1g.10gb slices, in the simulator's state file."""
+    backend = open_backend("sim", str(state), "1xH100-SXM5-80GB")
+    nvml = backend.nvml
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    nvml.nvmlDeviceSetMigMode(handle, pynvml.NVML_DEVICE_MIG_ENABLE)
+    for _slice in range(count):
+        nvml.nvmlGpuInstanceCreateComputeInstance(nvml.nvmlDeviceCreateGpuInstance(handle, 19), 0)
+    backend.close()
+
+
+def hostvars(results: Path, **extra: Any) -> dict[str, Any]:
+    values = {
+        "heteromig_gpu_backend": "sim",
+        "heteromig_sim_gpus": "1xH100-SXM5-80GB",
+        "heteromig_host_pythonpath": str(ROOT / "collections"),
+        "heteromig_results_dir": str(results),
+        "heteromig_hetero_harness": "fake_loadgen",
+        "heteromig_hetero_harness_profile_dirs": [str(FIXTURES / "profiles")],
+        "heteromig_hetero_harness_vars": {"fake_bench": str(FIXTURES / "fake_bench.py")},
+        "heteromig_hetero_main_benchmark_duration": 1500,
+        "heteromig_hetero_start_time_buffer": 300,
+        "heteromig_hetero_stop_grace": 2000,
+    }
+    values.update(extra)
+    return values
+
+
+def gpu_hosts_inventory(lab: SshLab) -> None:
+    """The lab's hosts in the group the collection's playbooks target, ``gpu_hosts``."""
+    path = lab.labdir / "gpu_hosts.yml"
+    hosts = {name: lab.host_vars(name) for name in lab.names}
+    path.write_text(yaml.safe_dump({"gpu_hosts": {"hosts": hosts}}, sort_keys=False))
+    lab.inventory = path
+
+
+def start_lab(
+    ssh_lab: MakeLab, tmp_path: Path, names: list[str], slices: int = 3, **extra: Any
+) -> SshLab:
+    lab = ssh_lab([HostSpec(n, hostvars(tmp_path / "results", **extra)) for n in names])
+    for name in names:
+        if slices:
+            make_mig_slices(lab.hostdir(name) / "nvml-sim.json", slices)
+    gpu_hosts_inventory(lab)
+    return lab
+
+
+def spawn_playbook(lab: SshLab, playbook: Path, extravars: dict[str, Any]) -> subprocess.Popen[str]:
+    """ansible-playbook in its own process group (like a terminal's), as lab.run_playbook sets it up."""
+    inventory = lab.inventory or lab.write_inventory()
+    env = dict(os.environ)
+    env.update(
+        {
+            "PATH": "%s%s%s" % (Path(sys.executable).parent, os.pathsep, env.get("PATH", "")),
+            "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+            "ANSIBLE_NOCOLOR": "1",
+            LAB_MARKER: str(lab.labdir),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
+            "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
+        }
+    )
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            str(playbook),
+            "-e",
+            json.dumps(extravars),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run_dir(lab: SshLab, host: str, run_id: str) -> Path:
+    return lab.hostdir(host) / "runs" / run_id
+
+
+def wait_for_phase(
+    lab: SshLab, host: str, run_id: str, phases: set[str], timeout: float = 60
+) -> dict:
+    path = run_dir(lab, host, run_id) / "status.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            status = {}
+        if status.get("phase") in phases:
+            return status
+        time.sleep(0.05)
+    raise AssertionError("%s never reached %s (last: %s)" % (host, phases, status.get("phase")))
+
+
+def benchmark_pids(directory: Path) -> list[int]:
+    """Live processes whose command line names ``directory`` (benchmarks and runners)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(directory) in cmd and state not in "ZX":
+            found.append(int(entry.name))
+    return found
+
+
+def result_of(run: LabRun, host: str, task: str = TASK) -> dict[str, Any]:
+    return run.result(task, host).res
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_two_hosts_valid_run_and_results_fetched(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    lab = start_lab(ssh_lab, tmp_path, ["h1", "h2"])
+    run = lab.run_playbook(PLAYBOOK)
+    assert (run.rc, run.status) == (0, "successful"), run.stdout[-3000:]
+    results = {h: result_of(run, h) for h in ("h1", "h2")}
+    assert results["h1"]["run_id"] == results["h2"]["run_id"]  # one id for the playbook run
+    for host, res in results.items():
+        assert set(res) >= CONTRACT_KEYS and res["host"] == host
+        assert res["verdict"] == "VALID", res["reasons"]
+        assert res["shared_gpu"] is False and res["harness"] == "fake_loadgen"
+        assert res["gpu"]["model"] == "H100-SXM5-80GB"
+        main, bgs = res["main"], res["backgrounds"]
+        assert set(main) >= BENCH_KEYS and all(set(b) >= BENCH_KEYS for b in bgs)
+        assert [b["name"] for b in bgs] == ["bg-1", "bg-2"]  # 3 slices: main + 2 backgrounds
+        assert {main["slice"]["uuid"], *(b["slice"]["uuid"] for b in bgs)} == {
+            d["uuid"]
+            for d in run.result(
+                "Read GPUs, MIG profiles, instances and processes through NVML", host
+            ).res["ansible_facts"]["heteromig_mig_devices"]
+        }
+        assert main["loadgen"]["result_validity"] == "VALID" and main["exit_code"] == 0
+        assert all(b["signal"] == "SIGTERM" and b["scenario"] == "Offline" for b in bgs)
+        assert isinstance(main["command"], list) and main["command"][0] == sys.executable
+        fetched = Path(res["results_dir"])
+        assert fetched == tmp_path / "results" / res["run_id"] / host
+        assert (fetched / "main" / "mlperf_log_detail.txt").is_file()
+        assert (fetched / "bg-2" / "stdout.log").read_text().count("running actual test.") == 1
+        assert json.loads((fetched / "result.json").read_text())["verdict"] == "VALID"
+        assert main["fetched_dir"] == str(fetched / "main")
+        assert not benchmark_pids(run_dir(lab, host, res["run_id"]))
+    # progress lines: the phase, readiness and elapsed time (main_running may fall between two
+    # polls of a 1.5 s run on a loaded machine)
+    assert re.search(
+        r"hetero_run \[h1\] (main_running|done) \| [0-9.]+/[0-9.]+ s \| "
+        r"backgrounds ready 2/2",
+        run.stdout,
+    ), run.stdout[-2000:]
+    assert "hetero_run [h2] VALID | main samples_per_second" in run.stdout
+
+
+@pytest.mark.compat
+def test_check_mode_is_a_dry_run(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    lab = start_lab(ssh_lab, tmp_path, ["h1"])
+    nasty = ["--x=$(touch %s/pwned)" % lab.hostdir("h1"), "a b", "'"]
+    run = lab.run_playbook(PLAYBOOKS / "hetero_check.yml", extravars={"runargs": nasty})
+    assert run.rc == 0, run.stdout[-3000:]
+    res = result_of(run, "h1", "Plan the run")
+    assert res["verdict"] == "DRY_RUN" and res["changed"] is True
+    assert res["main"]["command"][-3:] == nasty
+    assert res["plan"]["benchmarks"][1]["argv"][:2] == [
+        sys.executable,
+        str(FIXTURES / "fake_bench.py"),
+    ]
+    assert not (lab.hostdir("h1") / "runs").exists()
+    assert not (lab.hostdir("h1") / "pwned").exists()
+
+
+@pytest.mark.compat
+def test_bad_input_is_refused_with_clear_messages(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    lab = ssh_lab([HostSpec("mig", hostvars(results)), HostSpec("nomig", hostvars(results))])
+    make_mig_slices(lab.hostdir("mig") / "nvml-sim.json", 3)
+    make_mig_slices(lab.hostdir("nomig") / "nvml-sim.json", 0)
+    run = lab.run_playbook(PLAYBOOKS / "hetero_bad_input.yml")
+    expected = {
+        "Unknown benchmark": "harness fake_loadgen does not know the main benchmark 'gpt-j'; its "
+        "benchmarks are fake-a, fake-b, fake-c",
+        "Unknown scenario": "unknown scenario 'Batch'; scenarios are Offline, Server, "
+        "SingleStream, MultiStream",
+        "Scenario the main benchmark does not support": "main benchmark fake-c does not support the Server scenario",
+        "More backgrounds than slices": "4 background benchmarks (fake-a, fake-b, fake-c, fake-a) "
+        "but only 2 free slice(s)",
+        "Zero duration": "main_benchmark_duration must be greater than 0 ms, got 0",
+        "Negative duration": "start_time_buffer must not be negative, got -1 ms",
+        "Unknown option": "main_benchmark_durration. Supported parameters include:",
+    }
+    for task, message in expected.items():
+        res = result_of(run, "mig", task)
+        assert run.outcome(task, "mig") == "failed" and message in res["msg"], (
+            task,
+            res.get("msg"),
+        )
+        assert "Traceback" not in json.dumps(res)
+    nasty = result_of(run, "mig", "Shell metacharacters in runargs")
+    assert nasty["main"]["command"][-3:] == [
+        "--x=$(touch %s/pwned)" % lab.hostdir("mig"),
+        "; rm -rf / #",
+        "`id`",
+    ]
+    refused = result_of(run, "nomig", "Main slice that is not a MIG device")
+    assert run.outcome("Main slice that is not a MIG device", "nomig") == "failed"
+    assert "the main benchmark's slice is not a MIG device" in refused["msg"]
+    assert "allow_shared_gpu" in refused["msg"]
+    assert result_of(run, "mig", "Main slice that is not a MIG device")["verdict"] == "DRY_RUN"
+    for host in ("mig", "nomig"):
+        assert not (lab.hostdir(host) / "runs").exists()  # nothing was started anywhere
+
+
+# ----------------------------------------------------------------------------------- faults
+@pytest.mark.slow
+def test_dropped_connection_mid_run_completes_and_fetches(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    lab = start_lab(
+        ssh_lab,
+        tmp_path,
+        ["h1", "h2"],
+        heteromig_hetero_main_benchmark_duration=4000,
+        heteromig_hetero_lease_timeout=20000,
+    )
+    outcome: dict[str, LabRun] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "run", lab.run_playbook(PLAYBOOK, extravars={"heteromig_hetero_run_id": "drop"})
+        )
+    )
+    thread.start()
+    try:
+        wait_for_phase(lab, "h1", "drop", {"main_running"})
+        time.sleep(0.5)  # a status long-poll is in flight
+        lab.drop_connections("h1")
+        time.sleep(1.0)
+        lab.drop_connections("h1")
+    finally:
+        thread.join(120)
+    run = outcome["run"]
+    assert run.rc == 0, run.stdout[-3000:]
+    res = result_of(run, "h1")
+    assert res["verdict"] == "VALID", res["reasons"]
+    assert (Path(res["results_dir"]) / "main" / "mlperf_log_summary.txt").is_file()
+    assert "hetero_run [h1] status poll failed" in run.stdout
+    assert "hetero_run [h1] re-attached to run drop" in run.stdout
+    assert result_of(run, "h2")["verdict"] == "VALID"
+
+
+@pytest.mark.slow
+def test_sigint_at_the_controller_leaves_no_orphans(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    lab = start_lab(
+        ssh_lab,
+        tmp_path,
+        ["h1"],
+        heteromig_hetero_main_benchmark_duration=600000,
+        heteromig_hetero_lease_timeout=3000,
+    )
+    proc = spawn_playbook(lab, PLAYBOOK, {"heteromig_hetero_run_id": "ctrlc"})
+    try:
+        wait_for_phase(lab, "h1", "ctrlc", {"main_running"})
+        assert benchmark_pids(run_dir(lab, "h1", "ctrlc"))
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    status = wait_for_phase(lab, "h1", "ctrlc", {"done"}, timeout=30)  # lease 3 s + grace
+    assert status["result"]["stop_reason"].startswith("the controller's lease expired")
+    deadline = time.monotonic() + 10
+    while benchmark_pids(run_dir(lab, "h1", "ctrlc")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert benchmark_pids(run_dir(lab, "h1", "ctrlc")) == [], "orphans after the lease expired"
+    signals = {b["name"]: b["signal"] for b in status["result"]["benchmarks"]}
+    assert signals == {"main": "SIGTERM", "bg-1": "SIGTERM", "bg-2": "SIGTERM"}
+
+
+@pytest.mark.compat
+def test_resume_after_the_controller_crashed(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    lab = start_lab(
+        ssh_lab,
+        tmp_path,
+        ["h1"],
+        heteromig_hetero_main_benchmark_duration=3000,
+        heteromig_hetero_lease_timeout=15000,
+    )
+    proc = spawn_playbook(lab, PLAYBOOK, {"heteromig_hetero_run_id": "crash"})
+    try:
+        wait_for_phase(lab, "h1", "crash", {"main_running"})
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the controller dies without a word
+        proc.wait()
+    run = lab.run_playbook(PLAYBOOKS / "hetero_resume.yml", extravars={"run_id": "crash"})
+    assert run.rc == 0, run.stdout[-3000:]
+    res = result_of(run, "h1", "Re-attach, watch to the end, fetch the results")
+    assert res["verdict"] == "VALID", res["reasons"]
+    assert res["run_id"] == "crash" and res["stop_reason"] is None
+    assert (Path(res["results_dir"]) / "main" / "mlperf_log_detail.txt").is_file()
+    assert "hetero_run [h1] re-attached to run crash" in run.stdout
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_host_at_once(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    lab = start_lab(ssh_lab, tmp_path, ["h1"], heteromig_hetero_main_benchmark_duration=12000)
+    first = spawn_playbook(lab, PLAYBOOK, {"heteromig_hetero_run_id": "first"})
+    try:
+        wait_for_phase(lab, "h1", "first", {"starting_backgrounds", "start_buffer", "main_running"})
+        second = lab.run_playbook(PLAYBOOK, extravars={"heteromig_hetero_run_id": "second"})
+        out = first.communicate(timeout=120)[0]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert second.rc != 0
+    res = result_of(second, "h1")
+    assert second.outcome(TASK, "h1") == "failed"
+    assert "another hetero run is in progress on this host: run first" in res["msg"]
+    assert first.returncode == 0, out[-3000:]
+    assert "hetero_run [h1] VALID" in out
+    assert not run_dir(lab, "h1", "second").exists()
+
+
+def test_local_inventory_keeps_the_run_short() -> None:
+    """inventories/local's group_vars shorten the MLPerf defaults (600 s main) for this machine."""
+    local = yaml.safe_load(
+        (ROOT / "inventories" / "local" / "group_vars" / "gpu_hosts.yml").read_text()
+    )
+    assert local["heteromig_hetero_main_benchmark_duration"] <= 10000
+
+
+@pytest.mark.slow
+def test_embedded_harness_end_to_end(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    """heteromig_synthetic (the real embedded LoadGen harness) with engines built per profile."""
+    lab = ssh_lab(
+        [
+            HostSpec(
+                "h1",
+                {
+                    "heteromig_gpu_backend": "sim",
+                    "heteromig_sim_gpus": "1xH100-SXM5-80GB",
+                    "heteromig_results_dir": str(tmp_path / "results"),
+                },
+            )
+        ]
+    )
+    make_mig_slices(lab.hostdir("h1") / "nvml-sim.json", 4)
+    # the host runtime as the role host_runtime installs it: <host_root>/lib/ansible_collections
+    (lab.hostdir("h1") / "lib").symlink_to(ROOT / "collections")
+    run = lab.run_playbook(PLAYBOOKS / "hetero_synthetic.yml")
+    assert run.rc == 0, run.stdout[-3000:]
+    res = result_of(run, "h1", "Run synth-mlp-small Server with the edge set around it")
+    assert res["verdict"] == "VALID", res["reasons"]
+    assert res["harness"] == "heteromig_synthetic"
+    main = res["main"]
+    assert (
+        main["scenario"] == "Server"
+        and main["loadgen"]["metric"]["name"] == "completed_samples_per_second"
+    )
+    assert main["timed_window"]["source"] == "power_begin/power_end"
+    # 3 free slices, 3 benchmarks in "all": one of each
+    assert sorted(b["benchmark"] for b in res["backgrounds"]) == [
+        "synth-conv-1d",
+        "synth-mlp-large",
+        "synth-mlp-small",
+    ]
+    assert all(b["stopped_by_runner"] for b in res["backgrounds"])
+    assert (Path(res["results_dir"]) / "main" / "heteromig_harness.json").is_file()

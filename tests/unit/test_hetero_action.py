@@ -1,0 +1,167 @@
+"""Pure parts of the hetero_run action plugin (plugins/action/hetero_run.py): the result
+structure against docs/hetero_result_contract.md, the archive unpacking, transient failures."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.errors import AnsibleActionFail
+
+from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
+    ARGUMENT_SPEC,
+    ActionModule,
+    _garbled,
+    extract_archive,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import empty_result
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
+
+pytestmark = pytest.mark.compat  # the action plugin also runs on ansible-core 2.19 / Python 3.11
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = ROOT / "docs" / "hetero_result_contract.md"
+DOC_STUB = ROOT / "plugins" / "modules" / "hetero_run.py"
+
+
+def contract_blocks() -> tuple[set[str], set[str], set[str]]:
+    """Keys of the contract's two YAML blocks: the result, <benchmark>, and its loadgen."""
+    blocks = re.findall(r"```yaml\n(.*?)```", CONTRACT.read_text(), re.S)
+    top = set(re.findall(r"^(\w+):", blocks[0], re.M))
+    bench = set(re.findall(r"^(\w+):", blocks[1], re.M))
+    loadgen_block = blocks[1].split("\nloadgen:", 1)[1].split("\nlog_dir:", 1)[0]
+    loadgen = set(re.findall(r"^  (\w+):", loadgen_block, re.M))
+    assert {"verdict", "timeline"} <= top and {"slice", "loadgen"} <= bench and "metric" in loadgen
+    return top, bench, loadgen
+
+
+def sample_plan(tmp_path: Path) -> dict[str, Any]:
+    devices = [
+        {
+            "uuid": "MIG-%d" % i,
+            "gpu_index": 0,
+            "profile": "1g.10gb",
+            "gpu_instance_id": 7 + i,
+            "compute_instance_id": 0,
+            "placement": {"start": i, "size": 1},
+            "gpu_model": "H100-SXM5-80GB",
+        }
+        for i in range(3)
+    ]
+    options = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
+    return build_plan(
+        options,
+        host="h1",
+        devices=devices,
+        gpus=[],
+        python="python3",
+        host_root=str(tmp_path),
+        host_pythonpath=str(tmp_path / "lib"),
+        backend={"name": "nvml"},
+        run_id="r1",
+    )
+
+
+def test_result_has_every_key_of_the_contract(tmp_path: Path) -> None:
+    plan = sample_plan(tmp_path)
+    loadgen = dict(empty_result(), result_validity="VALID")
+    host_result = {
+        "verdict": "VALID",
+        "reasons": [],
+        "warnings": [],
+        "timeline": [{"t": 1.0, "event": "launch", "benchmark": "main", "detail": ""}],
+        "benchmarks": [
+            {"name": b["name"], "exit_code": 0, "loadgen": loadgen} for b in plan["benchmarks"]
+        ],
+    }
+    result = ActionModule._contract(None, plan, host_result, str(tmp_path / "res"), dry_run=False)  # type: ignore[arg-type]
+    top, bench, loadgen_keys = contract_blocks()
+    assert top - {"changed", "fetched_files", "plan"} <= set(result), top - set(result)
+    for entry in [result["main"], *result["backgrounds"]]:
+        assert bench <= set(entry), bench - set(entry)
+        assert loadgen_keys <= set(entry["loadgen"]), loadgen_keys - set(entry["loadgen"])
+        assert isinstance(entry["command"], list)
+    assert result["main"]["fetched_dir"] == str(tmp_path / "res" / "main")
+    assert [b["name"] for b in result["backgrounds"]] == ["bg-1", "bg-2"]
+
+    dry = ActionModule._contract(None, plan, None, "x", dry_run=True)  # type: ignore[arg-type]
+    assert dry["verdict"] == "DRY_RUN" and dry["results_dir"] is None and dry["timeline"] == []
+    assert (
+        dry["main"]["loadgen"] is None and dry["main"]["command"] == plan["benchmarks"][0]["argv"]
+    )
+
+
+def test_doc_stub_documents_every_option() -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(DOC_STUB.read_text(), str(DOC_STUB), "exec"), namespace)
+    documented = yaml.safe_load(namespace["DOCUMENTATION"])["options"]
+    assert set(documented) == set(ARGUMENT_SPEC)
+    for name, spec in ARGUMENT_SPEC.items():
+        doc = documented[name]
+        assert doc.get("type") == spec["type"], name
+        assert doc.get("default") == spec.get("default"), name
+        assert doc.get("choices") == spec.get("choices"), name
+    returned = yaml.safe_load(namespace["RETURN"])
+    top, bench, _loadgen = contract_blocks()
+    assert top - {"changed"} <= set(returned), top - set(returned)
+    assert bench <= set(returned["backgrounds"]["contains"]), bench - set(
+        returned["backgrounds"]["contains"]
+    )
+
+
+def _tar(members: list[tuple[str, bytes | None, str | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+    return buffer.getvalue()
+
+
+def test_extract_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "ok.tar.gz"
+    archive.write_bytes(_tar([("main/stdout.log", b"hello", None), ("result.json", b"{}", None)]))
+    extract_archive(str(archive), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "main" / "stdout.log").read_bytes() == b"hello"
+
+
+@pytest.mark.parametrize(
+    "member", [("../escape", b"x", None), ("/etc/evil", b"x", None), ("link", None, "/etc/passwd")]
+)
+def test_extract_archive_refuses_escapes(
+    tmp_path: Path, member: tuple[str, bytes | None, str | None]
+) -> None:
+    archive = tmp_path / "bad.tar.gz"
+    archive.write_bytes(_tar([member]))
+    with pytest.raises(AnsibleActionFail, match="refusing to unpack"):
+        extract_archive(str(archive), str(tmp_path / "out"))
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "link").exists()
+
+
+@pytest.mark.parametrize(
+    ("res", "garbled"),
+    [
+        (
+            {
+                "failed": True,
+                "msg": "Module result deserialization failed: No start of json char found",
+            },
+            True,
+        ),
+        ({"failed": True, "msg": "MODULE FAILURE\nSee stdout/stderr"}, True),
+        ({"failed": True, "msg": "x", "module_stdout": ""}, True),
+        ({"failed": True, "msg": "no hetero run 'r9' on this host"}, False),
+    ],
+)
+def test_garbled_answers_are_transient(res: dict[str, Any], garbled: bool) -> None:
+    assert _garbled(res) is garbled
