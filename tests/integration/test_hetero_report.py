@@ -44,6 +44,8 @@ from lab import HostSpec, LabRun, SshLab
 pytestmark = pytest.mark.integration
 
 TASK = "Run the main benchmark on one MIG slice, backgrounds on every other slice"
+
+
 def unreachable_tasks(run: Any) -> dict[str, str]:
     """Host -> the task at which it became unreachable (the first task that touched it)."""
     found: dict[str, str] = {}
