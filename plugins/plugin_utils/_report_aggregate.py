@@ -324,6 +324,9 @@ def row_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
     main = _dict(result.get("main"))
     row["main"] = _main_info(main) if main else None
     row["gpu_label"] = _gpu_label(row["gpu"], row["main"]["profile"] if row["main"] else None)
+    if row["shared_gpu"]:
+        # Say it wherever the GPU is named: these are not MIG results.
+        row["gpu_label"] += " SHARED GPU, NO MIG ISOLATION"
     timeline = timeline_of(result)
     row["timeline"] = timeline
     main_times = timeline["lanes"][0]["times"] if timeline["lanes"] and main else {}

@@ -286,3 +286,15 @@ def test_phase_segments_absorb_clock_skew_between_markers_and_loadgen() -> None:
         {"phase": "timed", "begin": 11.0, "end": 12.0},
         {"phase": "end", "begin": 12.0, "end": 12.5},
     ]
+
+
+def test_shared_gpu_run_says_so_where_the_gpu_is_named(
+    samples: dict[str, dict[str, Any]],
+) -> None:
+    result = copy.deepcopy(samples["valid"])
+    result["shared_gpu"] = True
+    row = row_from_record(record(result))
+    assert row["gpu_label"].endswith("SHARED GPU, NO MIG ISOLATION")
+    assert row["isolated"] is False
+    plain = row_from_record(record(samples["valid"]))
+    assert "SHARED" not in plain["gpu_label"]
