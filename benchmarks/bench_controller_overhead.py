@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -126,6 +127,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--main-ms", type=int, default=5000)
     parser.add_argument("--connection", choices=["ssh", "local"], default="ssh")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (results)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hm-bench-ctl-"))
     results = work / "results"
@@ -196,6 +198,8 @@ def main() -> int:
     finally:
         if lab is not None:
             lab.close(check=False)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
