@@ -288,9 +288,10 @@ def test_host_runtime_is_installed(built: tuple) -> None:
         source / "_loadgen_harness.py"
     ).read_bytes()
     assert (root / "engines").is_dir()
-    assert run.result("Check that the installed harness runs", "localhost").res["stdout"] == (
-        "heteromig_harness %s" % store.HARNESS_VERSION
-    )
+    synced = run.result("Install and check the host-side runtime", "localhost").res
+    assert synced["harness_version"] == store.HARNESS_VERSION
+    assert synced["checked"] == "full"
+    assert synced["files_written"] == sorted(p.name for p in source.glob("*.py"))
 
 
 def test_nvidia_mlperf_runs_make_generate_engines_per_profile(built: tuple) -> None:
