@@ -181,7 +181,7 @@ print(json.dumps([n for n in sys.argv[1:] if importlib.util.find_spec(n) is None
 def _run_python(python: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> str:
     try:
         done = subprocess.run(
-            [python] + list(argv),
+            [python, *list(argv)],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -212,7 +212,7 @@ def missing_packages(python: str, names: Sequence[str], thorough: bool) -> List[
         return []
     if not thorough and os.path.realpath(python) == os.path.realpath(sys.executable):
         return [name for name in names if importlib.util.find_spec(name) is None]
-    out = _run_python(python, ["-c", _IMPORT_CHECK if thorough else _FIND_CHECK] + list(names))
+    out = _run_python(python, ["-c", _IMPORT_CHECK if thorough else _FIND_CHECK, *list(names)])
     try:
         missing = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
@@ -221,7 +221,7 @@ def missing_packages(python: str, names: Sequence[str], thorough: bool) -> List[
 
 
 def pip_install(python: str, requirements: Sequence[str], pip_args: Sequence[str]) -> None:
-    argv = ["-m", "pip", "install", "--disable-pip-version-check"] + list(pip_args)
+    argv = ["-m", "pip", "install", "--disable-pip-version-check", *list(pip_args)]
     try:
         _run_python(python, argv + list(requirements))
     except RuntimeSyncError as exc:
