@@ -33,7 +33,7 @@ import re
 import tempfile
 import uuid
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, NoReturn, Tuple
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Tuple
 
 try:
     import pynvml
@@ -189,6 +189,11 @@ class StateFile:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self.lock_path = self.path + ".lock"
+        # The last state read, keyed by the file's identity: every store replaces the file with
+        # a new one, so an unchanged key means unchanged content. Real NVML answers a query in
+        # microseconds; re-parsing the JSON state on each of the few hundred calls a planning
+        # run makes would cost the simulator tens of milliseconds per host.
+        self._cached: Optional[Tuple[Tuple[int, ...], Dict[str, Any]]] = None
 
     @contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
@@ -254,6 +259,7 @@ class StateFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            self._cached = None
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -277,8 +283,18 @@ class StateFile:
         return state
 
     def read(self) -> Dict[str, Any]:
+        """The current state; callers must not modify it (it may be shared with later reads)."""
         with self._locked(exclusive=False):
-            return self._load()
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return self._load()  # raises with the reason
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._cached is not None and self._cached[0] == key:
+                return self._cached[1]
+            state = self._load()
+            self._cached = (key, state)
+            return state
 
     @contextmanager
     def update(self) -> Iterator[Dict[str, Any]]:
@@ -357,7 +373,7 @@ class SimulatedNvml:
 
     def _read(self) -> Dict[str, Any]:
         self._require_init()
-        state = self._file.read()
+        state = dict(self._file.read())  # shallow: the file's cached state stays as read
         state["processes"] = [p for p in state["processes"] if _pid_alive(p["pid"])]
         return state
 

@@ -30,6 +30,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
     STATE_VERSION,
     SimulatedNvml,
     SimulatorError,
+    StateFile,
     inject_fault,
     register_process,
 )
@@ -1007,3 +1008,43 @@ def test_foreign_handles_are_invalid_argument(h100: Any) -> None:
         nvml.nvmlComputeInstanceDestroy(ctypes.cast(handle, pynvml.c_nvmlComputeInstance_t))
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
         nvml.nvmlDeviceGetHandleByIndex(1)
+
+
+def test_reads_parse_the_state_file_once_until_it_changes(
+    make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nvml = make_sim("2xH100-SXM5-80GB")
+    loads: list[str] = []
+    real_load = StateFile._load
+
+    def counting_load(self: StateFile) -> dict[str, Any]:
+        loads.append(self.path)
+        return real_load(self)
+
+    monkeypatch.setattr(StateFile, "_load", counting_load)
+    for _ in range(20):
+        assert nvml.nvmlDeviceGetCount() == 2
+        nvml.nvmlDeviceGetMigMode(nvml.nvmlDeviceGetHandleByIndex(1))
+    assert len(loads) == 1
+    # another process (here: another simulator on the same file) changes the state
+    other = SimulatedNvml(nvml._file.path)
+    other.nvmlInit()
+    other.nvmlDeviceSetMigMode(other.nvmlDeviceGetHandleByIndex(1), ENABLE)
+    loads.clear()
+    assert nvml.nvmlDeviceGetMigMode(nvml.nvmlDeviceGetHandleByIndex(1))[0] == ENABLE
+    assert len(loads) == 1
+    # and a change through this simulator is seen by its next read
+    nvml.nvmlDeviceSetMigMode(nvml.nvmlDeviceGetHandleByIndex(1), DISABLE)
+    assert nvml.nvmlDeviceGetMigMode(nvml.nvmlDeviceGetHandleByIndex(1))[0] == DISABLE
+
+
+def test_cached_state_is_not_changed_by_readers(make_sim: SimFactory, live_child: Any) -> None:
+    nvml = make_sim("1xH100-SXM5-80GB")
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    uuid = nvml.nvmlDeviceGetUUID(handle)
+    register_process(nvml._file.path, live_child.pid, uuid, "bench")
+    assert [p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)] == [live_child.pid]
+    end(live_child)
+    assert nvml.nvmlDeviceGetComputeRunningProcesses(handle) == []
+    # the dead process is filtered per read, never removed from the shared cached state
+    assert [p["pid"] for p in nvml._file.read()["processes"]] == [live_child.pid]
