@@ -211,16 +211,20 @@ class StateFile:
         finally:
             os.close(fd)
 
+    def _open_error(self, exc: OSError) -> SimulatorError:
+        if exc.errno == errno.ENOENT:
+            return SimulatorError("simulator state file %s does not exist" % self.path)
+        return SimulatorError("cannot read simulator state file %s: %s" % (self.path, exc.strerror))
+
     def _load(self) -> Dict[str, Any]:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise SimulatorError("simulator state file %s does not exist" % self.path) from exc
-            raise SimulatorError(
-                "cannot read simulator state file %s: %s" % (self.path, exc.strerror)
-            ) from exc
+            raise self._open_error(exc) from exc
+        return self._parse(text)
+
+    def _parse(self, text: str) -> Dict[str, Any]:
         try:
             state = json.loads(text)
         except ValueError as exc:
@@ -284,17 +288,27 @@ class StateFile:
 
     def read(self) -> Dict[str, Any]:
         """The current state; callers must not modify it (it may be shared with later reads)."""
-        with self._locked(exclusive=False):
-            try:
-                st = os.stat(self.path)
-            except OSError:
-                return self._load()  # raises with the reason
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if self._cached is not None and self._cached[0] == key:
-                return self._cached[1]
-            state = self._load()
-            self._cached = (key, state)
-            return state
+        # No lock: every store replaces the whole file atomically (os.replace), so an open
+        # file is one complete state, and its fstat identifies that state.
+        try:
+            with open(self.path, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if self._cached is not None and self._cached[0] == key:
+                    return self._cached[1]
+                data = handle.read()
+        except OSError as exc:
+            raise self._open_error(exc) from exc
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SimulatorError(
+                "simulator state file %s is corrupt (%s); move it away to start from a fresh "
+                "simulated host" % (self.path, exc)
+            ) from exc
+        state = self._parse(text)
+        self._cached = (key, state)
+        return state
 
     @contextmanager
     def update(self) -> Iterator[Dict[str, Any]]:

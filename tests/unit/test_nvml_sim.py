@@ -1015,13 +1015,13 @@ def test_reads_parse_the_state_file_once_until_it_changes(
 ) -> None:
     nvml = make_sim("2xH100-SXM5-80GB")
     loads: list[str] = []
-    real_load = StateFile._load
+    real_parse = StateFile._parse
 
-    def counting_load(self: StateFile) -> dict[str, Any]:
+    def counting_parse(self: StateFile, text: str) -> dict[str, Any]:
         loads.append(self.path)
-        return real_load(self)
+        return real_parse(self, text)
 
-    monkeypatch.setattr(StateFile, "_load", counting_load)
+    monkeypatch.setattr(StateFile, "_parse", counting_parse)
     for _ in range(20):
         assert nvml.nvmlDeviceGetCount() == 2
         nvml.nvmlDeviceGetMigMode(nvml.nvmlDeviceGetHandleByIndex(1))
