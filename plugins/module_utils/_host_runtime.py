@@ -18,10 +18,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 RUNTIME_PACKAGE = "ansible_collections.heteromig.fleet.plugins.module_utils"
 HARNESS_MODULE = RUNTIME_PACKAGE + "._loadgen_harness"
@@ -178,30 +177,22 @@ print(json.dumps([n for n in sys.argv[1:] if importlib.util.find_spec(n) is None
 """
 
 
-def _run_python(python: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> str:
-    try:
-        done = subprocess.run(
-            [python, *list(argv)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=dict(env) if env is not None else None,
-            check=False,
-            timeout=300,
-        )
-    except OSError as exc:
-        raise RuntimeSyncError("cannot run %s: %s" % (python, exc.strerror)) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeSyncError("%s did not answer within 300 s" % python) from exc
-    if done.returncode != 0:
+# module.run_command(argv, environ_update=...) -> (rc, stdout, stderr)
+RunCommand = Callable[..., Tuple[int, str, str]]
+
+
+def _run_python(
+    run: RunCommand, python: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None
+) -> str:
+    rc, out, err = run([python, *argv], environ_update=dict(env or {}))
+    if rc != 0:
         raise RuntimeSyncError(
-            "%s %s exited %d: %s"
-            % (python, " ".join(argv[:2]), done.returncode, (done.stderr or done.stdout)[-1500:])
+            "%s %s exited %d: %s" % (python, " ".join(argv[:2]), rc, (err or out)[-1500:])
         )
-    return done.stdout
+    return out
 
 
-def missing_packages(python: str, names: Sequence[str], thorough: bool) -> List[str]:
+def missing_packages(run: RunCommand, python: str, names: Sequence[str], thorough: bool) -> List[str]:
     """Import names that ``python`` cannot import.
 
     ``thorough`` imports each one in a subprocess (a broken installation counts as missing);
@@ -212,7 +203,7 @@ def missing_packages(python: str, names: Sequence[str], thorough: bool) -> List[
         return []
     if not thorough and os.path.realpath(python) == os.path.realpath(sys.executable):
         return [name for name in names if importlib.util.find_spec(name) is None]
-    out = _run_python(python, ["-c", _IMPORT_CHECK if thorough else _FIND_CHECK, *list(names)])
+    out = _run_python(run, python, ["-c", _IMPORT_CHECK if thorough else _FIND_CHECK, *names])
     try:
         missing = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
@@ -220,10 +211,12 @@ def missing_packages(python: str, names: Sequence[str], thorough: bool) -> List[
     return [str(name) for name in missing]
 
 
-def pip_install(python: str, requirements: Sequence[str], pip_args: Sequence[str]) -> None:
+def pip_install(
+    run: RunCommand, python: str, requirements: Sequence[str], pip_args: Sequence[str]
+) -> None:
     argv = ["-m", "pip", "install", "--disable-pip-version-check", *list(pip_args)]
     try:
-        _run_python(python, argv + list(requirements))
+        _run_python(run, python, [*argv, *requirements])
     except RuntimeSyncError as exc:
         raise RuntimeSyncError(
             "pip could not install %s for %s (%s). Install them for that interpreter yourself, "
@@ -232,10 +225,9 @@ def pip_install(python: str, requirements: Sequence[str], pip_args: Sequence[str
         ) from exc
 
 
-def harness_version(python: str, lib: str) -> str:
+def harness_version(run: RunCommand, python: str, lib: str) -> str:
     """Run the installed harness with --version; its version, or an error saying why not."""
-    env = dict(os.environ, PYTHONPATH=lib)
-    out = _run_python(python, ["-m", HARNESS_MODULE, "--version"], env).strip()
+    out = _run_python(run, python, ["-m", HARNESS_MODULE, "--version"], {"PYTHONPATH": lib}).strip()
     if not out.startswith(HARNESS_VERSION_PREFIX):
         raise RuntimeSyncError(
             "the installed harness (%s in %s) answered %r to --version, not %r..."

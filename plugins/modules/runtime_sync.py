@@ -207,6 +207,7 @@ def sync(module):
     check_manifest(manifest)
     packages = {str(k): str(v) for k, v in params["packages"].items()}
     python = params["python"] or sys.executable
+    run = module.run_command
     outcome = dict(
         python=python,
         pythonpath=paths.lib,
@@ -230,7 +231,9 @@ def sync(module):
     digest = manifest_digest(manifest)
     stamp = read_stamp(paths.stamp)
     fresh = plan.empty and stamp_matches(stamp, digest, python, list(packages))
-    missing = missing_packages(python, list(packages), thorough=not fresh and not module.check_mode)
+    missing = missing_packages(
+        run, python, list(packages), thorough=not fresh and not module.check_mode
+    )
     wanted = [packages[name] for name in missing]
     if missing and not params["install"]:
         raise RuntimeSyncError(
@@ -248,8 +251,8 @@ def sync(module):
     write_files(paths.code, plan.write, params["files"], manifest)
     remove_files(paths.code, plan.remove)
     if wanted:
-        pip_install(python, wanted, params["pip_args"])
-        still = missing_packages(python, missing, thorough=True)
+        pip_install(run, python, wanted, params["pip_args"])
+        still = missing_packages(run, python, missing, thorough=True)
         if still:
             raise RuntimeSyncError(
                 "pip installed %s for %s, but %s still cannot be imported"
@@ -258,7 +261,7 @@ def sync(module):
     if fresh and not wanted:
         outcome["harness_version"] = stamp["harness_version"]
     else:
-        outcome["harness_version"] = harness_version(python, paths.lib)
+        outcome["harness_version"] = harness_version(run, python, paths.lib)
         outcome["checked"] = "full"
         write_stamp(paths.stamp, stamp_for(digest, python, list(packages), outcome["harness_version"]))
     return dict(outcome, changed=changed)

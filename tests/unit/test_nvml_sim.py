@@ -1022,7 +1022,7 @@ def test_reads_parse_the_state_file_once_until_it_changes(
         return real_parse(self, text)
 
     monkeypatch.setattr(StateFile, "_parse", counting_parse)
-    for _ in range(20):
+    for _round in range(20):
         assert nvml.nvmlDeviceGetCount() == 2
         nvml.nvmlDeviceGetMigMode(nvml.nvmlDeviceGetHandleByIndex(1))
     assert len(loads) == 1
