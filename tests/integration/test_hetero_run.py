@@ -189,10 +189,27 @@ def result_of(run: LabRun, host: str, task: str = TASK) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_two_hosts_valid_run_and_results_fetched(ssh_lab: MakeLab, tmp_path: Path) -> None:
-    lab = start_lab(ssh_lab, tmp_path, ["h1", "h2"])
+    # runargs full of shell metacharacters reach the main benchmark literally, as argv
+    nasty = ["--x=$(touch {{ heteromig_host_root }}/pwned)", "; rm -rf / #", "`id`", "a'b\"c"]
+    lab = start_lab(
+        ssh_lab,
+        tmp_path,
+        ["h1", "h2"],
+        heteromig_hetero_main_benchmark_runargs=["--echo-args", *nasty],
+    )
     run = lab.run_playbook(PLAYBOOK)
     assert (run.rc, run.status) == (0, "successful"), run.stdout[-3000:]
     results = {h: result_of(run, h) for h in ("h1", "h2")}
+    for host, res in results.items():
+        literal = [arg.replace("{{ heteromig_host_root }}", str(lab.hostdir(host))) for arg in nasty]
+        assert res["main"]["command"][-4:] == literal
+        echoed = [
+            json.loads(line[len("ARGS "):])
+            for line in (Path(res["results_dir"]) / "main" / "stdout.log").read_text().splitlines()
+            if line.startswith("ARGS ")
+        ]
+        assert len(echoed) == 1 and echoed[0][-4:] == literal, echoed
+        assert not (lab.hostdir(host) / "pwned").exists()
     assert results["h1"]["run_id"] == results["h2"]["run_id"]  # one id for the playbook run
     for host, res in results.items():
         assert set(res) >= CONTRACT_KEYS and res["host"] == host
