@@ -32,6 +32,7 @@ from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleE
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
     build_plan,
@@ -153,7 +154,7 @@ class ActionModule(ActionBase):
         pythonpath = (
             args["host_pythonpath"]
             or _var(templar, task_vars, "heteromig_host_pythonpath")
-            or os.path.join(host_root, "lib")
+            or runtime_paths(host_root).lib
         )
         results_root = args["results_dir"] or _var(templar, task_vars, "heteromig_results_dir")
         results_root = os.path.abspath(os.path.expanduser(str(results_root or "results")))

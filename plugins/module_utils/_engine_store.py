@@ -52,7 +52,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend impor
 # Bump when the harness or the engine layout changes in a way that makes old engines wrong:
 # it is part of every content key, so every engine is rebuilt once.
 HARNESS_VERSION = "0.1.0"
-HARNESS_MODULE = "ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness"
 HARNESS_PROFILE = "heteromig_synthetic"
 
 ENGINE_FORMAT = "heteromig.engine"

@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 RUNTIME_PACKAGE = "ansible_collections.heteromig.fleet.plugins.module_utils"
 HARNESS_MODULE = RUNTIME_PACKAGE + "._loadgen_harness"
-HARNESS_VERSION_PREFIX = "heteromig_harness "
+HARNESS_PROG = "heteromig_harness"  # what the harness calls itself, e.g. in --version
+HARNESS_VERSION_PREFIX = HARNESS_PROG + " "
 STAMP_NAME = ".heteromig-runtime.json"
 STAMP_FORMAT = 1
 
@@ -51,7 +52,7 @@ class SyncPlan(NamedTuple):
 
 
 def runtime_paths(root: str) -> RuntimePaths:
-    root = os.path.abspath(root)
+    """Where the runtime lives under the host's heteromig directory ``root`` (a host path)."""
     lib = os.path.join(root, "lib")
     code = os.path.join(lib, *RUNTIME_PACKAGE.split("."))
     return RuntimePaths(root, lib, code, os.path.join(root, "engines"), os.path.join(code, STAMP_NAME))
@@ -130,17 +131,17 @@ def write_files(
     code_dir: str, names: Sequence[str], contents: Mapping[str, str], manifest: Mapping[str, str]
 ) -> None:
     """Write each of ``names`` atomically, after checking its content against the manifest."""
-    for name in names:
-        data = contents[name].encode("utf-8")
+    encoded = {name: contents[name].encode("utf-8") for name in names}
+    for name, data in encoded.items():
         if sha1_bytes(data) != manifest[name]:
             raise RuntimeSyncError(
                 "the content sent for %s does not match its manifest checksum" % name
             )
-    for name in names:
+    for name, data in encoded.items():
         fd, tmp = tempfile.mkstemp(prefix="." + name + ".", dir=code_dir)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(contents[name].encode("utf-8"))
+                handle.write(data)
             os.chmod(tmp, 0o644)
             os.replace(tmp, os.path.join(code_dir, name))
         except OSError as exc:

@@ -58,6 +58,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
     shared_gpu_banner,
     spec_for_target,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_PROG
 from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
     ACCURACY_TARGETS,
     MODELS,
@@ -70,7 +71,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models 
     normalize_scenario,
 )
 
-PROG = "heteromig_harness"
+PROG = HARNESS_PROG
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

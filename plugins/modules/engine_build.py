@@ -281,7 +281,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
     ENV_BACKEND,
     ENV_SIM_STATE,
     FULL_GPU_PROFILE,
-    HARNESS_MODULE,
     HARNESS_PROFILE,
     HARNESS_VERSION,
     NVIDIA_PROFILE,
@@ -301,6 +300,10 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend impor
     open_backend,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import (
+    HARNESS_MODULE,
+    runtime_paths,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
     ModelError,
     check_combination,
@@ -662,7 +665,7 @@ def discover(module: AnsibleModule) -> Tuple[List[Dict[str, Any]], List[Dict[str
 
 def build_env(params: Dict[str, Any], host_root: str) -> Dict[str, str]:
     env = dict(os.environ)
-    lib = os.path.join(host_root, "lib")
+    lib = runtime_paths(host_root).lib
     env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env[ENV_BACKEND] = params["backend"]
     if params["sim_state"]:
@@ -714,7 +717,7 @@ def main() -> None:
     if not params["combinations"]:
         module.fail_json(msg="combinations is empty: name at least one benchmark and scenario")
     host_root = params["host_root"]
-    engine_dir = params["engine_dir"] or os.path.join(host_root, "engines")
+    engine_dir = params["engine_dir"] or runtime_paths(host_root).engines
     python = params["python"] or sys.executable
     harness = params["harness"]
 

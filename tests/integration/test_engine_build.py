@@ -18,6 +18,7 @@ import yaml
 
 from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
 from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
 from lab.runner import LabRun, run_playbook
 
@@ -198,7 +199,7 @@ def test_check_mode_plans_one_engine_per_profile_and_combination(built: tuple) -
         ("synth-mlp-small", "Offline", "99"),
         ("synth-conv-1d", "SingleStream", "99.9"),
     }
-    assert all(e["command"][1:4] == ["-m", store.HARNESS_MODULE, "build-engine"] for e in entries)
+    assert all(e["command"][1:4] == ["-m", HARNESS_MODULE, "build-engine"] for e in entries)
     slices = {d["uuid"]: (d["gpu_model"], d["profile"]) for d in facts["mig_devices"]}
     assert all(slices[e["device_uuid"]] == (e["gpu_model"], e["profile"]) for e in entries)
 

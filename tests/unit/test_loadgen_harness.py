@@ -22,10 +22,11 @@ import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
 from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
 
 COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
-HARNESS = [sys.executable, "-m", store.HARNESS_MODULE]
+HARNESS = [sys.executable, "-m", HARNESS_MODULE]
 # The readiness patterns of issue 4: NVIDIA's C++ harnesses and LoadGen's print_timestamps.
 NVIDIA_READY = re.compile(r"running actual test\.$")
 LOADGEN_START = re.compile(r"^Loadgen :: Perf mode start\. system_clock Timestamp = \d+$")
