@@ -196,7 +196,8 @@ class StateFile:
         self._cached: Optional[Tuple[Tuple[int, ...], Dict[str, Any]]] = None
 
     @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
+    def _locked(self) -> Iterator[None]:
+        """The exclusive lock that serialises writers (readers need none: see read)."""
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -206,7 +207,7 @@ class StateFile:
                 "cannot open simulator lock file %s: %s" % (self.lock_path, exc.strerror)
             ) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -224,7 +225,8 @@ class StateFile:
             raise self._open_error(exc) from exc
         return self._parse(text)
 
-    def _parse(self, text: str) -> Dict[str, Any]:
+    def _parse(self, text: Any) -> Dict[str, Any]:
+        # text: str, or UTF-8 bytes (an invalid byte is a ValueError, reported as corruption)
         try:
             state = json.loads(text)
         except ValueError as exc:
@@ -274,7 +276,7 @@ class StateFile:
 
     def create_if_missing(self, gpus: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Create the state for ``gpus`` unless it exists; either way check it matches."""
-        with self._locked(exclusive=True):
+        with self._locked():
             if not os.path.exists(self.path):
                 self._store(new_state(gpus, seed=self.path))
             state = self._load()
@@ -299,21 +301,14 @@ class StateFile:
                 data = handle.read()
         except OSError as exc:
             raise self._open_error(exc) from exc
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SimulatorError(
-                "simulator state file %s is corrupt (%s); move it away to start from a fresh "
-                "simulated host" % (self.path, exc)
-            ) from exc
-        state = self._parse(text)
+        state = self._parse(data)
         self._cached = (key, state)
         return state
 
     @contextmanager
     def update(self) -> Iterator[Dict[str, Any]]:
         """Read-modify-write under the exclusive lock; nothing is written if the body raises."""
-        with self._locked(exclusive=True):
+        with self._locked():
             state = self._load()
             completed = False
             try:

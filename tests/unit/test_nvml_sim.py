@@ -1048,3 +1048,10 @@ def test_cached_state_is_not_changed_by_readers(make_sim: SimFactory, live_child
     assert nvml.nvmlDeviceGetComputeRunningProcesses(handle) == []
     # the dead process is filtered per read, never removed from the shared cached state
     assert [p["pid"] for p in nvml._file.read()["processes"]] == [live_child.pid]
+
+
+def test_state_file_with_invalid_utf8_is_reported_as_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b'{"format": "heteromig.nvml-sim", "gpus": [\xff')
+    with pytest.raises(SimulatorError, match=r"is corrupt .*move it away"):
+        StateFile(str(path)).read()
