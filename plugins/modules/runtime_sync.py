@@ -162,6 +162,7 @@ checked:
   type: str
 """
 
+import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
@@ -202,11 +203,15 @@ ARGUMENT_SPEC = dict(
 
 def sync(module):
     params = module.params
+    if not os.path.isabs(params["root"]):
+        raise RuntimeSyncError("root must be an absolute path on the host, got %r" % params["root"])
     paths = runtime_paths(params["root"])
     manifest = params["manifest"]
     check_manifest(manifest)
     packages = {str(k): str(v) for k, v in params["packages"].items()}
     python = params["python"] or sys.executable
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise RuntimeSyncError("python %s is not an executable file on this host" % python)
     run = module.run_command
     outcome = dict(
         python=python,

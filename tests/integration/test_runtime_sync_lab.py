@@ -71,6 +71,18 @@ PLAYBOOK = """
       register: no_package
       ignore_errors: true
 
+    - name: An interpreter that does not exist
+      heteromig.fleet.runtime_sync:
+        root: "{{ heteromig_host_root }}/elsewhere"
+        python: /nonexistent/bin/python3
+      register: no_python
+      ignore_errors: true
+
+    - name: A relative root
+      heteromig.fleet.runtime_sync:
+        root: relative/heteromig
+      ignore_errors: true
+
     - name: Options only the action sets
       heteromig.fleet.runtime_sync:
         root: "{{ heteromig_host_root }}"
@@ -152,6 +164,20 @@ def test_missing_package_with_installing_off_names_it(synced: tuple[LabRun, Path
     assert "heteromig-no-such-package" in msg and "install: false" in msg
     assert "numpy," not in msg
     assert "Traceback" not in msg
+
+
+def test_missing_interpreter_is_named_and_nothing_is_created(synced: tuple[LabRun, Path]) -> None:
+    run, root = synced
+    result = run.result("An interpreter that does not exist", "rt")
+    assert result.outcome == "failed"
+    assert result.res["msg"] == "python /nonexistent/bin/python3 is not an executable file on this host"
+    assert not (root / "elsewhere").exists()
+
+
+def test_relative_root_is_refused(synced: tuple[LabRun, Path]) -> None:
+    result = synced[0].result("A relative root", "rt")
+    assert result.outcome == "failed"
+    assert result.res["msg"] == "root must be an absolute path on the host, got 'relative/heteromig'"
 
 
 def test_internal_options_are_refused(synced: tuple[LabRun, Path]) -> None:
