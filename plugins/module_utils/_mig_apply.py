@@ -41,7 +41,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog impor
     CI_PROFILE_INDEX_BY_SLICES,
     model_for_nvml_name,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import GpuReader
 from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     CurrentGpu,
     CurrentInstance,
@@ -60,8 +59,11 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     plan_gpu,
     target_text,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import (
+    OPERATIONS,
+    MigStateReader,
+)
 
-OPERATIONS = ("apply", "assert", "export")
 # After SIGKILL, how long to wait for the driver (NVML) to let go of a drained process.
 KILL_WAIT_SECONDS = 10.0
 _POLL_SECONDS = 0.1
@@ -92,6 +94,19 @@ class GpuRecord(NamedTuple):
     mig_pending: bool
 
 
+def _gpu_record(gpu: Dict[str, Any], handle: Any) -> GpuRecord:
+    identity = GpuIdentity(
+        index=gpu["index"],
+        uuid=gpu["uuid"],
+        pci_bus_id=gpu["pci_bus_id"],
+        name=gpu["name"],
+        model=gpu["model"],
+        pci_device_id=gpu["pci_device_id"],
+        mig_capable=gpu["mig_capable"],
+    )
+    return GpuRecord(identity, handle, gpu["mig_current"], gpu["mig_pending"])
+
+
 class GpuOutcome:
     """What happened to one managed GPU (module return ``gpus[]``)."""
 
@@ -105,10 +120,17 @@ class GpuOutcome:
         self.after: Optional[CurrentGpu] = None
         self.status = "unchanged"
 
-    def as_dict(self) -> Dict[str, Any]:
+    def mig_device_count(self) -> int:
+        """MIG devices (compute instances) of the GPU afterwards; in check mode, of the plan."""
+        if self.after is not None:
+            return sum(len(i.compute) for i in self.after.instances)
+        if self.plan.changed:
+            return sum(len(t.compute) for t in self.plan.target)
+        return sum(len(i.compute) for i in self.plan.gpu.instances)
+
+    def as_dict(self, with_states: bool = True) -> Dict[str, Any]:
         plan = self.plan
         gpu = plan.gpu
-        after_gpu = self.after or gpu
         result: Dict[str, Any] = {
             "index": gpu.identity.index,
             "uuid": gpu.identity.uuid,
@@ -123,9 +145,12 @@ class GpuOutcome:
             "reset": self.reset,
             "reboot_required": self.reboot_required,
             "drained": list(self.drained),
-            "before": _state_dict(gpu),
-            "after": _state_dict(after_gpu) if self.after is not None else _planned_dict(plan),
+            "mig_device_count": self.mig_device_count(),
         }
+        if with_states:
+            result["before"] = _state_dict(gpu)
+            result["after"] = (_state_dict(self.after) if self.after is not None
+                               else _planned_dict(plan))
         if self.reboot_reason:
             result["reboot_reason"] = self.reboot_reason
         return result
@@ -156,73 +181,51 @@ class HostMig:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         kill: Callable[[int, int], None] = os.kill,
+        state: Optional[MigStateReader] = None,
     ) -> None:
         self.backend = backend
         self.nvml = backend.nvml
-        self.reader = GpuReader(backend.nvml)
+        self.state = state or MigStateReader(backend.nvml)
+        self.reader = self.state.reader
         self._sleep = sleep
         self._clock = clock
         self._kill = kill
         self._geometries: Dict[str, Geometry] = {}
-        self._ci_profile_cache: Dict[Tuple[str, int], List[Tuple[int, int]]] = {}
 
     # ------------------------------------------------------------------------------ reading
-    def records(self) -> List[GpuRecord]:
-        nvml = self.nvml
-        records = []
-        for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            name = _text(nvml.nvmlDeviceGetName(handle))
-            pci = nvml.nvmlDeviceGetPciInfo(handle)
-            model = model_for_nvml_name(name)
-            try:
-                current, pending = nvml.nvmlDeviceGetMigMode(handle)
-                capable = True
-            except nvml.NVMLError as exc:
-                if exc.value not in (nvml.NVML_ERROR_NOT_SUPPORTED,
-                                     nvml.NVML_ERROR_FUNCTION_NOT_FOUND):
-                    raise
-                current = pending = 0
-                capable = False
-            identity = GpuIdentity(
-                index=index,
-                uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-                pci_bus_id=_text(pci.busId),
-                name=name,
-                model=model.key if model else None,
-                pci_device_id=int(pci.pciDeviceId),
-                mig_capable=capable,
-            )
-            records.append(GpuRecord(identity, handle, bool(current), bool(pending)))
-        return records
+    def records(self, host_state: Optional[Dict[str, Any]] = None) -> List[GpuRecord]:
+        """Every GPU, from ``host_state`` (a ``MigStateReader.host_state()``) or read now."""
+        gpus = (host_state or self.state.host_state())["gpus"]
+        return [_gpu_record(gpu, self.state.handle(gpu["index"])) for gpu in gpus]
 
     def geometry(self, record: GpuRecord) -> Geometry:
         """The GPU's profiles and placements as NVML reports them (read once per model)."""
         name = record.identity.name
         if name not in self._geometries:
-            model = model_for_nvml_name(name)
-            profiles = self.reader.profiles(record.handle, model)
-            self._geometries[name] = geometry_from_profiles(name, model, profiles)
+            self._geometries[name] = geometry_from_profiles(
+                name, model_for_nvml_name(name), self.state.profiles(record.handle, name))
         return self._geometries[name]
 
-    def _gpu_dict(self, record: GpuRecord) -> Dict[str, Any]:
-        identity = record.identity
-        return {"index": identity.index, "uuid": identity.uuid, "model": identity.model,
-                "name": identity.name}
-
-    @staticmethod
-    def _profile_dicts(geometry: Geometry) -> List[Dict[str, Any]]:
-        return [{"id": p.id, "name": p.name, "slice_count": p.slice_count}
-                for p in geometry.profiles]
-
     def read_mig_mode(self, record: GpuRecord) -> Tuple[bool, bool]:
-        current, pending = self.nvml.nvmlDeviceGetMigMode(record.handle)
-        return bool(current), bool(pending)
+        return self.state.mig_mode(record.handle)
+
+    def current(self, record: GpuRecord, gpu: Dict[str, Any]) -> CurrentGpu:
+        """The ``CurrentGpu`` of one GPU entry of a host state."""
+        instances = tuple(
+            CurrentInstance(
+                gi_id=i["gi_id"], profile_id=i["profile_id"], profile=i["profile"],
+                start=i["start"], size=i["size"],
+                compute=tuple((start, size) for start, size in i["compute"]),
+                ci_ids=tuple(i["ci_ids"]),
+            )
+            for i in gpu["instances"]
+        )
+        return CurrentGpu(record.identity, gpu["mig_current"], gpu["mig_pending"], instances)
 
     def read_state(
         self, record: GpuRecord, with_devices: bool = False
     ) -> Tuple[CurrentGpu, List[Dict[str, Any]]]:
-        """The GPU's MIG mode and GPU instances with their compute instances.
+        """The GPU's MIG mode and GPU instances with their compute instances, read now.
 
         With ``with_devices``, also its MIG devices (UUIDs) in the ``gpu_facts`` shape; that
         costs several NVML calls per device, so planning alone does without.
@@ -230,33 +233,11 @@ class HostMig:
         if not record.identity.mig_capable:
             return CurrentGpu(record.identity, False, False, ()), []
         current, pending = self.read_mig_mode(record)
-        if not current:
-            return CurrentGpu(record.identity, False, bool(pending), ()), []
-        nvml = self.nvml
-        geometry = self.geometry(record)
-        instances = []
-        for profile in geometry.profiles:
-            count = ctypes.c_uint(profile.instance_count)
-            array = (nvml.c_nvmlGpuInstance_t * max(profile.instance_count, 1))()
-            nvml.nvmlDeviceGetGpuInstances(record.handle, profile.id, array, ctypes.byref(count))
-            for position in range(count.value):
-                gi = array[position]
-                info = nvml.nvmlGpuInstanceGetInfo(gi)
-                cis = self._compute_instances(gi, geometry.name, int(info.profileId))
-                instances.append(
-                    CurrentInstance(
-                        gi_id=int(info.id),
-                        profile_id=int(info.profileId),
-                        profile=profile.name,
-                        start=int(info.placement.start),
-                        size=int(info.placement.size),
-                        compute=tuple((start, size) for start, size, _ci_id in cis),
-                        ci_ids=tuple(ci_id for _start, _size, ci_id in cis),
-                    )
-                )
-        instances.sort(key=lambda i: (i.start, i.gi_id))
-        state = CurrentGpu(record.identity, True, bool(pending), tuple(instances))
-        return state, self.read_devices(record) if with_devices else []
+        instances = (self.state.instances(record.handle, record.identity.name)
+                     if current else [])
+        gpu = {"mig_current": current, "mig_pending": pending, "instances": instances}
+        state = self.current(record, gpu)
+        return state, self.read_devices(record) if with_devices and current else []
 
     def read_devices(self, record: GpuRecord) -> List[Dict[str, Any]]:
         """The GPU's MIG devices (one per compute instance), as ``gpu_facts`` reports them."""
@@ -265,49 +246,7 @@ class HostMig:
         current, _pending = self.read_mig_mode(record)
         if not current:
             return []
-        return self.reader.mig_devices(
-            record.handle, self._gpu_dict(record), self._profile_dicts(self.geometry(record))
-        )
-
-    def _ci_profiles(self, gi: Any, model_name: str, gi_profile_id: int) -> List[Tuple[int, int]]:
-        """(compute-instance profile id, instance count) offered by a GPU-instance profile.
-
-        Asked once per model and GPU-instance profile (the answer is the same for every GPU
-        instance of that profile).
-        """
-        key = (model_name, gi_profile_id)
-        if key not in self._ci_profile_cache:
-            nvml = self.nvml
-            found = []
-            for index in range(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
-                try:
-                    info = nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
-                        gi, index, nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
-                    )
-                except nvml.NVMLError as exc:
-                    if exc.value in (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_INVALID_ARGUMENT,
-                                     nvml.NVML_ERROR_NOT_FOUND):
-                        continue
-                    raise
-                found.append((int(info.id), int(info.instanceCount)))
-            self._ci_profile_cache[key] = found
-        return self._ci_profile_cache[key]
-
-    def _compute_instances(
-        self, gi: Any, model_name: str, gi_profile_id: int
-    ) -> List[Tuple[int, int, int]]:
-        """(start, size, id) of a GPU instance's compute instances, sorted by start."""
-        nvml = self.nvml
-        found = []
-        for profile_id, instance_count in self._ci_profiles(gi, model_name, gi_profile_id):
-            count = ctypes.c_uint(instance_count)
-            array = (nvml.c_nvmlComputeInstance_t * max(instance_count, 1))()
-            nvml.nvmlGpuInstanceGetComputeInstances(gi, profile_id, array, ctypes.byref(count))
-            for position in range(count.value):
-                info = nvml.nvmlComputeInstanceGetInfo(array[position])
-                found.append((int(info.placement.start), int(info.placement.size), int(info.id)))
-        found.sort()
-        return found
+        return self.state.mig_devices(record.handle, record.identity._asdict())
 
     def processes(self, record: GpuRecord, devices: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         return self.reader.processes(record.handle, devices)
@@ -461,22 +400,31 @@ class HostRun(NamedTuple):
     devices: Dict[int, List[Dict[str, Any]]]
     plans: Dict[int, GpuPlan]
     with_devices: bool = True
+    with_states: bool = True
+    host_state: Optional[Dict[str, Any]] = None  # the read the plans were made from
 
 
 def plan_host(
-    mig: HostMig, entries: Sequence[GpuEntry], match: str = "exact", with_devices: bool = True
+    mig: HostMig, entries: Sequence[GpuEntry], match: str = "exact", with_devices: bool = True,
+    with_states: bool = True, host_state: Optional[Dict[str, Any]] = None,
 ) -> HostRun:
-    """Read the host and plan every selected GPU; LayoutError before any change if invalid."""
-    records = mig.records()
+    """Plan every selected GPU from ``host_state`` (read now if not given).
+
+    Raises LayoutError, before any change, if the layout is invalid for any GPU.
+    """
+    if host_state is None:
+        host_state = mig.state.host_state()
+    records = mig.records(host_state)
     identities = [r.identity for r in records]
     assigned = assign_layouts(entries, identities) if entries else {}
     states: Dict[int, CurrentGpu] = {}
     devices: Dict[int, List[Dict[str, Any]]] = {}
     plans: Dict[int, GpuPlan] = {}
     errors: List[Tuple[GpuIdentity, str]] = []
-    for record in records:
+    for record, gpu in zip(records, host_state["gpus"]):
         index = record.identity.index
-        states[index], devices[index] = mig.read_state(record, with_devices)
+        states[index] = mig.current(record, gpu)
+        devices[index] = mig.read_devices(record) if with_devices and gpu["mig_current"] else []
         entry = assigned.get(index)
         if entry is None:
             continue
@@ -491,7 +439,7 @@ def plan_host(
             errors.append((record.identity, "%s: %s" % (entry.where, exc)))
     if errors:
         raise LayoutError(_group_errors(errors))
-    return HostRun(mig, records, states, devices, plans, with_devices)
+    return HostRun(mig, records, states, devices, plans, with_devices, with_states, host_state)
 
 
 def _record(run: HostRun, index: int) -> GpuRecord:
@@ -700,6 +648,8 @@ def run_host(
     export_label: str = "current",
     mig: Optional[HostMig] = None,
     with_devices: bool = True,
+    with_states: bool = True,
+    host_state: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Plan, check and (unless check mode / assert / export) apply; the module's result.
 
@@ -709,7 +659,7 @@ def run_host(
     if operation not in OPERATIONS:
         raise LayoutError("operation must be one of %s, not %r" % (", ".join(OPERATIONS), operation))
     mig = mig or HostMig(backend)
-    run = plan_host(mig, entries, match, with_devices)
+    run = plan_host(mig, entries, match, with_devices, with_states, host_state)
     outcomes = {index: GpuOutcome(plan) for index, plan in run.plans.items()}
     for outcome in outcomes.values():
         if outcome.plan.changed:
@@ -781,7 +731,7 @@ def _result(
     for record in run.records:
         if record.identity.mig_capable:
             geometries[record.identity.index] = run.mig.geometry(record)
-    gpus = [outcomes[i].as_dict() for i in sorted(outcomes)]
+    gpus = [outcomes[i].as_dict(run.with_states) for i in sorted(outcomes)]
     reboot = [g["index"] for g in gpus if g["reboot_required"]]
     before = "\n".join(current_text(outcomes[i].plan.gpu, outcomes[i].plan.geometry)
                        for i in sorted(outcomes))

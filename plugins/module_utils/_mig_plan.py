@@ -43,8 +43,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog impor
     find_model,
     known_model_names,
 )
-
-PLACEMENT_MATCH_MODES = ("exact", "explicit", "none")
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import (
+    PLACEMENT_MATCH_MODES,
+)
 
 # NVML profile index of the standard (non-"+me", single-memory) profile of N compute slices.
 _STANDARD_INDEX_BY_SLICES = {1: GI_1_SLICE, 2: GI_2_SLICE, 3: GI_3_SLICE, 4: GI_4_SLICE, 7: GI_7_SLICE}

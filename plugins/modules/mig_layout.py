@@ -184,6 +184,31 @@ options:
         GPUs that change are still read back and verified device by device.
     type: bool
     default: true
+  return_gpu_states:
+    description:
+      - Return each managed GPU's MIG state before and after the run (RV(gpus[].before),
+        RV(gpus[].after)).
+      - V(false) leaves them out, so a host whose layout already matches returns a few hundred
+        bytes per GPU instead of about 2 KB (Ansible's controller spends time on every byte of
+        every host's result). RV(gpus[].mig_device_count) and RV(mig_parted_config) are still
+        returned; diff mode shows the states as text either way.
+    type: bool
+    default: true
+  stamp:
+    description:
+      - Record, after a run that applied the layout (or found it applied) outside check mode,
+        the result that a run of the same request returns on the GPUs as they are then; and
+        return that record, without planning again, from a later run whose request, planning
+        code (this collection's version) and host MIG state (every GPU, its MIG mode, GPU and
+        compute instances and placements, and the profiles NVML reports) all match it
+        (RV(plan_reused)). Anything else plans as usual.
+      - The record is C(/var/lib/heteromig/mig_layout-stamp.json), or, for O(backend=sim),
+        C(mig_layout-stamp.json) beside O(sim_state). Check mode only reads it; a missing or
+        unreadable record just means planning; a record that cannot be written is a warning.
+      - V(false) neither reads nor writes it.
+      - Only for O(operation=apply).
+    type: bool
+    default: true
 notes:
   - A reboot (needed where a GPU cannot be reset) destroys every MIG instance of the host, and
     Hopper GPUs also lose their MIG mode; run the module again afterwards (the
@@ -356,12 +381,18 @@ gpus:
       description: Processes that were (or in check mode would be) terminated.
       type: list
       elements: dict
+    mig_device_count:
+      description: MIG devices (compute instances) the GPU has after the run (in check mode, would have).
+      type: int
+      sample: 7
     before:
       description: MIG mode (C(mig_enabled), C(mig_pending)) and C(instances) before.
       type: dict
+      returned: when O(return_gpu_states=true)
     after:
       description: The same after the change (in check mode, the plan).
       type: dict
+      returned: when O(return_gpu_states=true)
       sample:
         mig_enabled: true
         mig_pending: true
@@ -403,6 +434,13 @@ mig_parted_config:
         - devices: all
           mig-enabled: true
           mig-devices: {1g.10gb: 7}
+plan_reused:
+  description:
+    - Whether the result is the host's record of the layout last applied (see O(stamp)),
+      because the request, the planning code and the MIG state all matched it; nothing was
+      planned then.
+  returned: success
+  type: bool
 busy:
   description: The processes that made the task refuse (or that a drain could not end).
   returned: when refused because of processes
@@ -436,16 +474,15 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend impor
     nvml_error_text,
     open_backend,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
-    OPERATIONS,
-    MigApplyError,
-    run_host,
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_stamp import (
+    LayoutStamp,
+    default_stamp_path,
+    stamp_key,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import (
+    OPERATIONS,
     PLACEMENT_MATCH_MODES,
-    LayoutError,
-    parse_gpu_entries,
-    parse_mig_parted,
+    MigStateReader,
 )
 
 _LAYOUT_SOURCES = ("layout", "gpus", "mig_parted_config", "mig_parted_config_file")
@@ -474,26 +511,108 @@ def _argument_spec():
         operation=dict(type="str", default="apply", choices=list(OPERATIONS)),
         export_label=dict(type="str", default="current"),
         return_mig_devices=dict(type="bool", default=True),
+        return_gpu_states=dict(type="bool", default=True),
+        stamp=dict(type="bool", default=True),
     )
     return spec
 
 
-def _entries(params):
+def _entries(params, file_text):
     """The layout entries from whichever option gives them (none for export without one)."""
+    # the planner is imported only by runs that plan (not by one that reuses its stamp)
+    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+        parse_gpu_entries,
+        parse_mig_parted,
+    )
+
     if params["mig_parted_config_file"] is not None:
-        path = params["mig_parted_config_file"]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise LayoutError("cannot read mig_parted_config_file %s: %s"
-                              % (path, exc.strerror or exc)) from exc
-        return parse_mig_parted(text, params["mig_parted_label"], "mig_parted_config_file %s" % path)
+        return parse_mig_parted(file_text, params["mig_parted_label"],
+                                "mig_parted_config_file %s" % params["mig_parted_config_file"])
     if params["mig_parted_config"] is not None:
         return parse_mig_parted(params["mig_parted_config"], params["mig_parted_label"])
     if params["layout"] is None and params["gpus"] is None:
         return []
     return parse_gpu_entries(params["layout"], params["gpus"])
+
+
+def _shaped(module, result, reader, host_state):
+    """What the task returns: the options decide the diff, the GPU states and MIG devices."""
+    if not module._diff:
+        result.pop("diff", None)
+    if not module.params["return_gpu_states"]:
+        for gpu in result["gpus"]:
+            gpu.pop("before", None)
+            gpu.pop("after", None)
+    if module.params["return_mig_devices"] and "mig_devices" not in result:
+        result["mig_devices"] = [
+            device for gpu in host_state["gpus"] if gpu["mig_current"]
+            for device in reader.mig_devices(reader.handle(gpu["index"]), gpu)
+        ]
+    return result
+
+
+def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
+    """Plan from ``host_state`` and, unless check mode, apply; record the result in ``stamp``."""
+    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
+        HostMig,
+        MigApplyError,
+        run_host,
+    )
+    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import LayoutError
+
+    params = module.params
+    mig = HostMig(backend, state=reader)
+    options = dict(
+        match=params["placement_match"],
+        drain=params["drain"],
+        drain_timeout=params["drain_timeout"],
+        operation=params["operation"],
+        export_label=params["export_label"],
+        mig=mig,
+    )
+    try:
+        entries = _entries(params, file_text)
+        result = run_host(backend, entries, check_mode=module.check_mode, host_state=host_state,
+                          with_devices=params["return_mig_devices"], **options)
+    except LayoutError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except MigApplyError as exc:
+        failed = dict(exc.result)
+        failed.pop("diff", None)
+        failed.setdefault("changed", False)
+        module.fail_json(msg=str(exc), **failed)
+    if stamp is not None and not module.check_mode:
+        # what a run of this request returns from now on, while the GPUs stay as they are
+        after = reader.host_state()
+        again = run_host(backend, entries, check_mode=True, host_state=after,
+                         with_devices=False, **options)
+        if not again["changed"]:
+            try:
+                stamp.store(stamp_key(_request(params, file_text), after), again)
+            except OSError as exc:
+                module.warn("could not record the applied layout in %s (%s); the next run "
+                            "plans again" % (stamp.path, exc.strerror or exc))
+    return result
+
+
+def _request(params, file_text):
+    request = dict(params)
+    request["mig_parted_config_file_text"] = file_text
+    return request
+
+
+def _run(module, backend, file_text):
+    params = module.params
+    reader = MigStateReader(backend.nvml)
+    host_state = reader.host_state()
+    stamp = None
+    if params["stamp"] and params["operation"] == "apply":
+        stamp = LayoutStamp(default_stamp_path(params["backend"], params["sim_state"]))
+        reused = stamp.lookup(stamp_key(_request(params, file_text), host_state))
+        if reused is not None:
+            return _shaped(module, dict(reused, plan_reused=True), reader, host_state)
+    result = _plan_and_apply(module, backend, reader, host_state, file_text, stamp)
+    return _shaped(module, dict(result, plan_reused=False), reader, host_state)
 
 
 def main():
@@ -514,10 +633,15 @@ def main():
         params["mig_parted_config"] is not None or params["mig_parted_config_file"] is not None
     ):
         module.fail_json(msg="mig_parted_label needs mig_parted_config or mig_parted_config_file")
-    try:
-        entries = _entries(params)
-    except LayoutError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+    file_text = None
+    if params["mig_parted_config_file"] is not None:
+        path = params["mig_parted_config_file"]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                file_text = handle.read()
+        except OSError as exc:
+            module.fail_json(msg="cannot read mig_parted_config_file %s: %s"
+                             % (path, exc.strerror or exc), changed=False)
 
     try:
         backend = open_backend(params["backend"], params["sim_state"], params["sim_gpus"],
@@ -525,32 +649,13 @@ def main():
     except BackendError as exc:
         module.fail_json(msg=str(exc), changed=False)
     try:
-        result = run_host(
-            backend,
-            entries,
-            match=params["placement_match"],
-            drain=params["drain"],
-            drain_timeout=params["drain_timeout"],
-            check_mode=module.check_mode,
-            operation=params["operation"],
-            export_label=params["export_label"],
-            with_devices=params["return_mig_devices"],
-        )
-    except LayoutError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except MigApplyError as exc:
-        failed = dict(exc.result)
-        failed.pop("diff", None)
-        failed.setdefault("changed", False)
-        module.fail_json(msg=str(exc), **failed)
+        result = _run(module, backend, file_text)
     except BackendError as exc:
         module.fail_json(msg=str(exc), changed=False)
     except backend.nvml.NVMLError as exc:
         module.fail_json(msg="NVML failed: %s" % nvml_error_text(exc))
     finally:
         backend.close()
-    if not module._diff:
-        result.pop("diff", None)
     module.exit_json(**result)
 
 
