@@ -12,8 +12,11 @@ so per-host process start-up, fork and result handling are the same for both; th
 is what the reconfigure run does on top: the mig_partition role's planning module call (read
 every GPU and its instances through NVML, plan, compare), its skipped tasks, and the summary.
 
-Before timing, the hosts are put into the layout once (all-1g on every GPU), so the timed
-reconfigure runs are no-change runs; each one is checked to report changed=0 on every host.
+Before timing, the hosts are put into the layout once (all-1g on every GPU) by the playbook
+itself, so the timed reconfigure runs are no-change runs, and each host has the stamp of the
+layout it applied (mig_layout's ``stamp``), which the timed runs reuse; each run is checked to
+report changed=0 on every host. ``--breakdown`` adds a run on hosts whose stamps were removed
+first (they plan, then record), and the planning call alone with ``stamp: false``.
 
     .venv/bin/python benchmarks/bench_mig_reconfigure.py             # 32 hosts x 8 GPUs, 5 rounds
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --hosts 8 --rounds 3 --json out.json
@@ -84,6 +87,8 @@ PLAN_ONLY = """---
       heteromig.fleet.mig_layout:
         layout: "%s"
         return_mig_devices: false
+        return_gpu_states: false
+        stamp: false
       check_mode: true
 """
 _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -139,7 +144,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also time gpu_facts alone, the planning call alone and serial=100%%")
+                        help="also time gpu_facts alone, the planning call alone (no stamp), "
+                             "serial=100%%, and a run on hosts without a stamp")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-mig-"))
@@ -166,6 +172,8 @@ def main() -> int:
             "trivial": (trivial, []),
             "mig_reconfigure": (PLAYBOOK, layout),
         }
+        # runs with every host's stamp removed first (the role plans, then records it)
+        unrecorded = {"mig_reconfigure_unrecorded"}
         if args.breakdown:
             facts = workdir / "gpu_facts.yml"
             facts.write_text(GPU_FACTS)
@@ -175,10 +183,14 @@ def main() -> int:
             variants["mig_layout_plan_only"] = (plan, [])
             variants["mig_reconfigure_serial_100"] = (
                 PLAYBOOK, [*layout, "-e", "mig_reconfigure_serial=100%"])
+            variants["mig_reconfigure_unrecorded"] = (PLAYBOOK, layout)
         walls: dict[str, list[float]] = {name: [] for name in variants}
         cpus: dict[str, list[float]] = {name: [] for name in variants}
         for round_ in range(1, args.rounds + 1):
             for name, (playbook, extra) in variants.items():
+                if name in unrecorded:
+                    for stamp in workdir.glob("*/mig_layout-stamp.json"):
+                        stamp.unlink()
                 wall, cpu, out = run(playbook, inventory, extra, env)
                 if playbook == PLAYBOOK:
                     counts = recap(out)

@@ -196,17 +196,17 @@ options:
     default: true
   stamp:
     description:
-      - Record, after a run that applied the layout (or found it applied) outside check mode,
-        the result that a run of the same request returns on the GPUs as they are then; and
-        return that record, without planning again, from a later run whose request, planning
-        code (this collection's version) and host MIG state (every GPU, its MIG mode, GPU and
-        compute instances and placements, and the profiles NVML reports) all match it
+      - Record, after a run outside check mode that applied the layout (or found it applied),
+        or an O(operation=assert) that found it, the result that an apply of the same request
+        returns on the GPUs as they are then; and return that record, without planning again,
+        from a later apply (also in check mode) whose request, planning code (this
+        collection's version) and host MIG state (every GPU, its MIG mode, GPU and compute
+        instances and placements, and the profiles NVML reports) all match it
         (RV(plan_reused)). Anything else plans as usual.
       - The record is C(/var/lib/heteromig/mig_layout-stamp.json), or, for O(backend=sim),
         C(mig_layout-stamp.json) beside O(sim_state). Check mode only reads it; a missing or
         unreadable record just means planning; a record that cannot be written is a warning.
-      - V(false) neither reads nor writes it.
-      - Only for O(operation=apply).
+      - V(false) neither reads nor writes it. O(operation=export) never does.
     type: bool
     default: true
 notes:
@@ -582,10 +582,10 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         failed.setdefault("changed", False)
         module.fail_json(msg=str(exc), **failed)
     if stamp is not None and not module.check_mode:
-        # what a run of this request returns from now on, while the GPUs stay as they are
-        after = reader.host_state()
+        # what an apply of this request returns from now on, while the GPUs stay as they are
+        after = reader.host_state() if params["operation"] == "apply" else host_state
         again = run_host(backend, entries, check_mode=True, host_state=after,
-                         with_devices=False, **options)
+                         with_devices=False, **dict(options, operation="apply"))
         if not again["changed"]:
             try:
                 stamp.store(stamp_key(_request(params, file_text), after), again)
@@ -596,7 +596,8 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
 
 
 def _request(params, file_text):
-    request = dict(params)
+    """The options a stamp is keyed by: an assert records what an apply would return."""
+    request = dict(params, operation="apply")
     request["mig_parted_config_file_text"] = file_text
     return request
 
@@ -606,8 +607,9 @@ def _run(module, backend, file_text):
     reader = MigStateReader(backend.nvml)
     host_state = reader.host_state()
     stamp = None
-    if params["stamp"] and params["operation"] == "apply":
+    if params["stamp"] and params["operation"] in ("apply", "assert"):
         stamp = LayoutStamp(default_stamp_path(params["backend"], params["sim_state"]))
+    if stamp is not None and params["operation"] == "apply":
         reused = stamp.lookup(stamp_key(_request(params, file_text), host_state))
         if reused is not None:
             return _shaped(module, dict(reused, plan_reused=True), reader, host_state)

@@ -60,8 +60,23 @@ PLAYBOOK = [{
          "ansible.builtin.copy": {"dest": STAMP, "content": "{not json", "mode": "0644"}},
         _layout("with a corrupt stamp", {"layout": "all-1g"}),
         _layout("reused after the rewrite", {"layout": "all-1g"}),
+        {"name": "remove the stamp again", "ansible.builtin.file": {"path": STAMP, "state": "absent"}},
+        _layout("assert records", {"layout": "all-1g", "operation": "assert"}),
+        _layout("reused after the assert", {"layout": "all-1g"}, check_mode=True),
+        {"name": "remove the stamp for the role",
+         "ansible.builtin.file": {"path": STAMP, "state": "absent"}},
     ],
-}]
+}] + [{
+    "name": f"The mig_partition role, run {number}",
+    "hosts": "h100",
+    "gather_facts": False,
+    "module_defaults": MODULE_DEFAULTS,
+    "vars": {"mig_partition_layout": "all-1g", "mig_partition_end_play_if_unchanged": True},
+    "tasks": [{"name": "Apply the MIG layout",
+               "ansible.builtin.import_role": {"name": "heteromig.fleet.mig_partition"}}],
+} for number in (1, 2)]
+ROLE_PLAN = "Plan the MIG layout (changes nothing)"
+ROLE_RECORD = "Record the layout that already matches"
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +158,20 @@ def test_a_corrupt_stamp_is_a_miss_and_is_rewritten(run: tuple[SshLab, LabRun]) 
     assert corrupt["plan_reused"] is False and corrupt["changed"] is False
     assert not corrupt.get("warnings")
     assert _ok(result, "reused after the rewrite")["plan_reused"] is True
+
+
+def test_an_assert_records(run: tuple[SshLab, LabRun]) -> None:
+    _lab, result = run
+    asserted = _ok(result, "assert records")
+    assert asserted["changed"] is False and asserted["plan_reused"] is False
+    assert _ok(result, "reused after the assert")["plan_reused"] is True
+
+
+def test_the_role_records_a_matching_layout_once(run: tuple[SshLab, LabRun]) -> None:
+    _lab, result = run
+    first, second = result.results(ROLE_PLAN, "h100")
+    assert first.res["plan_reused"] is False and first.res["changed"] is False
+    assert second.res["plan_reused"] is True and second.res["changed"] is False
+    records = result.results(ROLE_RECORD, "h100")
+    assert [r.outcome for r in records] == ["ok"]  # run 2 ended before it
+    assert result.results("Apply the MIG layout where it changes", "h100") == []

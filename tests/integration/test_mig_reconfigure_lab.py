@@ -251,6 +251,9 @@ def test_second_run_changes_nothing_and_stops_no_service(fleet: Fleet) -> None:
         assert not plan["changed"], (host, plan["gpus"])
         assert run.stats["changed"].get(host, 0) == 0
         assert run.results(APPLY, host) == []
+    # what the first run applied, it recorded: the second run plans nothing again
+    assert fleet.ok("again", PLAN, "h100")["plan_reused"] is True
+    assert "before" not in fleet.ok("again", PLAN, "h100")["gpus"][0]
     lines = fleet.ok("again", FLEET, "h100")["msg"]
     assert "h100: unchanged (8 GPUs already match; 56 MIG devices)" in lines
     assert "a30: unchanged (4 GPUs already match; 16 MIG devices)" in lines
