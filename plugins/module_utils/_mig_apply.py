@@ -95,15 +95,8 @@ class GpuRecord(NamedTuple):
 
 
 def _gpu_record(gpu: Dict[str, Any], handle: Any) -> GpuRecord:
-    identity = GpuIdentity(
-        index=gpu["index"],
-        uuid=gpu["uuid"],
-        pci_bus_id=gpu["pci_bus_id"],
-        name=gpu["name"],
-        model=gpu["model"],
-        pci_device_id=gpu["pci_device_id"],
-        mig_capable=gpu["mig_capable"],
-    )
+    """A GPU entry of a host state (``MigStateReader``) as the planner's record."""
+    identity = GpuIdentity(**{field: gpu[field] for field in GpuIdentity._fields})
     return GpuRecord(identity, handle, gpu["mig_current"], gpu["mig_pending"])
 
 

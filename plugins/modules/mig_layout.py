@@ -57,7 +57,8 @@ attributes:
     description:
       - Reads and plans every GPU, refuses bad input and busy GPUs exactly as a real run would,
         and reports what would change (RV(gpus[].actions) is empty, RV(gpus[].after) is the
-        plan) without changing anything, draining anything or resetting any GPU.
+        plan) without changing anything, draining anything or resetting any GPU. It may reuse
+        the host's record of the applied layout (O(stamp)) but never writes it.
   diff_mode:
     support: full
     description:
