@@ -567,14 +567,14 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         match=params["placement_match"],
         drain=params["drain"],
         drain_timeout=params["drain_timeout"],
-        operation=params["operation"],
         export_label=params["export_label"],
         mig=mig,
     )
     try:
         entries = _entries(params, file_text)
         result = run_host(backend, entries, check_mode=module.check_mode, host_state=host_state,
-                          with_devices=params["return_mig_devices"], **options)
+                          operation=params["operation"], with_devices=params["return_mig_devices"],
+                          **options)
     except LayoutError as exc:
         module.fail_json(msg=str(exc), changed=False)
     except MigApplyError as exc:
@@ -586,7 +586,7 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         # what an apply of this request returns from now on, while the GPUs stay as they are
         after = reader.host_state() if params["operation"] == "apply" else host_state
         again = run_host(backend, entries, check_mode=True, host_state=after,
-                         with_devices=False, **dict(options, operation="apply"))
+                         operation="apply", with_devices=False, **options)
         if not again["changed"]:
             try:
                 stamp.store(stamp_key(_request(params, file_text), after), again)
