@@ -141,6 +141,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--layout", default="all-1g")
     parser.add_argument("--target", type=float, default=1.3)
+    parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VAR=VALUE",
+                        help="extra vars for the mig_reconfigure runs (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--breakdown", action="store_true",
@@ -161,6 +163,8 @@ def main() -> int:
         trivial = workdir / "trivial.yml"
         trivial.write_text(TRIVIAL)
         layout = ["-e", f"mig_partition_layout={args.layout}"]
+        for extra in args.extra_vars:
+            layout += ["-e", extra]
 
         setup, _cpu_s, out = run(PLAYBOOK, inventory, layout, env)
         changed = sum(1 for counts in recap(out).values() if counts[1])
