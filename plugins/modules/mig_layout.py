@@ -584,7 +584,7 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         module.fail_json(msg=str(exc), **failed)
     if stamp is not None and not module.check_mode:
         # what an apply of this request returns from now on, while the GPUs stay as they are
-        after = reader.host_state() if params["operation"] == "apply" else host_state
+        after = reader.host_state() if result["changed"] else host_state
         again = run_host(backend, entries, check_mode=True, host_state=after,
                          operation="apply", with_devices=False, **options)
         if not again["changed"]:
