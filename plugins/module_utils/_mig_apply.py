@@ -81,10 +81,6 @@ class _VerifyError(Exception):
     """What NVML shows after a change differs from the plan."""
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class GpuRecord(NamedTuple):
     """One GPU as read at the start of a run."""
 

@@ -20,7 +20,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
     model_for_nvml_name,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import GpuReader
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import (
+    GpuReader,
+    _text,
+)
 
 # The vocabulary of a mig_layout request, here (not in the planner) so that the module's
 # argument spec and a run that reuses its stamp need no planning code.
@@ -30,10 +33,6 @@ OPERATIONS = ("apply", "assert", "export")
 # The profile fields the planner uses (GpuReader.profiles also returns the free capacity and
 # engine counts, which change with the state or do not matter for placement).
 _PROFILE_FIELDS = ("name", "id", "index", "slice_count", "instance_count", "memory_mib", "placements")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class MigStateReader:
