@@ -117,7 +117,7 @@ class GpuOutcome:
             return sum(len(t.compute) for t in self.plan.target)
         return sum(len(i.compute) for i in self.plan.gpu.instances)
 
-    def as_dict(self, with_states: bool = True) -> Dict[str, Any]:
+    def as_dict(self) -> Dict[str, Any]:
         plan = self.plan
         gpu = plan.gpu
         result: Dict[str, Any] = {
@@ -135,11 +135,9 @@ class GpuOutcome:
             "reboot_required": self.reboot_required,
             "drained": list(self.drained),
             "mig_device_count": self.mig_device_count(),
+            "before": _state_dict(gpu),
+            "after": _state_dict(self.after) if self.after is not None else _planned_dict(plan),
         }
-        if with_states:
-            result["before"] = _state_dict(gpu)
-            result["after"] = (_state_dict(self.after) if self.after is not None
-                               else _planned_dict(plan))
         if self.reboot_reason:
             result["reboot_reason"] = self.reboot_reason
         return result
@@ -389,13 +387,11 @@ class HostRun(NamedTuple):
     devices: Dict[int, List[Dict[str, Any]]]
     plans: Dict[int, GpuPlan]
     with_devices: bool = True
-    with_states: bool = True
-    host_state: Optional[Dict[str, Any]] = None  # the read the plans were made from
 
 
 def plan_host(
     mig: HostMig, entries: Sequence[GpuEntry], match: str = "exact", with_devices: bool = True,
-    with_states: bool = True, host_state: Optional[Dict[str, Any]] = None,
+    host_state: Optional[Dict[str, Any]] = None,
 ) -> HostRun:
     """Plan every selected GPU from ``host_state`` (read now if not given).
 
@@ -428,7 +424,7 @@ def plan_host(
             errors.append((record.identity, "%s: %s" % (entry.where, exc)))
     if errors:
         raise LayoutError(_group_errors(errors))
-    return HostRun(mig, records, states, devices, plans, with_devices, with_states, host_state)
+    return HostRun(mig, records, states, devices, plans, with_devices)
 
 
 def _record(run: HostRun, index: int) -> GpuRecord:
@@ -637,7 +633,6 @@ def run_host(
     export_label: str = "current",
     mig: Optional[HostMig] = None,
     with_devices: bool = True,
-    with_states: bool = True,
     host_state: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Plan, check and (unless check mode / assert / export) apply; the module's result.
@@ -648,7 +643,7 @@ def run_host(
     if operation not in OPERATIONS:
         raise LayoutError("operation must be one of %s, not %r" % (", ".join(OPERATIONS), operation))
     mig = mig or HostMig(backend)
-    run = plan_host(mig, entries, match, with_devices, with_states, host_state)
+    run = plan_host(mig, entries, match, with_devices, host_state)
     outcomes = {index: GpuOutcome(plan) for index, plan in run.plans.items()}
     for outcome in outcomes.values():
         if outcome.plan.changed:
@@ -720,7 +715,7 @@ def _result(
     for record in run.records:
         if record.identity.mig_capable:
             geometries[record.identity.index] = run.mig.geometry(record)
-    gpus = [outcomes[i].as_dict(run.with_states) for i in sorted(outcomes)]
+    gpus = [outcomes[i].as_dict() for i in sorted(outcomes)]
     reboot = [g["index"] for g in gpus if g["reboot_required"]]
     before = "\n".join(current_text(outcomes[i].plan.gpu, outcomes[i].plan.geometry)
                        for i in sorted(outcomes))

@@ -48,6 +48,8 @@ PLAYBOOK = [{
         _layout("again, small result", {"layout": "all-1g", "return_mig_devices": False,
                                         "return_gpu_states": False}, check_mode=True),
         _layout("again, planning", {"layout": "all-1g", "stamp": False}, diff=True),
+        _layout("planning, small result", {"layout": "all-1g", "stamp": False,
+                                           "return_gpu_states": False}),
         _layout("another request", {"layout": "all-2g"}, check_mode=True),
         _layout("change GPU 1 without a stamp",
                 {"gpus": [{"devices": [1], "layout": "all-7g"}], "stamp": False}),
@@ -128,6 +130,10 @@ def test_return_options_shape_a_reused_result(run: tuple[SshLab, LabRun]) -> Non
     assert all("before" not in g and "after" not in g for g in small["gpus"])
     assert [g["mig_device_count"] for g in small["gpus"]] == [7, 7]
     assert "diff" not in small
+    planned = _ok(result, "planning, small result")
+    assert planned["plan_reused"] is False and len(planned["mig_devices"]) == 14
+    assert all("before" not in g and "after" not in g for g in planned["gpus"])
+    assert [g["mig_device_count"] for g in planned["gpus"]] == [7, 7]
 
 
 def test_another_request_plans(run: tuple[SshLab, LabRun]) -> None:
