@@ -11,7 +11,9 @@ of issue 3 in its inventory variables, and one run of the real playbook serves t
 - noreset / noreset-deny (A100 40GB that cannot be reset): reboot_required; the role reboots
   (simulated) where allowed and continues, and fails naming the GPUs where not;
 - busy / drain (H100 with a process on a slice): refused naming the process, or drained;
-- fault (2 x H100): an NVML failure injected midway; the previous layout is restored.
+- fault (2 x H100): an NVML failure injected midway; the previous layout is restored;
+- badinput (1 x H100): a profile the GPU does not have, which fails in the planning play and
+  again, reported and counted, in its batch.
 
 GPU client services are a fake service manager per host (a shell script keeping "running"
 marker files in the host's directory), so the tests see exactly which were stopped and started.
@@ -52,7 +54,7 @@ RUNNING = ("nvidia-dcgm", "dcgm-exporter")  # nvsm is installed but not running
 ONE_BATCH = {"mig_reconfigure_hosts": "lab", "mig_reconfigure_serial": "100%",
              "mig_reconfigure_max_fail_percentage": 100}
 SUCCEEDS = ["h100", "a100", "a30", "uneven", "noreset", "drain"]
-FAILS = ["busy", "fault", "noreset-deny"]
+FAILS = ["busy", "fault", "noreset-deny", "badinput"]
 
 FAKE_SERVICE = """#!/bin/sh
 # fake service manager of a lab host: <status|stop|start> <service>
@@ -96,6 +98,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "heteromig_sim_gpus": "2xH100-SXM5-80GB",
         "mig_partition_gpus": [{"devices": [0], "layout": "all-2g"}],
     },
+    "badinput": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": ["5g.50gb"]},
 }
 
 
@@ -378,3 +381,11 @@ def test_fleet_summary_lists_every_host(fleet: Fleet) -> None:
         assert by_host[host].startswith(f"{host}: FAILED: ")
     assert by_host["a30"].startswith("a30: changed GPU 0, 1, 2, 3 (A30-24GB) to all-1g;")
     assert "stopped and restarted nvidia-dcgm, dcgm-exporter" in by_host["a30"]
+
+
+def test_bad_input_fails_in_its_batch_and_changes_nothing(fleet: Fleet) -> None:
+    msg = fleet.failure("first", "badinput")
+    assert "unknown profile 5g.50gb: H100-SXM5-80GB offers" in msg
+    assert fleet.gpus("badinput") == fleet.before["badinput"]
+    assert fleet.service_log("badinput") == []
+    assert fleet.runs["first"].results(APPLY, "badinput") == []
