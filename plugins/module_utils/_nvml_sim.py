@@ -276,10 +276,15 @@ class StateFile:
 
     def create_if_missing(self, gpus: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Create the state for ``gpus`` unless it exists; either way check it matches."""
-        with self._locked():
-            if not os.path.exists(self.path):
-                self._store(new_state(gpus, seed=self.path))
-            state = self._load()
+        if os.path.exists(self.path):
+            # the usual case, on every nvmlInit: no lock, and the parsed state is kept for the
+            # reads that follow (see read)
+            state = self.read()
+        else:
+            with self._locked():
+                if not os.path.exists(self.path):
+                    self._store(new_state(gpus, seed=self.path))
+                state = self._load()
         if state["spec"] != gpus:
             raise SimulatorError(
                 "simulator state file %s describes %s, but this host is now configured with %s; "

@@ -83,6 +83,8 @@ options:
         of items is accepted too. An empty list means MIG enabled with no instances.
       - Or a mapping with the keys C(mig_enabled) (bool) and C(instances) (a list as above).
       - Mutually exclusive with O(gpus), O(mig_parted_config) and O(mig_parted_config_file).
+        One of these is required for O(operation=apply) and O(operation=assert). An option set
+        to V(null) counts as not given, so a role can pass its variables straight through.
     type: raw
   gpus:
     description:
@@ -489,6 +491,28 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import 
 _LAYOUT_SOURCES = ("layout", "gpus", "mig_parted_config", "mig_parted_config_file")
 
 
+def _option_error(params):
+    """What is wrong with the combination of options, or None.
+
+    The layout sources are checked here rather than by AnsibleModule's mutually_exclusive and
+    required_if, which count an option set to null as given: the role passes its variables
+    (null by default) straight through, without a template that tests each one.
+    """
+    given = [name for name in _LAYOUT_SOURCES if params[name] is not None]
+    if len(given) > 1:
+        return "parameters are mutually exclusive: %s (give one)" % "|".join(given)
+    if not given and params["operation"] in ("apply", "assert"):
+        return "operation is %s but none of the following is given: %s" % (
+            params["operation"], ", ".join(_LAYOUT_SOURCES))
+    if params["drain_timeout"] < 0:
+        return "drain_timeout must be 0 or more seconds, not %d" % params["drain_timeout"]
+    if params["mig_parted_label"] is not None and not (
+        params["mig_parted_config"] is not None or params["mig_parted_config_file"] is not None
+    ):
+        return "mig_parted_label needs mig_parted_config or mig_parted_config_file"
+    return None
+
+
 def _argument_spec():
     spec = dict(BACKEND_ARGUMENT_SPEC)
     spec.update(
@@ -619,23 +643,11 @@ def _run(module, backend, file_text):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=_argument_spec(),
-        mutually_exclusive=[_LAYOUT_SOURCES],
-        required_if=[
-            ("operation", "apply", _LAYOUT_SOURCES, True),
-            ("operation", "assert", _LAYOUT_SOURCES, True),
-        ],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
     params = module.params
-    if params["drain_timeout"] < 0:
-        module.fail_json(msg="drain_timeout must be 0 or more seconds, not %d"
-                         % params["drain_timeout"])
-    if params["mig_parted_label"] is not None and not (
-        params["mig_parted_config"] is not None or params["mig_parted_config_file"] is not None
-    ):
-        module.fail_json(msg="mig_parted_label needs mig_parted_config or mig_parted_config_file")
+    error = _option_error(params)
+    if error is not None:
+        module.fail_json(msg=error, changed=False)
     file_text = None
     if params["mig_parted_config_file"] is not None:
         path = params["mig_parted_config_file"]

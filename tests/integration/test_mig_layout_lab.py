@@ -81,7 +81,13 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("missing mig-parted file", {"mig_parted_config_file": "{root}/none.yaml"},
      "cannot read mig_parted_config_file"),
     ("layout and gpus together", {"layout": "all-1g", "gpus": [{"layout": "all-1g"}]},
-     "mutually exclusive"),
+     "parameters are mutually exclusive: layout|gpus"),
+    # null counts as not given (the role passes its variables straight through)
+    ("no layout, every source null", {"layout": None, "gpus": None, "mig_parted_config": None},
+     "operation is apply but none of the following is given: layout, gpus, mig_parted_config, "
+     "mig_parted_config_file"),
+    ("mig-parted label without a config", {"layout": "all-1g", "mig_parted_label": "custom"},
+     "mig_parted_label needs mig_parted_config or mig_parted_config_file"),
     ("negative drain timeout", {"layout": "all-1g", "drain_timeout": -1},
      "drain_timeout must be 0 or more seconds"),
 ]
