@@ -8,8 +8,9 @@ returning the same ctypes structures and opaque handle types, and raising the sa
 ``pynvml.NVMLError_*`` classes. The collection's NVML code cannot tell it from pynvml, so the
 same code path runs on real GPUs and on simulated ones.
 
-State lives in a JSON file on the host. Every call takes an ``flock`` on a lock file beside it,
-reads the state, and (for changes) writes it back atomically, so several processes (a facts
+State lives in a JSON file on the host. A change takes an ``flock`` on a lock file beside it,
+reads the state and writes it back atomically (a new file replaces the old one); a read takes
+no lock, since the file it opens is always one complete state. So several processes (a facts
 module, a benchmark registering itself, a test) see one consistent set of GPUs.
 
 The simulator models what the collection has to survive on real hardware:
