@@ -635,7 +635,11 @@ def run_host(
     with_devices: bool = True,
     host_state: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Plan, check and (unless check mode / assert / export) apply; the module's result.
+    """Plan, check and (unless check mode / plan / assert / export) apply; the module's result.
+
+    ``operation="plan"`` is a check-mode apply that reports ``changed: false`` (it changes
+    nothing, whatever the mode); every operation returns ``would_change``, whether an apply
+    would change (or changed) the host.
 
     Raises LayoutError for invalid input (nothing changed) and MigApplyError for a refused or
     failed run (``.result`` carries the per-GPU details gathered so far).
@@ -645,6 +649,7 @@ def run_host(
     mig = mig or HostMig(backend)
     run = plan_host(mig, entries, match, with_devices, host_state)
     outcomes = {index: GpuOutcome(plan) for index, plan in run.plans.items()}
+    check_mode = check_mode or operation == "plan"
     for outcome in outcomes.values():
         if outcome.plan.changed:
             outcome.status = "would_change" if (check_mode or operation != "apply") else "pending"
@@ -676,7 +681,7 @@ def run_host(
             outcomes[index].actions.append("would drain %s" % ", ".join(
                 _process_text(p) for p in procs))
         return _result(run, outcomes, export_label,
-                       changed=any(p.changed for p in run.plans.values()))
+                       changed=operation == "apply" and any(p.changed for p in run.plans.values()))
     if victims:
         try:
             mig.drain(victims, drain_timeout)
@@ -730,6 +735,7 @@ def _result(
             after_lines.append(current_text(outcome.plan.gpu, outcome.plan.geometry))
     result: Dict[str, Any] = {
         "changed": changed,
+        "would_change": any(outcome.plan.changed for outcome in outcomes.values()),
         "reboot_required": bool(reboot),
         "reboot_required_gpus": reboot,
         "gpus": gpus,

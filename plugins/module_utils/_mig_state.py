@@ -28,7 +28,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory imp
 # The vocabulary of a mig_layout request, here (not in the planner) so that the module's
 # argument spec and a run that reuses its stamp need no planning code.
 PLACEMENT_MATCH_MODES = ("exact", "explicit", "none")
-OPERATIONS = ("apply", "assert", "export")
+OPERATIONS = ("apply", "plan", "assert", "export")
 
 # The profile fields the planner uses (GpuReader.profiles also returns the free capacity and
 # engine counts, which change with the state or do not matter for placement).

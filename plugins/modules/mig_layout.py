@@ -83,7 +83,8 @@ options:
         of items is accepted too. An empty list means MIG enabled with no instances.
       - Or a mapping with the keys C(mig_enabled) (bool) and C(instances) (a list as above).
       - Mutually exclusive with O(gpus), O(mig_parted_config) and O(mig_parted_config_file).
-        One of these is required for O(operation=apply) and O(operation=assert). An option set
+        One of these is required for O(operation=apply), O(operation=plan) and
+        O(operation=assert). An option set
         to V(null) counts as not given, so a role can pass its variables straight through.
     type: raw
   gpus:
@@ -168,11 +169,17 @@ options:
     default: 30
   operation:
     description:
-      - V(apply) makes the GPUs match. V(assert) changes nothing and fails if any selected GPU
-        differs (like C(nvidia-mig-parted assert)). V(export) changes nothing and only returns
-        the current state (no layout needed).
+      - V(apply) makes the GPUs match.
+      - V(plan) changes nothing, in any mode, and reports what an apply would do, exactly as
+        an apply in check mode does (bad input and busy GPUs fail the same way), but with
+        RV(changed) always V(false); RV(would_change) says whether the GPUs differ. Outside
+        check mode it records a layout that already matches (see O(stamp)), so that a role
+        plans every host with one read-only call.
+      - V(assert) changes nothing and fails if any selected GPU differs (like
+        C(nvidia-mig-parted assert)).
+      - V(export) changes nothing and only returns the current state (no layout needed).
     type: str
-    choices: [apply, assert, export]
+    choices: [apply, plan, assert, export]
     default: apply
   export_label:
     description:
@@ -200,11 +207,11 @@ options:
   stamp:
     description:
       - Record, after a run outside check mode that applied the layout (or found it applied),
-        or an O(operation=assert) that found it, the result that an apply of the same request
-        returns on the GPUs as they are then; and return that record, without planning again,
-        from a later apply (also in check mode) whose request, planning code (this
-        collection's version) and host MIG state (every GPU, its MIG mode, GPU and compute
-        instances and placements, and the profiles NVML reports) all match it
+        or an O(operation=plan) or O(operation=assert) that found it, the result that an apply
+        of the same request returns on the GPUs as they are then; and return that record,
+        without planning again, from a later apply or plan (also in check mode) whose request,
+        planning code (this collection's version) and host MIG state (every GPU, its MIG mode,
+        GPU and compute instances and placements, and the profiles NVML reports) all match it
         (RV(plan_reused)). Anything else plans as usual.
       - The record is C(/var/lib/heteromig/mig_layout-stamp.json), or, for O(backend=sim),
         C(mig_layout-stamp.json) beside O(sim_state). Check mode only reads it; a missing or
@@ -282,6 +289,12 @@ EXAMPLES = r"""
     mig_parted_config: "{{ lookup('ansible.builtin.file', 'mig-config.yaml') | from_yaml }}"
     mig_parted_label: custom
 
+- name: Plan a change without making it (changed stays false; would_change tells)
+  heteromig.fleet.mig_layout:
+    layout: all-balanced
+    operation: plan
+  register: mig_plan
+
 - name: Check (without changing anything) that the fleet is in the expected layout
   heteromig.fleet.mig_layout:
     layout: all-1g
@@ -358,11 +371,11 @@ gpus:
       type: str
       sample: all-balanced
     changed:
-      description: Whether this GPU changes (changed, in check mode would change).
+      description: Whether this GPU changes (changed; in check mode and for O(operation=plan), would change).
       type: bool
     status:
       description:
-        - V(unchanged), V(changed), V(would_change) (check mode, V(assert)),
+        - V(unchanged), V(changed), V(would_change) (check mode, V(plan), V(assert)),
           V(reboot_required), or V(failed).
       type: str
     actions:
@@ -437,6 +450,13 @@ mig_parted_config:
         - devices: all
           mig-enabled: true
           mig-devices: {1g.10gb: 7}
+would_change:
+  description:
+    - Whether an apply of the request would change (outside check mode, for O(operation=apply),
+      did change) any selected GPU, as the GPUs were when the task started. With
+      O(operation=plan), the answer the task is for; RV(changed) is then always V(false).
+  returned: success
+  type: bool
 plan_reused:
   description:
     - Whether the result is the host's record of the layout last applied (see O(stamp)),
@@ -501,7 +521,7 @@ def _option_error(params):
     given = [name for name in _LAYOUT_SOURCES if params[name] is not None]
     if len(given) > 1:
         return "parameters are mutually exclusive: %s (give one)" % "|".join(given)
-    if not given and params["operation"] in ("apply", "assert"):
+    if not given and params["operation"] in ("apply", "plan", "assert"):
         return "operation is %s but none of the following is given: %s" % (
             params["operation"], ", ".join(_LAYOUT_SOURCES))
     if params["drain_timeout"] < 0:
@@ -606,7 +626,7 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         failed.pop("diff", None)
         failed.setdefault("changed", False)
         module.fail_json(msg=str(exc), **failed)
-    if stamp is not None and not module.check_mode:
+    if stamp is not None and not module.check_mode and (result["changed"] or not result["would_change"]):
         # what an apply of this request returns from now on, while the GPUs stay as they are
         after = reader.host_state() if result["changed"] else host_state
         again = run_host(backend, entries, check_mode=True, host_state=after,
@@ -621,7 +641,7 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
 
 
 def _request(params, file_text):
-    """The options a stamp is keyed by: an assert records what an apply would return."""
+    """The options a stamp is keyed by: a plan or an assert records what an apply would return."""
     request = dict(params, operation="apply")
     request["mig_parted_config_file_text"] = file_text
     return request
@@ -632,9 +652,9 @@ def _run(module, backend, file_text):
     reader = MigStateReader(backend.nvml)
     host_state = reader.host_state()
     stamp = None
-    if params["stamp"] and params["operation"] in ("apply", "assert"):
+    if params["stamp"] and params["operation"] != "export":
         stamp = LayoutStamp(default_stamp_path(params["backend"], params["sim_state"]))
-    if stamp is not None and params["operation"] == "apply":
+    if stamp is not None and params["operation"] in ("apply", "plan"):
         reused = stamp.lookup(stamp_key(_request(params, file_text), host_state))
         if reused is not None:
             return _shaped(module, dict(reused, plan_reused=True), reader, host_state)

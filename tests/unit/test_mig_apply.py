@@ -247,6 +247,45 @@ def test_check_mode_changes_nothing(sim: Open, state_path: str) -> None:
     assert "3g.20gb@4" in result["diff"]["after"] and "1g.5gb@6" in result["diff"]["before"]
 
 
+def test_plan_is_a_check_mode_apply_that_reports_no_change(sim: Open, state_path: str) -> None:
+    backend = sim("2xA100-SXM4-40GB")
+    apply(backend, "all-1g")
+    before = Path(state_path).read_bytes()
+    planned = apply(backend, "all-balanced", operation="plan")
+    checked = apply(backend, "all-balanced", check_mode=True)
+    assert Path(state_path).read_bytes() == before
+    assert planned["changed"] is False and planned["would_change"] is True
+    assert checked["changed"] is True and checked["would_change"] is True
+    assert planned["gpus"] == checked["gpus"] and planned["diff"] == checked["diff"]
+    matching = apply(backend, "all-1g", operation="plan")
+    assert matching["changed"] is False and matching["would_change"] is False
+    assert [g["status"] for g in matching["gpus"]] == ["unchanged", "unchanged"]
+
+
+def test_plan_refuses_a_busy_gpu_like_an_apply(sim: Open, state_path: str, sleepers) -> None:
+    backend = sim("1xH100-SXM5-80GB")
+    apply(backend, "all-1g")
+    worker = sleepers()
+    register_process(state_path, worker.pid, _mig_uuid(state_path, 0, 0), "mlperf-harness")
+    with pytest.raises(MigApplyError) as info:
+        apply(backend, "all-7g", operation="plan")
+    assert f"pid {worker.pid} (mlperf-harness)" in str(info.value)
+    drained = apply(backend, "all-7g", operation="plan", drain=True)
+    assert drained["changed"] is False and drained["would_change"] is True
+    assert drained["gpus"][0]["actions"] == [f"would drain pid {worker.pid} (mlperf-harness) "
+                                             f"on GPU 0 GPU instance 7, compute instance 0, "
+                                             f"{_mig_uuid(state_path, 0, 0)}"]
+    assert worker.proc.poll() is None
+
+
+def test_an_apply_reports_what_it_would_change(sim: Open) -> None:
+    backend = sim("1xH100-SXM5-80GB")
+    first = apply(backend, "all-1g")
+    assert first["changed"] is True and first["would_change"] is True
+    again = apply(backend, "all-1g")
+    assert again["changed"] is False and again["would_change"] is False
+
+
 def test_assert_and_export(sim: Open, state_path: str) -> None:
     backend = sim("2xH100-SXM5-80GB")
     apply(backend, "all-2g")
