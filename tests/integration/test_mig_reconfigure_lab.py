@@ -235,6 +235,16 @@ def test_first_run_outcomes(fleet: Fleet) -> None:
     assert run.hosts(SUMMARY, "failed") == set(FAILS)
 
 
+def test_the_planning_play_changes_nothing(fleet: Fleet) -> None:
+    run = fleet.runs["first"]
+    for host in SUCCEEDS:
+        first_plan = run.results(PLAN, host)[0]
+        assert first_plan.outcome == "ok" and first_plan.res["changed"] is False, host
+        assert first_plan.res["would_change"] is True, host
+    # the bad input failed its plan in the planning play too, and was sent to a batch
+    assert run.results(PLAN, "badinput")[0].outcome == "failed"
+
+
 def test_apply_returns_every_slice(fleet: Fleet) -> None:
     result = fleet.ok("first", APPLY, "h100")
     assert result["changed"] and len(result["gpus"]) == 8
@@ -251,9 +261,14 @@ def test_second_run_changes_nothing_and_stops_no_service(fleet: Fleet) -> None:
     assert run.rc == 0, run.stdout[-3000:]
     for host in SUCCEEDS:
         plan = fleet.ok("again", PLAN, host)
-        assert not plan["changed"], (host, plan["gpus"])
+        assert plan["would_change"] is False, (host, plan["gpus"])
         assert run.stats["changed"].get(host, 0) == 0
         assert run.results(APPLY, host) == []
+        assert run.results(SUMMARY, host) == []
+    # no host changes, so the batch play has no host at all (and no warning about that)
+    assert "PLAY [Reconfigure MIG, batch by batch]" in run.stdout
+    assert "skipping: no hosts matched" in run.stdout
+    assert "WARNING" not in run.stdout
     # what the first run applied, it recorded: the second run plans nothing again
     assert fleet.ok("again", PLAN, "h100")["plan_reused"] is True
     assert "before" not in fleet.ok("again", PLAN, "h100")["gpus"][0]
