@@ -616,7 +616,7 @@ class Runner:
         if backend.get("name") != "sim" or not backend.get("sim_state") or not uuid:
             return
         try:
-            from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+            from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
                 register_process,
             )
 

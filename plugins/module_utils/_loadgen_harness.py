@@ -469,7 +469,7 @@ def _register_on_simulator(target: SliceTarget, used_memory: int) -> bool:
     """On a simulated host, show this process on its device in NVML, as a CUDA context does."""
     if target.backend != "sim" or not target.uuid:
         return False
-    from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
         register_process,
     )
 

@@ -13,6 +13,10 @@ reads the state and writes it back atomically (a new file replaces the old one);
 no lock, since the file it opens is always one complete state. So several processes (a facts
 module, a benchmark registering itself, a test) see one consistent set of GPUs.
 
+This module reads; every change (and creating a state file, registering a process, injecting
+a fault) is in ``_nvml_sim_changes``, which ``SimulatedNvml`` imports on its first change, so
+that a run that only reads compiles half as much on the host.
+
 The simulator models what the collection has to survive on real hardware:
 - profile tables and placements from ``_gpu_catalog`` (the H100 equals a real capture);
 - MIG mode: Hopper applies a change at once, Ampere keeps it pending until a GPU reset, and a
@@ -27,14 +31,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import json
 import os
 import re
-import tempfile
-import uuid
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, NoReturn, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 try:
     import pynvml
@@ -50,7 +50,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog impor
     compute_instance_slice_options,
     compute_instance_starts,
     find_model,
-    gpu_instance_id_for,
     known_model_names,
 )
 
@@ -60,16 +59,11 @@ DRIVER_VERSION = "580.159.04"
 NVML_VERSION = "13.580.159.04"
 CUDA_DRIVER_VERSION = 13000
 
-# PCI buses of the eight GPUs of a DGX H100 / DGX A100, reused for simulated hosts; GPUs past
-# the eighth take the other bus numbers in order, so no two GPUs of a host share a bus.
-_DGX_BUSES = (0x1B, 0x43, 0x52, 0x61, 0x9D, 0xC3, 0xD1, 0xDF)
-_BUSES = _DGX_BUSES + tuple(b for b in range(0x01, 0x100) if b not in _DGX_BUSES)
-
 # Handle kinds, encoded into the (never dereferenced) pointer values of opaque handles.
-_KIND_DEVICE = 1
-_KIND_GPU_INSTANCE = 2
-_KIND_COMPUTE_INSTANCE = 3
-_KIND_MIG_DEVICE = 4
+KIND_DEVICE = 1
+KIND_GPU_INSTANCE = 2
+KIND_COMPUTE_INSTANCE = 3
+KIND_MIG_DEVICE = 4
 _HANDLE_TAG = 0x5A << 52
 
 
@@ -150,42 +144,9 @@ def parse_gpu_spec(spec: Any) -> List[Dict[str, Any]]:
     return gpus
 
 
-def _uuid_from(*parts: Any) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "heteromig-sim:" + ":".join(str(p) for p in parts)))
-
-
-def new_state(gpus: List[Dict[str, Any]], seed: str) -> Dict[str, Any]:
-    """A fresh state: MIG disabled on every GPU, no instances, no processes."""
-    devices = []
-    for index, gpu in enumerate(gpus):
-        bus = _BUSES[index]
-        devices.append(
-            {
-                "index": index,
-                "model": gpu["model"],
-                "uuid": "GPU-" + _uuid_from(seed, index),
-                "serial": "16523%08d" % (uuid.UUID(_uuid_from(seed, "serial", index)).int % 10**8),
-                "pci_bus_id": "00000000:%02X:00.0" % (bus & 0xFF),
-                "pci_bus": bus & 0xFF,
-                "reset_supported": gpu["reset_supported"],
-                "mig_current": 0,
-                "mig_pending": 0,
-                "gpu_instances": [],
-            }
-        )
-    return {
-        "format": STATE_FORMAT,
-        "version": STATE_VERSION,
-        "seed": seed,
-        "spec": gpus,
-        "gpus": devices,
-        "processes": [],
-        "faults": [],
-    }
-
-
 class StateFile:
-    """The simulator's JSON state file, guarded by an flock on ``<path>.lock``."""
+    """The simulator's JSON state file, read here; ``_nvml_sim_changes`` writes it under an
+    flock on ``<path>.lock``."""
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
@@ -196,29 +157,13 @@ class StateFile:
         # run makes would cost the simulator tens of milliseconds per host.
         self._cached: Optional[Tuple[Tuple[int, ...], Dict[str, Any]]] = None
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The exclusive lock that serialises writers (readers need none: see read)."""
-        directory = os.path.dirname(self.path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise SimulatorError(
-                "cannot open simulator lock file %s: %s" % (self.lock_path, exc.strerror)
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def _open_error(self, exc: OSError) -> SimulatorError:
         if exc.errno == errno.ENOENT:
             return SimulatorError("simulator state file %s does not exist" % self.path)
         return SimulatorError("cannot read simulator state file %s: %s" % (self.path, exc.strerror))
 
-    def _load(self) -> Dict[str, Any]:
+    def load(self) -> Dict[str, Any]:
+        """The state as the file holds it now (parsed anew; see read for the cached one)."""
         try:
             with open(self.path, encoding="utf-8") as handle:
                 text = handle.read()
@@ -255,22 +200,9 @@ class StateFile:
                 )
         return state
 
-    def _store(self, state: Dict[str, Any]) -> None:
-        directory = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=".nvml-sim.", dir=directory)
-        try:
-            # Readable by every local user, like /dev/nvidia*: benchmarks need not run as root.
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(state, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            self._cached = None
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    def forget(self) -> None:
+        """Drop the state kept from the last read (the file was just replaced)."""
+        self._cached = None
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -282,10 +214,9 @@ class StateFile:
             # reads that follow (see read)
             state = self.read()
         else:
-            with self._locked():
-                if not os.path.exists(self.path):
-                    self._store(new_state(gpus, seed=self.path))
-                state = self._load()
+            from ansible_collections.heteromig.fleet.plugins.module_utils import _nvml_sim_changes
+
+            state = _nvml_sim_changes.create_state(self, gpus)
         if state["spec"] != gpus:
             raise SimulatorError(
                 "simulator state file %s describes %s, but this host is now configured with %s; "
@@ -311,20 +242,6 @@ class StateFile:
         self._cached = (key, state)
         return state
 
-    @contextmanager
-    def update(self) -> Iterator[Dict[str, Any]]:
-        """Read-modify-write under the exclusive lock; nothing is written if the body raises."""
-        with self._locked():
-            state = self._load()
-            completed = False
-            try:
-                yield state
-                completed = True
-            finally:
-                if completed:
-                    self._store(state)
-
-
 def describe_spec(gpus: List[Dict[str, Any]]) -> str:
     counts: Dict[str, int] = {}
     for gpu in gpus:
@@ -332,7 +249,7 @@ def describe_spec(gpus: List[Dict[str, Any]]) -> str:
     return ",".join("%dx%s" % (count, model) for model, count in counts.items())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -342,7 +259,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _raise(code: int) -> NoReturn:
+def raise_nvml(code: int) -> NoReturn:
     raise pynvml.NVMLError(code)
 
 
@@ -375,49 +292,28 @@ class SimulatedNvml:
         except (TypeError, ctypes.ArgumentError):
             value = 0
         if value & (0xFFF << 52) != _HANDLE_TAG:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         kind = value >> 44 & 0xFF
         if kind not in kinds:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return kind, value >> 32 & 0xFF, value >> 16 & 0xFFFF, value & 0xFFFF
 
     # ------------------------------------------------------------------ state helpers
     def _require_init(self) -> None:
         if not self._initialised:
-            _raise(pynvml.NVML_ERROR_UNINITIALIZED)
+            raise_nvml(pynvml.NVML_ERROR_UNINITIALIZED)
 
     def _read(self) -> Dict[str, Any]:
         self._require_init()
         state = dict(self._file.read())  # shallow: the file's cached state stays as read
-        state["processes"] = [p for p in state["processes"] if _pid_alive(p["pid"])]
+        state["processes"] = [p for p in state["processes"] if pid_alive(p["pid"])]
         return state
-
-    @contextmanager
-    def _write(self, function: str) -> Iterator[Dict[str, Any]]:
-        self._require_init()
-        with self._file.update() as state:
-            state["processes"] = [p for p in state["processes"] if _pid_alive(p["pid"])]
-            self._maybe_fault(state, function)
-            yield state
-
-    def _maybe_fault(self, state: Dict[str, Any], function: str) -> None:
-        for fault in state["faults"]:
-            if fault.get("function") != function or fault.get("remaining", 0) <= 0:
-                continue
-            if fault.get("skip", 0) > 0:
-                fault["skip"] -= 1
-                continue
-            fault["remaining"] -= 1
-            code = int(fault.get("error", pynvml.NVML_ERROR_UNKNOWN))
-            # The fault's bookkeeping must persist even though the call fails.
-            self._file._store(state)
-            _raise(code)
 
     @staticmethod
     def _gpu(state: Dict[str, Any], index: int) -> Dict[str, Any]:
         # NVML takes an unsigned index: a negative one must not pick a GPU from the end.
         if index < 0 or index >= len(state["gpus"]):
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return state["gpus"][index]
 
     @staticmethod
@@ -432,14 +328,14 @@ class SimulatedNvml:
         for gi in gpu["gpu_instances"]:
             if gi["id"] == gi_id:
                 return gi
-        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
 
     @staticmethod
     def _ci(gi: Dict[str, Any], ci_id: int) -> Dict[str, Any]:
         for ci in gi["compute_instances"]:
             if ci["id"] == ci_id:
                 return ci
-        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
 
     @staticmethod
     def _mig_devices(gpu: Dict[str, Any]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
@@ -488,7 +384,7 @@ class SimulatedNvml:
         for proc in state["processes"]:
             if proc["pid"] == pid:
                 return proc["name"]
-        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
 
     # ------------------------------------------------------------------ devices
     def nvmlDeviceGetCount(self) -> int:
@@ -497,7 +393,7 @@ class SimulatedNvml:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
         state = self._read()
         self._gpu(state, index)
-        return self._handle(_KIND_DEVICE, index)
+        return self._handle(KIND_DEVICE, index)
 
     def nvmlDeviceGetHandleByUUID(self, device_uuid: Any) -> Any:
         if isinstance(device_uuid, bytes):
@@ -505,11 +401,11 @@ class SimulatedNvml:
         state = self._read()
         for gpu in state["gpus"]:
             if gpu["uuid"] == device_uuid:
-                return self._handle(_KIND_DEVICE, gpu["index"])
+                return self._handle(KIND_DEVICE, gpu["index"])
             for gi, ci in self._mig_devices(gpu):
                 if ci["uuid"] == device_uuid:
-                    return self._handle(_KIND_MIG_DEVICE, gpu["index"], gi["id"], ci["id"])
-        _raise(pynvml.NVML_ERROR_NOT_FOUND)
+                    return self._handle(KIND_MIG_DEVICE, gpu["index"], gi["id"], ci["id"])
+        raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
 
     def _device_or_mig(self, handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
         """(state, gpu, (gi, ci) or None) for a device or MIG device handle.
@@ -518,15 +414,15 @@ class SimulatedNvml:
         it keeps naming the same MIG device while others come and go (as NVML's handles do); once
         its compute instance is gone the handle is invalid.
         """
-        kind, index, gi_id, ci_id = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
+        kind, index, gi_id, ci_id = self._decode(handle, KIND_DEVICE, KIND_MIG_DEVICE)
         state = self._read()
         gpu = self._gpu(state, index)
-        if kind == _KIND_DEVICE:
+        if kind == KIND_DEVICE:
             return state, gpu, None
         for gi, ci in self._mig_devices(gpu):
             if gi["id"] == gi_id and ci["id"] == ci_id:
                 return state, gpu, (gi, ci)
-        _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
     def nvmlDeviceGetName(self, handle: Any) -> str:
         _state, gpu, mig = self._device_or_mig(handle)
@@ -547,7 +443,7 @@ class SimulatedNvml:
     def nvmlDeviceGetIndex(self, handle: Any) -> int:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu["index"]
 
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
@@ -594,8 +490,8 @@ class SimulatedNvml:
         return self._model(gpu).cuda_capability
 
     def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> int:
-        kind, _index, _gi, _ci = self._decode(handle, _KIND_DEVICE, _KIND_MIG_DEVICE)
-        return 1 if kind == _KIND_MIG_DEVICE else 0
+        kind, _index, _gi, _ci = self._decode(handle, KIND_DEVICE, KIND_MIG_DEVICE)
+        return 1 if kind == KIND_MIG_DEVICE else 0
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> List[Any]:
         state, gpu, mig = self._device_or_mig(handle)
@@ -620,58 +516,39 @@ class SimulatedNvml:
     def nvmlDeviceGetMigMode(self, handle: Any) -> List[int]:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return [gpu["mig_current"], gpu["mig_pending"]]
-
-    def nvmlDeviceSetMigMode(self, handle: Any, mode: int) -> int:
-        _kind, index, _gi, _ci = self._decode(handle, _KIND_DEVICE)
-        if mode not in (pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_ENABLE):
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        with self._write("nvmlDeviceSetMigMode") as state:
-            gpu = self._gpu(state, index)
-            model = self._model(gpu)
-            if gpu["gpu_instances"] and mode == pynvml.NVML_DEVICE_MIG_DISABLE:
-                _raise(pynvml.NVML_ERROR_IN_USE)
-            gpu["mig_pending"] = mode
-            if mode == gpu["mig_current"]:
-                return pynvml.NVML_SUCCESS
-            if model.mode_change_needs_reset:
-                return pynvml.NVML_ERROR_RESET_REQUIRED
-            if self._processes_on(state, self._all_uuids(gpu)):
-                return pynvml.NVML_ERROR_IN_USE
-            gpu["mig_current"] = mode
-            return pynvml.NVML_SUCCESS
 
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return self._model(gpu).compute_slices if gpu["mig_current"] else 0
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None or not gpu["mig_current"]:
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         devices = self._mig_devices(gpu)
         if index < 0 or index >= len(devices):
-            _raise(pynvml.NVML_ERROR_NOT_FOUND)
+            raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
         gi, ci = devices[index]
-        return self._handle(_KIND_MIG_DEVICE, gpu["index"], gi["id"], ci["id"])
+        return self._handle(KIND_MIG_DEVICE, gpu["index"], gi["id"], ci["id"])
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> Any:
-        _kind, index, _gi, _ci = self._decode(handle, _KIND_MIG_DEVICE)
-        return self._handle(_KIND_DEVICE, index)
+        _kind, index, _gi, _ci = self._decode(handle, KIND_MIG_DEVICE)
+        return self._handle(KIND_DEVICE, index)
 
     def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
         _state, _gpu, mig = self._device_or_mig(handle)
         if mig is None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return mig[0]["id"]
 
     def nvmlDeviceGetComputeInstanceId(self, handle: Any) -> int:
         _state, _gpu, mig = self._device_or_mig(handle)
         if mig is None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return mig[1]["id"]
 
     # ------------------------------------------------------------------ GPU-instance profiles
@@ -679,8 +556,8 @@ class SimulatedNvml:
         profile = model.profile_by_index(index)
         if profile is None:
             if index >= DRIVER_GI_PROFILE_INDEX_BOUND or index < 0:
-                _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+                raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         info.id = profile.id
         info.isP2pSupported = 0
         info.sliceCount = profile.slice_count
@@ -697,7 +574,7 @@ class SimulatedNvml:
     def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: Any, profile: int, version: int = 2) -> Any:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         model = self._model(gpu)
         if version == 2:
             info = self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_v2_t(), model, profile)
@@ -706,14 +583,14 @@ class SimulatedNvml:
             return info
         if version == 1:
             return self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_t(), model, profile)
-        _raise(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        raise_nvml(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
 
     nvmlDeviceGetGpuInstanceProfileInfoV = nvmlDeviceGetGpuInstanceProfileInfo
 
     def _profile_for_id(self, gpu: Dict[str, Any], profile_id: int) -> Any:
         profile = self._model(gpu).profile_by_id(profile_id)
         if profile is None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return profile
 
     @staticmethod
@@ -727,7 +604,7 @@ class SimulatedNvml:
     def nvmlDeviceGetGpuInstanceRemainingCapacity(self, handle: Any, profile_id: int) -> int:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         profile = self._profile_for_id(gpu, profile_id)
         same = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id]
         if len(same) >= profile.instance_count:
@@ -748,7 +625,7 @@ class SimulatedNvml:
     ) -> int:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         profile = self._profile_for_id(gpu, profile_id)
         count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
         placements = profile.placements
@@ -757,7 +634,7 @@ class SimulatedNvml:
             return pynvml.NVML_SUCCESS
         if count.value < len(placements):
             count.value = len(placements)
-            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+            raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
         for position, (start, size) in enumerate(placements):
             placements_ref[position].start = start
             placements_ref[position].size = size
@@ -767,62 +644,12 @@ class SimulatedNvml:
     nvmlDeviceGetGpuInstancePossiblePlacements_v2 = nvmlDeviceGetGpuInstancePossiblePlacements
 
     # ------------------------------------------------------------------ GPU instances
-    def _create_gi(self, handle: Any, profile_id: int, placement: Any, function: str) -> Any:
-        _kind, index, _gi, _ci = self._decode(handle, _KIND_DEVICE)
-        with self._write(function) as state:
-            gpu = self._gpu(state, index)
-            if not gpu["mig_current"]:
-                _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
-            model = self._model(gpu)
-            profile = self._profile_for_id(gpu, profile_id)
-            same = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id]
-            if len(same) >= profile.instance_count:
-                _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-            occupied = self._occupied(gpu)
-            if placement is None:
-                starts = [
-                    s for s in profile.placement_starts
-                    if self._free(occupied, s, profile.placement_size)
-                ]
-                if not starts:
-                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-                start = starts[0]
-            else:
-                start, size = int(placement.start), int(placement.size)
-                if start not in profile.placement_starts or size != profile.placement_size:
-                    _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-                if not self._free(occupied, start, size):
-                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-            gi_id = gpu_instance_id_for(model, start, profile.placement_size)
-            gpu["gpu_instances"].append(
-                {
-                    "id": gi_id,
-                    "profile_id": profile.id,
-                    "start": start,
-                    "size": profile.placement_size,
-                    "compute_instances": [],
-                }
-            )
-            return self._handle(_KIND_GPU_INSTANCE, index, gi_id, 0, pynvml.c_nvmlGpuInstance_t)
-
-    def nvmlDeviceCreateGpuInstance(self, handle: Any, profile_id: int) -> Any:
-        return self._create_gi(handle, profile_id, None, "nvmlDeviceCreateGpuInstance")
-
-    def nvmlDeviceCreateGpuInstanceWithPlacement(
-        self, handle: Any, profile_id: int, placement: Any
-    ) -> Any:
-        if hasattr(placement, "_obj"):
-            placement = placement._obj
-        return self._create_gi(
-            handle, profile_id, placement, "nvmlDeviceCreateGpuInstanceWithPlacement"
-        )
-
     def nvmlDeviceGetGpuInstances(
         self, handle: Any, profile_id: int, instances_ref: Any, count_ref: Any
     ) -> int:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         # With MIG disabled a real H100 answers success and a count of 0 (tests/fixtures/real-h100).
         self._profile_for_id(gpu, profile_id)
         matching = sorted(
@@ -832,11 +659,11 @@ class SimulatedNvml:
         count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
         if instances_ref is not None and count.value < len(matching):
             count.value = len(matching)
-            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+            raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
         if instances_ref is not None:
             for position, gi in enumerate(matching):
                 instances_ref[position] = self._handle(
-                    _KIND_GPU_INSTANCE, gpu["index"], gi["id"], 0, pynvml.c_nvmlGpuInstance_t
+                    KIND_GPU_INSTANCE, gpu["index"], gi["id"], 0, pynvml.c_nvmlGpuInstance_t
                 )
         count.value = len(matching)
         return pynvml.NVML_SUCCESS
@@ -844,14 +671,14 @@ class SimulatedNvml:
     def nvmlDeviceGetGpuInstanceById(self, handle: Any, gi_id: int) -> Any:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if not gpu["mig_current"]:
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         self._gi(gpu, gi_id)
-        return self._handle(_KIND_GPU_INSTANCE, gpu["index"], gi_id, 0, pynvml.c_nvmlGpuInstance_t)
+        return self._handle(KIND_GPU_INSTANCE, gpu["index"], gi_id, 0, pynvml.c_nvmlGpuInstance_t)
 
     def _gi_from_handle(self, gi_handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
-        _kind, index, gi_id, _ci = self._decode(gi_handle, _KIND_GPU_INSTANCE)
+        _kind, index, gi_id, _ci = self._decode(gi_handle, KIND_GPU_INSTANCE)
         state = self._read()
         gpu = self._gpu(state, index)
         return state, gpu, self._gi(gpu, gi_id)
@@ -864,16 +691,6 @@ class SimulatedNvml:
         info.placement.start = gi["start"]
         info.placement.size = gi["size"]
         return info
-
-    def nvmlGpuInstanceDestroy(self, gi_handle: Any) -> int:
-        _kind, index, gi_id, _ci = self._decode(gi_handle, _KIND_GPU_INSTANCE)
-        with self._write("nvmlGpuInstanceDestroy") as state:
-            gpu = self._gpu(state, index)
-            gi = self._gi(gpu, gi_id)
-            if gi["compute_instances"]:
-                _raise(pynvml.NVML_ERROR_IN_USE)
-            gpu["gpu_instances"].remove(gi)
-            return pynvml.NVML_SUCCESS
 
     # ------------------------------------------------------------------ compute instances
     def _ci_sizes(self, gpu: Dict[str, Any], gi: Dict[str, Any]) -> Tuple[int, Any]:
@@ -890,16 +707,16 @@ class SimulatedNvml:
         model = self._model(gpu)
         sizes = {CI_PROFILE_INDEX_BY_SLICES[s]: s for s in compute_instance_slice_options(gi_slices)}
         if eng_profile != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
-            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if profile not in sizes:
-            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
         ci_slices = sizes[profile]
         if version == 2:
             info = pynvml.c_nvmlComputeInstanceProfileInfo_v2_t()
         elif version == 1:
             info = pynvml.c_nvmlComputeInstanceProfileInfo_t()
         else:
-            _raise(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+            raise_nvml(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
         info.id = profile
         info.sliceCount = ci_slices
         info.instanceCount = len(compute_instance_starts(gi_slices, ci_slices))
@@ -924,7 +741,7 @@ class SimulatedNvml:
         for size in compute_instance_slice_options(gi_slices):
             if CI_PROFILE_INDEX_BY_SLICES[size] == profile_id:
                 return size
-        _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
     def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: int) -> int:
         _state, gpu, gi = self._gi_from_handle(gi_handle)
@@ -951,59 +768,12 @@ class SimulatedNvml:
             return pynvml.NVML_SUCCESS
         if count.value < len(starts):
             count.value = len(starts)
-            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+            raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
         for position, start in enumerate(starts):
             placements_ref[position].start = start
             placements_ref[position].size = size
         count.value = len(starts)
         return pynvml.NVML_SUCCESS
-
-    def _create_ci(self, gi_handle: Any, profile_id: int, placement: Any, function: str) -> Any:
-        _kind, index, gi_id, _ci = self._decode(gi_handle, _KIND_GPU_INSTANCE)
-        with self._write(function) as state:
-            gpu = self._gpu(state, index)
-            gi = self._gi(gpu, gi_id)
-            gi_slices, _gi_profile = self._ci_sizes(gpu, gi)
-            size = self._ci_slices_for_id(gpu, gi, profile_id)
-            occupied = [(c["start"], c["start"] + c["size"]) for c in gi["compute_instances"]]
-            valid = compute_instance_starts(gi_slices, size)
-            if placement is None:
-                free = [s for s in valid if self._free(occupied, s, size)]
-                if not free:
-                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-                start = free[0]
-            else:
-                start = int(placement.start)
-                if start not in valid or int(placement.size) != size:
-                    _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-                if not self._free(occupied, start, size):
-                    _raise(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-            used_ids = {c["id"] for c in gi["compute_instances"]}
-            ci_id = next(i for i in range(64) if i not in used_ids)
-            gi["compute_instances"].append(
-                {
-                    "id": ci_id,
-                    "profile_id": profile_id,
-                    "start": start,
-                    "size": size,
-                    "uuid": "MIG-" + _uuid_from(gpu["uuid"], gi_id, ci_id, start, size),
-                }
-            )
-            return self._handle(
-                _KIND_COMPUTE_INSTANCE, index, gi_id, ci_id, pynvml.c_nvmlComputeInstance_t
-            )
-
-    def nvmlGpuInstanceCreateComputeInstance(self, gi_handle: Any, profile_id: int) -> Any:
-        return self._create_ci(gi_handle, profile_id, None, "nvmlGpuInstanceCreateComputeInstance")
-
-    def nvmlGpuInstanceCreateComputeInstanceWithPlacement(
-        self, gi_handle: Any, profile_id: int, placement: Any
-    ) -> Any:
-        if hasattr(placement, "_obj"):
-            placement = placement._obj
-        return self._create_ci(
-            gi_handle, profile_id, placement, "nvmlGpuInstanceCreateComputeInstanceWithPlacement"
-        )
 
     def nvmlGpuInstanceGetComputeInstances(
         self, gi_handle: Any, profile_id: int, instances_ref: Any, count_ref: Any
@@ -1017,11 +787,11 @@ class SimulatedNvml:
         count = count_ref._obj if hasattr(count_ref, "_obj") else count_ref
         if instances_ref is not None and count.value < len(matching):
             count.value = len(matching)
-            _raise(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+            raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
         if instances_ref is not None:
             for position, ci in enumerate(matching):
                 instances_ref[position] = self._handle(
-                    _KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci["id"],
+                    KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci["id"],
                     pynvml.c_nvmlComputeInstance_t,
                 )
         count.value = len(matching)
@@ -1031,20 +801,20 @@ class SimulatedNvml:
         _state, gpu, gi = self._gi_from_handle(gi_handle)
         self._ci(gi, ci_id)
         return self._handle(
-            _KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci_id, pynvml.c_nvmlComputeInstance_t
+            KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci_id, pynvml.c_nvmlComputeInstance_t
         )
 
     def nvmlComputeInstanceGetInfo(self, ci_handle: Any) -> Any:
-        _kind, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
+        _kind, index, gi_id, ci_id = self._decode(ci_handle, KIND_COMPUTE_INSTANCE)
         state = self._read()
         gpu = self._gpu(state, index)
         gi = self._gi(gpu, gi_id)
         ci = self._ci(gi, ci_id)
         info = pynvml.c_nvmlComputeInstanceInfo_t()
         info.gpuInstance = self._handle(
-            _KIND_GPU_INSTANCE, index, gi_id, 0, pynvml.c_nvmlGpuInstance_t
+            KIND_GPU_INSTANCE, index, gi_id, 0, pynvml.c_nvmlGpuInstance_t
         )
-        info.device = self._handle(_KIND_DEVICE, index)
+        info.device = self._handle(KIND_DEVICE, index)
         info.id = ci["id"]
         info.profileId = ci["profile_id"]
         info.placement.start = ci["start"]
@@ -1053,69 +823,47 @@ class SimulatedNvml:
 
     nvmlComputeInstanceGetInfo_v2 = nvmlComputeInstanceGetInfo
 
-    def nvmlComputeInstanceDestroy(self, ci_handle: Any) -> int:
-        _kind, index, gi_id, ci_id = self._decode(ci_handle, _KIND_COMPUTE_INSTANCE)
-        with self._write("nvmlComputeInstanceDestroy") as state:
-            gpu = self._gpu(state, index)
-            gi = self._gi(gpu, gi_id)
-            ci = self._ci(gi, ci_id)
-            if self._processes_on(state, [ci["uuid"]]):
-                _raise(pynvml.NVML_ERROR_IN_USE)
-            gi["compute_instances"].remove(ci)
-            return pynvml.NVML_SUCCESS
+    # ------------------------------------------------------------------ changes
+    # Every call that changes the host is in _nvml_sim_changes, imported on the first one, so
+    # that a run that only reads does not compile it (see that module).
+    @staticmethod
+    def _changes() -> Any:
+        from ansible_collections.heteromig.fleet.plugins.module_utils import _nvml_sim_changes
 
-    # ------------------------------------------------------------------ beyond NVML
+        return _nvml_sim_changes
+
+    def nvmlDeviceSetMigMode(self, handle: Any, mode: int) -> int:
+        return self._changes().set_mig_mode(self, handle, mode)
+
+    def nvmlDeviceCreateGpuInstance(self, handle: Any, profile_id: int) -> Any:
+        return self._changes().create_gpu_instance(
+            self, handle, profile_id, None, "nvmlDeviceCreateGpuInstance")
+
+    def nvmlDeviceCreateGpuInstanceWithPlacement(self, handle: Any, profile_id: int, placement: Any) -> Any:
+        return self._changes().create_gpu_instance(
+            self, handle, profile_id, placement, "nvmlDeviceCreateGpuInstanceWithPlacement")
+
+    def nvmlGpuInstanceDestroy(self, gi_handle: Any) -> int:
+        return self._changes().destroy_gpu_instance(self, gi_handle)
+
+    def nvmlGpuInstanceCreateComputeInstance(self, gi_handle: Any, profile_id: int) -> Any:
+        return self._changes().create_compute_instance(
+            self, gi_handle, profile_id, None, "nvmlGpuInstanceCreateComputeInstance")
+
+    def nvmlGpuInstanceCreateComputeInstanceWithPlacement(
+        self, gi_handle: Any, profile_id: int, placement: Any
+    ) -> Any:
+        return self._changes().create_compute_instance(
+            self, gi_handle, profile_id, placement, "nvmlGpuInstanceCreateComputeInstanceWithPlacement")
+
+    def nvmlComputeInstanceDestroy(self, ci_handle: Any) -> int:
+        return self._changes().destroy_compute_instance(self, ci_handle)
+
     # A GPU reset and a reboot are not NVML calls (nvidia-smi -r, a host reboot); the backend
     # layer maps them to these for simulated hosts.
     def sim_reset_gpu(self, index: int) -> None:
-        with self._write("sim_reset_gpu") as state:
-            gpu = self._gpu(state, index)
-            if not gpu["reset_supported"]:
-                _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
-            if self._processes_on(state, self._all_uuids(gpu)):
-                _raise(pynvml.NVML_ERROR_IN_USE)
-            gpu["gpu_instances"] = []
-            gpu["mig_current"] = gpu["mig_pending"]
+        self._changes().reset_gpu(self, index)
 
     def sim_reboot(self) -> None:
         """A host reboot: processes end, instances vanish, pending modes apply on Ampere."""
-        with self._write("sim_reboot") as state:
-            state["processes"] = []
-            for gpu in state["gpus"]:
-                gpu["gpu_instances"] = []
-                if self._model(gpu).mig_mode_persists:
-                    gpu["mig_current"] = gpu["mig_pending"]
-                else:
-                    gpu["mig_current"] = gpu["mig_pending"] = 0
-
-
-def register_process(
-    state_path: str, pid: int, device_uuid: str, name: str, used_memory: int = 0
-) -> None:
-    """Record that ``pid`` runs on a simulated GPU or MIG device (what a CUDA context does)."""
-    store = StateFile(state_path)
-    with store.update() as state:
-        known = {gpu["uuid"] for gpu in state["gpus"]}
-        for gpu in state["gpus"]:
-            for gi in gpu["gpu_instances"]:
-                known.update(ci["uuid"] for ci in gi["compute_instances"])
-        if device_uuid not in known:
-            raise SimulatorError(
-                "no simulated GPU or MIG device with UUID %s in %s" % (device_uuid, state_path)
-            )
-        state["processes"] = [
-            p for p in state["processes"] if p["pid"] != pid and _pid_alive(p["pid"])
-        ]
-        state["processes"].append(
-            {"pid": pid, "device_uuid": device_uuid, "name": name, "used_memory": used_memory}
-        )
-
-
-def inject_fault(
-    state_path: str, function: str, error: int, skip: int = 0, times: int = 1
-) -> None:
-    """Make the simulator's ``function`` fail with NVML error ``error`` after ``skip`` calls."""
-    with StateFile(state_path).update() as state:
-        state["faults"].append(
-            {"function": function, "error": error, "skip": skip, "remaining": times}
-        )
+        self._changes().reboot(self)

@@ -36,7 +36,7 @@ import pytest
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import run_host
 from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import parse_gpu_entries
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
     inject_fault,
     register_process,
 )

@@ -19,7 +19,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory imp
     placements_text,
     read_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import register_process
+from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+    register_process,
+)
 
 ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
 MIB = 1024 * 1024

@@ -36,7 +36,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     parse_gpu_entries,
     parse_mig_parted,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
     inject_fault,
     register_process,
 )

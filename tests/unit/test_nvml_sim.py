@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,8 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
     SimulatedNvml,
     SimulatorError,
     StateFile,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
     inject_fault,
     register_process,
 )
@@ -1055,3 +1058,34 @@ def test_state_file_with_invalid_utf8_is_reported_as_corrupt(tmp_path: Path) -> 
     path.write_bytes(b'{"format": "heteromig.nvml-sim", "gpus": [\xff')
     with pytest.raises(SimulatorError, match=r"is corrupt .*move it away"):
         StateFile(str(path)).read()
+
+
+READ_ONLY_RUN = """
+import sys
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+
+backend = open_backend("sim", sys.argv[1], "2xH100-SXM5-80GB")
+read_host(backend.nvml)
+loaded = "ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes" in sys.modules
+print("changes loaded after reading:", loaded)
+backend.nvml.nvmlDeviceSetMigMode(backend.nvml.nvmlDeviceGetHandleByIndex(0), 1)
+loaded = "ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes" in sys.modules
+print("changes loaded after a change:", loaded)
+"""
+
+
+def test_a_run_that_only_reads_does_not_load_the_changing_half(make_sim: SimFactory) -> None:
+    nvml = make_sim("2xH100-SXM5-80GB")  # the state file exists, as on every run but the first
+    collections = Path(__file__).resolve().parents[2] / "collections"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(collections)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    done = subprocess.run(
+        [sys.executable, "-c", READ_ONLY_RUN, nvml._file.path],
+        capture_output=True, text=True, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "changes loaded after reading: False",
+        "changes loaded after a change: True",
+    ], done.stderr
