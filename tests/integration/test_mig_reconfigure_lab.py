@@ -216,11 +216,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             PLAYBOOK, extravars=ONE_BATCH, limit=",".join(SUCCEEDS), timeout=240)
         fleet.before["h100-again"] = fleet.gpus("h100")
         fleet.logs["h100-again"] = fleet.service_log("h100")
+        # a30 has no GPU 3 of that model: its layout already matches, so it never reaches a batch
         fleet.runs["one-gpu"] = lab.run_playbook(
             PLAYBOOK,
             extravars={**ONE_BATCH, "mig_partition_layout": None,
-                       "mig_partition_gpus": [{"devices": [3], "layout": "all-balanced"}]},
-            limit="h100", timeout=240)
+                       "mig_partition_gpus": [{"devices": [3], "model": "H100-SXM5-80GB",
+                                               "layout": "all-balanced", "optional": True}]},
+            limit="h100,a30", timeout=240)
         yield fleet
     finally:
         for worker in fleet.workers.values():
@@ -299,6 +301,17 @@ def test_change_one_gpu_of_eight(fleet: Fleet) -> None:
         (0, 2), (2, 1), (3, 1), (4, 4)]
     summary = fleet.ok("one-gpu", SUMMARY, "h100")["msg"]
     assert summary.startswith("h100: changed GPU 3 (H100-SXM5-80GB) to all-balanced;")
+
+
+def test_only_the_hosts_that_change_go_to_the_batches(fleet: Fleet) -> None:
+    run = fleet.runs["one-gpu"]
+    assert fleet.ok("one-gpu", PLAN, "a30")["would_change"] is False
+    assert run.results(APPLY, "a30") == [] and run.results(SUMMARY, "a30") == []
+    assert [r.outcome for r in run.results(SUMMARY, "h100")] == ["ok"]
+    lines = fleet.ok("one-gpu", FLEET, "h100")["msg"]
+    # no GPU of the a30 is managed by this request, so none is counted
+    assert lines == [lines[0], "a30: unchanged (0 GPUs already match; 0 MIG devices)"]
+    assert lines[0].startswith("h100: changed GPU 3 (H100-SXM5-80GB) to all-balanced;")
 
 
 # -------------------------------------------------------------------------- mode changes
