@@ -16,7 +16,9 @@ Before timing, the hosts are put into the layout once (all-1g on every GPU) by t
 itself, so the timed reconfigure runs are no-change runs, and each host has the stamp of the
 layout it applied (mig_layout's ``stamp``), which the timed runs reuse; each run is checked to
 report changed=0 on every host. ``--breakdown`` adds a run on hosts whose stamps were removed
-first (they plan, then record), and the planning call alone with ``stamp: false``.
+first (their planning call plans and records), the planning call alone with ``stamp: false``,
+``gpu_facts`` alone, and the trivial play a second time (how much two runs of one playbook
+differ on the machine: the noise floor of every ratio).
 
     .venv/bin/python benchmarks/bench_mig_reconfigure.py             # 32 hosts x 8 GPUs, 5 rounds
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --hosts 8 --rounds 3 --json out.json
@@ -74,7 +76,7 @@ GPU_FACTS = """---
         details: false
 """
 PLAN_ONLY = """---
-- name: The role's planning call alone (module mig_layout, check mode)
+- name: The role's planning call alone (module mig_layout, operation plan, no stamp)
   hosts: gpu_hosts
   gather_facts: false
   module_defaults:
@@ -86,10 +88,10 @@ PLAN_ONLY = """---
     - name: Plan
       heteromig.fleet.mig_layout:
         layout: "%s"
+        operation: plan
         return_mig_devices: false
         return_gpu_states: false
         stamp: false
-      check_mode: true
 """
 _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -147,7 +149,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time gpu_facts alone, the planning call alone (no stamp), "
-                             "serial=100%%, and a run on hosts without a stamp")
+                             "the trivial play again (the noise), and a run on hosts without a stamp")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-mig-"))
@@ -176,7 +178,7 @@ def main() -> int:
             "trivial": (trivial, []),
             "mig_reconfigure": (PLAYBOOK, layout),
         }
-        # runs with every host's stamp removed first (the role plans, then records it)
+        # runs with every host's stamp removed first (the planning call plans and records it)
         unrecorded = {"mig_reconfigure_unrecorded"}
         if args.breakdown:
             facts = workdir / "gpu_facts.yml"
@@ -185,8 +187,8 @@ def main() -> int:
             plan.write_text(PLAN_ONLY % args.layout)
             variants["gpu_facts_light"] = (facts, [])
             variants["mig_layout_plan_only"] = (plan, [])
-            variants["mig_reconfigure_serial_100"] = (
-                PLAYBOOK, [*layout, "-e", "mig_reconfigure_serial=100%"])
+            # the trivial play once more: how far two runs of one playbook differ here
+            variants["trivial_again"] = (trivial, [])
             variants["mig_reconfigure_unrecorded"] = (PLAYBOOK, layout)
         walls: dict[str, list[float]] = {name: [] for name in variants}
         cpus: dict[str, list[float]] = {name: [] for name in variants}
