@@ -629,8 +629,11 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
     if stamp is not None and not module.check_mode and (result["changed"] or not result["would_change"]):
         # what an apply of this request returns from now on, while the GPUs stay as they are
         after = reader.host_state() if result["changed"] else host_state
-        again = run_host(backend, entries, check_mode=True, host_state=after,
-                         operation="apply", with_devices=False, **options)
+        if params["operation"] == "plan" and not params["return_mig_devices"]:
+            again = result  # planned just so: a check-mode apply on this state, no devices
+        else:
+            again = run_host(backend, entries, check_mode=True, host_state=after,
+                             operation="apply", with_devices=False, **options)
         if not again["changed"]:
             try:
                 stamp.store(stamp_key(_request(params, file_text), after), again)

@@ -208,6 +208,11 @@ def test_a_plan_of_a_change_changes_nothing(run: tuple[SshLab, LabRun]) -> None:
     reused = _ok(result, "reused after the plans")
     assert reused["plan_reused"] is True and reused["changed"] is False
     assert reused["would_change"] is False
+    # what the plan recorded is what it returned (the GPU states aside, not asked for here)
+    planned = _ok(result, "plan records")
+    assert reused["gpus"] == [{k: v for k, v in g.items() if k not in ("before", "after")}
+                              for g in planned["gpus"]]
+    assert reused["mig_parted_config"] == planned["mig_parted_config"]
 
 
 def test_the_role_records_a_matching_layout_once(run: tuple[SshLab, LabRun]) -> None:
