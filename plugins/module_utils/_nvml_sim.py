@@ -242,6 +242,7 @@ class StateFile:
         self._cached = (key, state)
         return state
 
+
 def describe_spec(gpus: List[Dict[str, Any]]) -> str:
     counts: Dict[str, int] = {}
     for gpu in gpus:
