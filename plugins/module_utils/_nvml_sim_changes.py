@@ -177,6 +177,25 @@ def _unwrapped(placement: Any) -> Any:
     return placement._obj if hasattr(placement, "_obj") else placement
 
 
+def _start_for(placement: Any, starts: Any, size: int, occupied: List[Any]) -> int:
+    """Where a new GPU or compute instance of ``size`` goes, as NVML decides it.
+
+    ``starts`` are the profile's valid starts and ``occupied`` the (lo, hi) ranges taken.
+    Without a placement, the lowest free start; with one, that start if it is valid and free.
+    """
+    if placement is None:
+        free = [start for start in starts if SimulatedNvml._free(occupied, start, size)]
+        if not free:
+            raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+        return free[0]
+    start = int(placement.start)
+    if start not in starts or int(placement.size) != size:
+        raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+    if not SimulatedNvml._free(occupied, start, size):
+        raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+    return start
+
+
 # ---------------------------------------------------------------------- SimulatedNvml's changes
 def set_mig_mode(sim: SimulatedNvml, handle: Any, mode: int) -> int:
     _kind, index, _gi, _ci = sim._decode(handle, KIND_DEVICE)
@@ -213,21 +232,8 @@ def create_gpu_instance(
         same = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id]
         if len(same) >= profile.instance_count:
             raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-        occupied = sim._occupied(gpu)
-        if placement is None:
-            starts = [
-                s for s in profile.placement_starts
-                if sim._free(occupied, s, profile.placement_size)
-            ]
-            if not starts:
-                raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-            start = starts[0]
-        else:
-            start, size = int(placement.start), int(placement.size)
-            if start not in profile.placement_starts or size != profile.placement_size:
-                raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-            if not sim._free(occupied, start, size):
-                raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+        start = _start_for(placement, profile.placement_starts, profile.placement_size,
+                           sim._occupied(gpu))
         gi_id = gpu_instance_id_for(model, start, profile.placement_size)
         gpu["gpu_instances"].append(
             {
@@ -264,18 +270,7 @@ def create_compute_instance(
         gi_slices, _gi_profile = sim._ci_sizes(gpu, gi)
         size = sim._ci_slices_for_id(gpu, gi, profile_id)
         occupied = [(c["start"], c["start"] + c["size"]) for c in gi["compute_instances"]]
-        valid = compute_instance_starts(gi_slices, size)
-        if placement is None:
-            free = [s for s in valid if sim._free(occupied, s, size)]
-            if not free:
-                raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-            start = free[0]
-        else:
-            start = int(placement.start)
-            if start not in valid or int(placement.size) != size:
-                raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-            if not sim._free(occupied, start, size):
-                raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+        start = _start_for(placement, compute_instance_starts(gi_slices, size), size, occupied)
         used_ids = {c["id"] for c in gi["compute_instances"]}
         ci_id = next(i for i in range(64) if i not in used_ids)
         gi["compute_instances"].append(
