@@ -630,7 +630,9 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         # what an apply of this request returns from now on, while the GPUs stay as they are
         after = reader.host_state() if result["changed"] else host_state
         if params["operation"] == "plan" and not params["return_mig_devices"]:
-            again = result  # planned just so: a check-mode apply on this state, no devices
+            # a plan is a check-mode apply on this very state, here without devices, so its
+            # result is already the record
+            again = result
         else:
             again = run_host(backend, entries, check_mode=True, host_state=after,
                              operation="apply", with_devices=False, **options)
