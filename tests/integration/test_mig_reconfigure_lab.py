@@ -13,7 +13,8 @@ of issue 3 in its inventory variables, and one run of the real playbook serves t
 - busy / drain (H100 with a process on a slice): refused naming the process, or drained;
 - fault (2 x H100): an NVML failure injected midway; the previous layout is restored;
 - badinput (1 x H100): a profile the GPU does not have, which fails in the planning play and
-  again, reported and counted, in its batch.
+  again, reported and counted, in its batch;
+- gone (1 x H100): its sshd is down, so it is unreachable when planned and gets no batch.
 
 GPU client services are a fake service manager per host (a shell script keeping "running"
 marker files in the host's directory), so the tests see exactly which were stopped and started.
@@ -99,6 +100,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "mig_partition_gpus": [{"devices": [0], "layout": "all-2g"}],
     },
     "badinput": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": ["5g.50gb"]},
+    # down before the first run: unreachable when planned, so no batch and no change
+    "gone": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": "all-1g"},
 }
 
 
@@ -211,6 +214,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet = Fleet(lab)
     try:
         _prepare(lab, fleet)
+        lab.stop_host("gone")
         fleet.runs["first"] = lab.run_playbook(PLAYBOOK, extravars=ONE_BATCH, timeout=240)
         fleet.runs["again"] = lab.run_playbook(
             PLAYBOOK, extravars=ONE_BATCH, limit=",".join(SUCCEEDS), timeout=240)
@@ -409,6 +413,15 @@ def test_fleet_summary_lists_every_host(fleet: Fleet) -> None:
         assert by_host[host].startswith(f"{host}: FAILED: ")
     assert by_host["a30"].startswith("a30: changed GPU 0, 1, 2, 3 (A30-24GB) to all-1g;")
     assert "stopped and restarted nvidia-dcgm, dcgm-exporter" in by_host["a30"]
+
+
+def test_an_unreachable_host_gets_no_batch(fleet: Fleet) -> None:
+    run = fleet.runs["first"]
+    assert run.outcome(PLAN, "gone") == "unreachable"
+    assert run.results(APPLY, "gone") == [] and run.results(SUMMARY, "gone") == []
+    assert fleet.gpus("gone") == fleet.before["gone"]
+    lines = fleet.ok("first", FLEET, "h100")["msg"]
+    assert "gone: not reached (unreachable, or the rollout stopped before it)" in lines
 
 
 def test_bad_input_fails_in_its_batch_and_changes_nothing(fleet: Fleet) -> None:
