@@ -116,7 +116,7 @@ def _import_pynvml() -> Any:
         raise BackendError(
             "the Python package nvidia-ml-py (module pynvml) is not installed for %s on this "
             "host; install it with '%s -m pip install nvidia-ml-py' (role "
-            "heteromig.fleet.host_prereqs does this)" % (sys.executable, sys.executable)
+            "heteromig.fleet.host_runtime does this)" % (sys.executable, sys.executable)
         ) from exc
     return pynvml
 

@@ -106,7 +106,7 @@ def test_missing_pynvml_via_sys_modules(
     message = str(caught.value)
     assert "nvidia-ml-py (module pynvml) is not installed" in message
     assert "%s -m pip install nvidia-ml-py" % sys.executable in message
-    assert "heteromig.fleet.host_prereqs" in message
+    assert "heteromig.fleet.host_runtime" in message
     assert not (tmp_path / "state.json").exists()
 
 
