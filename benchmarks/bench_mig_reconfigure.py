@@ -114,6 +114,23 @@ def write_inventory(workdir: Path, hosts: int, gpus: int) -> Path:
     return path
 
 
+def hosts_pynvml() -> dict[str, object]:
+    """Where the simulated hosts' pynvml comes from, and whether it loads from bytecode.
+
+    The hosts run this interpreter. The simulator takes pynvml's structures and error classes,
+    so every mig_layout run imports it. Without bytecode (installed other than by pip, and
+    PYTHONDONTWRITEBYTECODE set, as on some images) each run compiles its 7,000-odd lines, which
+    a host set up by heteromig.fleet.host_runtime (pip, which byte-compiles) does not.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("pynvml")
+    if spec is None or not spec.origin:
+        return {"path": None, "bytecode": False}
+    return {"path": spec.origin,
+            "bytecode": os.path.exists(importlib.util.cache_from_source(spec.origin))}
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -168,6 +185,10 @@ def main() -> int:
         for extra in args.extra_vars:
             layout += ["-e", extra]
 
+        pynvml = hosts_pynvml()
+        if not pynvml["bytecode"]:
+            print(f"note: the hosts' pynvml ({pynvml['path']}) has no bytecode, so every module "
+                  "run on them compiles it; hosts set up by heteromig.fleet.host_runtime have it")
         setup, _cpu_s, out = run(PLAYBOOK, inventory, layout, env)
         changed = sum(1 for counts in recap(out).values() if counts[1])
         print(f"setup: {args.layout} applied on {changed}/{args.hosts} hosts in {setup:.1f}s")
@@ -227,6 +248,7 @@ def main() -> int:
             "target": args.target,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "hosts_pynvml": pynvml,
             "load_average_after": os.getloadavg(),
         }
         print("medians (ratio to trivial):")
