@@ -119,7 +119,7 @@ def hosts_pynvml() -> dict[str, object]:
 
     The hosts run this interpreter. The simulator takes pynvml's structures and error classes,
     so every mig_layout run imports it. Without bytecode (installed other than by pip, and
-    PYTHONDONTWRITEBYTECODE set, as on some images) each run compiles its 7,000-odd lines, which
+    PYTHONDONTWRITEBYTECODE set, as on some images) each run compiles its 7,400 lines, which
     a host set up by heteromig.fleet.host_runtime (pip, which byte-compiles) does not.
     """
     import importlib.util

@@ -2,13 +2,12 @@
 # On the bigger machine (wheels from benchmarks/device_carry.sh, carried as .device/): install
 # the wheels into that machine's python3 environment and run bench_mig_reconfigure.py, once as
 # given (ROUNDS, default 5) and once with --breakdown (BREAKDOWN_ROUNDS, default 3; 0: not at
-# all). No GPU is used: the hosts are
-# simulated, with ansible_connection: local.
+# all). No GPU is used: the hosts are simulated, with ansible_connection: local.
 #
 # The wheels include nvidia-ml-py, installed as heteromig.fleet.host_runtime installs it on a
 # host (pip, which byte-compiles it). That machine's own copy of pynvml has no bytecode and it
 # sets PYTHONDONTWRITEBYTECODE=1, so with it every mig_layout run on a simulated host would
-# compile pynvml's 7,400 lines (50-65 ms there); bench_mig_reconfigure.py says so when it sees
+# compile pynvml's 7,400 lines (51-77 ms there, 6-11 ms with bytecode); bench_mig_reconfigure.py says so when it sees
 # that. NO_HOST_PYNVML=1 leaves that copy in place, to measure it anyway.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
