@@ -35,6 +35,7 @@ Figures are recorded in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -122,8 +123,6 @@ def hosts_pynvml() -> dict[str, object]:
     PYTHONDONTWRITEBYTECODE set, as on some images) each run compiles its 7,400 lines, which
     a host set up by heteromig.fleet.host_runtime (pip, which byte-compiles) does not.
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("pynvml")
     if spec is None or not spec.origin:
         return {"path": None, "bytecode": False}
