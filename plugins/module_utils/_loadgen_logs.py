@@ -9,20 +9,24 @@
 when the detail log is missing or has no result (an older LoadGen, a truncated run).
 
 Pure functions over text, plus ``find_loadgen_dirs``/``read_loadgen_dir`` that read files. No
-other I/O. ``power_begin``/``power_end`` are written by LoadGen in the benchmark process's
-*local* time (``std::localtime``, millisecond resolution): the caller passes the conversion to
-epoch seconds (``time.mktime`` on the same host, which shares the benchmark's TZ).
+other I/O.
+
+Times: LoadGen writes ``power_begin``/``power_end`` (``MM-DD-YYYY HH:MM:SS.mmm``) in **UTC**,
+whatever the benchmark process's ``TZ`` is (checked with LoadGen 6.0.17 under UTC,
+America/New_York and Asia/Tokyo: tests/fixtures/loadgen/tz/). ``parse_power_time`` is the one
+place that turns them into epoch seconds, and it never consults the local zone. (LoadGen's
+``test_datetime`` is the opposite: local time with a misleading ``Z``; nothing here reads it.)
 """
 
 from __future__ import annotations
 
 import calendar
 import contextlib
+import datetime
 import json
 import os
 import re
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 DETAIL_LOG = "mlperf_log_detail.txt"
 SUMMARY_LOG = "mlperf_log_summary.txt"
@@ -77,23 +81,15 @@ _SUMMARY_PATTERNS = {
     "errors": re.compile(r"^(\d+) ERRORS? encountered", re.M),
 }
 _SUMMARY_PERCENTILE = re.compile(r"^(\d+\.\d+) percentile latency \(ns\)\s*:\s*(\d+)", re.M)
+_UTC = datetime.timezone.utc
 _POWER_TIME = re.compile(r"^(\d{2})-(\d{2})-(\d{4}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$")
 
 
-def utc_to_epoch(parts: Tuple[int, int, int, int, int, int]) -> float:
-    """(year, month, day, hour, minute, second) read as UTC -> epoch seconds."""
-    return float(calendar.timegm((*parts, 0, 0, 0)))
+def parse_power_time(text: Any) -> Optional[float]:
+    """LoadGen's ``power_begin`` value ``"11-22-2026 05:41:17.924"`` (UTC) -> epoch seconds.
 
-
-def local_to_epoch(parts: Tuple[int, int, int, int, int, int]) -> float:
-    """(year, month, day, hour, minute, second) read as this process's local time -> epoch."""
-    return time.mktime((*parts, 0, 0, -1))
-
-
-def parse_power_time(
-    text: Any, to_epoch: Callable[[Tuple[int, int, int, int, int, int]], float] = local_to_epoch
-) -> Optional[float]:
-    """LoadGen's ``power_begin`` value ``"11-22-2026 05:41:17.924"`` -> epoch seconds, or None."""
+    None for anything that is not such a time (wrong shape, impossible date).
+    """
     if not isinstance(text, str):
         return None
     match = _POWER_TIME.match(text.strip())
@@ -102,9 +98,10 @@ def parse_power_time(
     month, day, year, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction = match.group(7) or "0"
     try:
-        base = to_epoch((year, month, day, hour, minute, second))
-    except (OverflowError, ValueError):
+        moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=_UTC)
+    except (OverflowError, ValueError):  # 02-30, hour 99, ...
         return None
+    base = float(calendar.timegm(moment.utctimetuple()))
     return base + int(fraction) / (10.0 ** len(fraction))
 
 
@@ -177,10 +174,7 @@ def empty_result() -> Dict[str, Any]:
     }
 
 
-def result_from_detail(
-    values: Dict[str, Any],
-    to_epoch: Callable[[Tuple[int, int, int, int, int, int]], float] = local_to_epoch,
-) -> Dict[str, Any]:
+def result_from_detail(values: Dict[str, Any]) -> Dict[str, Any]:
     """The contract's ``loadgen`` structure from ``parse_detail`` output."""
     result = empty_result()
     scenario = values.get("effective_scenario") or values.get("requested_scenario")
@@ -217,8 +211,8 @@ def result_from_detail(
             if number is not None:
                 result["metric"] = {"name": name, "value": number, "unit": unit}
                 break
-    result["power_begin"] = parse_power_time(values.get("power_begin"), to_epoch)
-    result["power_end"] = parse_power_time(values.get("power_end"), to_epoch)
+    result["power_begin"] = parse_power_time(values.get("power_begin"))
+    result["power_end"] = parse_power_time(values.get("power_end"))
     result["source"] = DETAIL_LOG
     return result
 
@@ -291,10 +285,7 @@ def find_loadgen_dirs(root: str) -> List[str]:
     return [directory for _mtime, directory in found]
 
 
-def read_loadgen_dir(
-    root: str,
-    to_epoch: Callable[[Tuple[int, int, int, int, int, int]], float] = local_to_epoch,
-) -> Dict[str, Any]:
+def read_loadgen_dir(root: str) -> Dict[str, Any]:
     """The ``loadgen`` structure of the newest LoadGen run under ``root``.
 
     The detail log is preferred; the summary fills in when the detail log is missing, or has no
@@ -307,7 +298,7 @@ def read_loadgen_dir(
     result = empty_result()
     detail = _read(os.path.join(directory, DETAIL_LOG))
     if detail is not None:
-        result = result_from_detail(parse_detail(detail), to_epoch)
+        result = result_from_detail(parse_detail(detail))
     if result["result_validity"] is None:
         summary = _read(os.path.join(directory, SUMMARY_LOG))
         if summary is not None:

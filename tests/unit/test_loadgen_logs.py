@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import shutil
 import time
@@ -21,7 +22,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs impo
     read_loadgen_dir,
     result_from_detail,
     result_from_summary,
-    utc_to_epoch,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "loadgen"
@@ -30,20 +30,24 @@ SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
 def detail(scenario: str) -> dict:
     text = (FIXTURES / scenario / DETAIL_LOG).read_text()
-    return result_from_detail(parse_detail(text), utc_to_epoch)
+    return result_from_detail(parse_detail(text))
 
 
 def summary(scenario: str) -> dict:
     return result_from_summary((FIXTURES / scenario / SUMMARY_LOG).read_text())
 
 
+TZ_CAPTURES = FIXTURES / "tz"
+ZONES = ("America/New_York", "Asia/Tokyo", "UTC")
+
+
 @pytest.fixture
-def utc() -> Iterator[None]:
-    """Run with TZ=UTC (the fixtures were written in UTC), restoring the zone afterwards."""
+def zone(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test in the local time zone ``request.param``, restoring the zone afterwards."""
     old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
+    os.environ["TZ"] = request.param
     time.tzset()
-    yield
+    yield request.param
     if old is None:
         del os.environ["TZ"]
     else:
@@ -139,14 +143,36 @@ def test_power_window_is_epoch_seconds() -> None:
     ],
 )
 def test_parse_power_time(text: object, expected: float | None) -> None:
-    value = parse_power_time(text, utc_to_epoch)
+    value = parse_power_time(text)
     assert value == (pytest.approx(expected) if expected is not None else None)
 
 
-def test_power_time_in_local_time(utc: None) -> None:
-    assert parse_power_time("11-22-2026 05:41:17.924") == pytest.approx(
-        calendar.timegm((2026, 11, 22, 5, 41, 17)) + 0.924
+@pytest.mark.parametrize("zone", ZONES, indirect=True)
+@pytest.mark.parametrize("written_in", ZONES)
+def test_power_window_lies_inside_the_clock_read_around_the_real_run(
+    zone: str, written_in: str
+) -> None:
+    """Real LoadGen logs written under three zones, read under three zones.
+
+    The oracle is the epoch clock the capture script read right before StartTest and right after
+    it returned (clock.json): LoadGen's power window must lie inside it, to LoadGen's 1 ms
+    resolution, whatever zone wrote the log and whatever zone reads it.
+    """
+    capture = TZ_CAPTURES / written_in.replace("/", "_")
+    clock = json.loads((capture / "clock.json").read_text())
+    assert clock["tz"] == written_in
+    result = read_loadgen_dir(str(capture))
+    begin, end = result["power_begin"], result["power_end"]
+    assert begin is not None and end is not None
+    assert clock["before"] - 0.001 <= begin <= end <= clock["after"] + 0.001, (
+        "power window %.3f..%.3f outside the clock bracket %.3f..%.3f (off by %.0f s)"
+        % (begin, end, clock["before"], clock["after"], begin - clock["before"])
     )
+
+
+def test_impossible_dates_are_not_times() -> None:
+    assert parse_power_time("02-30-2026 00:00:00.000") is None
+    assert parse_power_time("12-31-2026 24:00:00") is None
 
 
 def test_broken_lines_are_skipped_and_the_last_record_wins() -> None:
@@ -163,7 +189,7 @@ def test_broken_lines_are_skipped_and_the_last_record_wins() -> None:
     values = parse_detail(text)
     assert values["result_validity"] == "VALID" and values["_warnings"] == 1
     assert "power_begin" not in values
-    result = result_from_detail(dict(values, effective_scenario="Offline"), utc_to_epoch)
+    result = result_from_detail(dict(values, effective_scenario="Offline"))
     assert result["metric"]["value"] == 12.5
 
 
@@ -174,7 +200,8 @@ def _copy(scenario: str, dest: Path) -> Path:
     return dest
 
 
-def test_read_dir_finds_nested_logs_newest_first(tmp_path: Path, utc: None) -> None:
+@pytest.mark.parametrize("zone", ["America/New_York"], indirect=True)
+def test_read_dir_finds_nested_logs_newest_first(tmp_path: Path, zone: str) -> None:
     old = _copy("Offline", tmp_path / "DGX-H100" / "resnet50" / "Offline")
     new = _copy("Server", tmp_path / "DGX-H100" / "resnet50" / "Server")
     os.utime(old / DETAIL_LOG, (1, 1))
@@ -200,8 +227,9 @@ def test_read_dir_falls_back_to_the_summary(tmp_path: Path) -> None:
     assert result["metric"]["value"] == 983.48
 
 
+@pytest.mark.parametrize("zone", ["Asia/Tokyo"], indirect=True)
 def test_truncated_detail_keeps_its_power_window_and_takes_the_summary_result(
-    tmp_path: Path, utc: None
+    tmp_path: Path, zone: str
 ) -> None:
     run = _copy("Server", tmp_path)
     text = (run / DETAIL_LOG).read_text()
