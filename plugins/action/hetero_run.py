@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import difflib
 import json
 import os
 import secrets
@@ -25,10 +26,11 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -37,6 +39,9 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles 
     PlanError,
     build_plan,
     run_id_for,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
+    contract_result,
 )
 
 display = Display()
@@ -107,6 +112,37 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 }
 
 
+OPTION_VAR_PREFIX = "heteromig_hetero_"
+
+
+def options_from_vars(
+    task_args: Mapping[str, Any],
+    task_vars: Mapping[str, Any],
+    template: Callable[[Any], Any] = lambda value: value,
+) -> tuple[dict[str, Any], list[str]]:
+    """The task's options, each missing one taken from its ``heteromig_hetero_<option>`` variable.
+
+    Returns the merged options (variables passed through ``template``; task arguments arrive
+    templated already) and the ``heteromig_hetero_*`` variables that name no option, each with a
+    suggestion where one is close.
+    """
+    merged = dict(task_args)
+    unknown = []
+    for name in sorted(task_vars):
+        if not isinstance(name, str) or not name.startswith(OPTION_VAR_PREFIX):
+            continue
+        option = name[len(OPTION_VAR_PREFIX) :]
+        if option in ARGUMENT_SPEC:
+            if option not in merged:
+                merged[option] = template(task_vars[name])
+            continue
+        close = difflib.get_close_matches(option, list(ARGUMENT_SPEC), n=1)
+        unknown.append(
+            name + (" (did you mean %s%s?)" % (OPTION_VAR_PREFIX, close[0]) if close else "")
+        )
+    return merged, unknown
+
+
 def _var(templar: Any, task_vars: Mapping[str, Any], name: str) -> Any:
     """A host variable, templated; facts are looked up in ansible_facts as well."""
     facts = task_vars.get("ansible_facts") or {}
@@ -141,7 +177,17 @@ class ActionModule(ActionBase):
         del tmp
         task_vars = task_vars or {}
         result = super().run(task_vars=task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        merged, unknown = options_from_vars(self._task.args, task_vars, self._templar.template)
+        if unknown:
+            raise AnsibleActionFail(
+                "unknown hetero_run option variable(s): %s. Every option of "
+                "heteromig.fleet.hetero_run can be set as heteromig_hetero_<option>; see "
+                "ansible-doc heteromig.fleet.hetero_run" % ", ".join(unknown)
+            )
+        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(merged)
+        if validation.error_messages:
+            raise AnsibleActionFail("hetero_run: %s" % "; ".join(validation.error_messages))
+        args = validation.validated_parameters
         self._host = task_vars.get("inventory_hostname") or self._task.get_name()
         host = self._host
         templar = self._templar
@@ -206,7 +252,7 @@ class ActionModule(ActionBase):
             )
 
         if self._task.check_mode:
-            result.update(self._contract(plan, None, results_dir, dry_run=True))
+            result.update(contract_result(plan, None, results_dir, dry_run=True))
             result["changed"] = True
             result["plan"] = plan
             return result
@@ -407,7 +453,7 @@ class ActionModule(ActionBase):
         plan = self._remote_plan(run_id, task_vars)
         if self._task.check_mode:
             result.update(
-                self._contract(
+                contract_result(
                     plan,
                     plan_status.get("result"),
                     os.path.join(results_root, run_id, self._host),
@@ -499,7 +545,7 @@ class ActionModule(ActionBase):
                 display.warning(
                     "hetero_run [%s] could not fetch the logs: %s" % (self._host, fetch_error)
                 )
-        contract = self._contract(plan, host_result, results_dir, dry_run=False)
+        contract = contract_result(plan, host_result, results_dir, dry_run=False)
         if lost:
             contract["verdict"] = "INVALID"
             contract["reasons"].append(
@@ -537,70 +583,6 @@ class ActionModule(ActionBase):
                 "; ".join(contract["reasons"]),
             )
         return result
-
-    # ------------------------------------------------------------------------- contract
-    def _contract(
-        self,
-        plan: dict[str, Any],
-        host_result: Mapping[str, Any] | None,
-        results_dir: str,
-        dry_run: bool,
-    ) -> dict[str, Any]:
-        """The structure of docs/hetero_result_contract.md."""
-        by_name = {}
-        for bench in (host_result or {}).get("benchmarks") or []:
-            by_name[bench.get("name")] = bench
-        entries = []
-        for bench in plan["benchmarks"]:
-            ran = by_name.get(bench["name"]) or {}
-            entries.append(
-                {
-                    "name": bench["name"],
-                    "role": bench["role"],
-                    "benchmark": bench["benchmark"],
-                    "scenario": bench["scenario"],
-                    "action": bench["action"],
-                    "slice": bench["slice"],
-                    "command": bench["argv"],
-                    "env": {"CUDA_VISIBLE_DEVICES": bench["env"].get("CUDA_VISIBLE_DEVICES")},
-                    "exit_code": ran.get("exit_code"),
-                    "signal": ran.get("signal"),
-                    "stopped_by_runner": ran.get("stopped_by_runner", False),
-                    "failed": ran.get("failed"),
-                    "launched_at": ran.get("launched_at"),
-                    "ready_at": ran.get("ready_at"),
-                    "ended_at": ran.get("ended_at"),
-                    "timed_window": ran.get("timed_window"),
-                    "loadgen": ran.get("loadgen"),
-                    "log_dir": bench["log_dir"],
-                    "fetched_dir": None if dry_run else os.path.join(results_dir, bench["name"]),
-                }
-            )
-        if dry_run:
-            verdict, reasons, warnings, timeline = "DRY_RUN", [], [], []
-        else:
-            verdict = (host_result or {}).get("verdict") or "INVALID"
-            reasons = list((host_result or {}).get("reasons") or [])
-            warnings = list((host_result or {}).get("warnings") or [])
-            timeline = list((host_result or {}).get("timeline") or [])
-        if plan["shared_gpu"]:
-            warnings.insert(0, "shared GPU: no MIG isolation (allow_shared_gpu)")
-        return {
-            "run_id": plan["run_id"],
-            "host": plan["host"],
-            "verdict": verdict,
-            "reasons": reasons,
-            "warnings": warnings,
-            "shared_gpu": plan["shared_gpu"],
-            "harness": plan["harness"],
-            "gpu": plan["gpu"],
-            "results_dir": None if dry_run else results_dir,
-            "main": entries[0],
-            "backgrounds": entries[1:],
-            "timeline": timeline,
-            "expected_duration_s": plan["expected_duration_s"],
-            "stop_reason": (host_result or {}).get("stop_reason"),
-        }
 
 
 def extract_archive(archive: str, dest: str) -> None:

@@ -60,6 +60,10 @@ PHASES = (
 VALID = "VALID"
 INVALID = "INVALID"
 
+PERFORMANCE_ONLY = "PerformanceOnly"
+ACCURACY_ONLY = "AccuracyOnly"
+MAIN_MODES = (PERFORMANCE_ONLY, ACCURACY_ONLY)
+
 # Readiness markers (regexes over one output line). NVIDIA's C++ harnesses print a line ending
 # in "running actual test." right before LoadGen's StartTest; its Triton harness prints "Start
 # running actual test" (no period); LoadGen itself prints "Loadgen :: Perf mode start" when
@@ -135,6 +139,8 @@ class AbortRequested:
 class ResultsCollected:
     t: float
     loadgen: Dict[str, Dict[str, Any]]
+    # accuracy runs only: {name: {"passed": bool | None, "summary": str | None, "source": ...}}
+    accuracy: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------- actions
@@ -195,6 +201,8 @@ class Config:
     kill_grace: float = 5.0
     run_timeout: float = 7200.0
     lenient: bool = False
+    # AccuracyOnly: LoadGen judges no validity; the harness's accuracy check is the verdict
+    main_mode: str = PERFORMANCE_ONLY
     labels: Tuple[Tuple[str, str], ...] = ()  # (name, "benchmark name") for messages
 
     def validate(self) -> List[str]:
@@ -218,6 +226,10 @@ class Config:
         if self.background_mode not in ("automatic", "wait"):
             problems.append(
                 "background_mode must be 'automatic' or 'wait', got %r" % (self.background_mode,)
+            )
+        if self.main_mode not in MAIN_MODES:
+            problems.append(
+                "main_mode must be %s, got %r" % (" or ".join(MAIN_MODES), self.main_mode)
             )
         if self.steady_windows < 2:
             problems.append("steady_windows must be at least 2, got %r" % (self.steady_windows,))
@@ -249,6 +261,7 @@ class Bench:
     lost: bool = False  # did not exit even after SIGKILL
     progress: List[Tuple[float, float]] = field(default_factory=list)
     loadgen: Dict[str, Any] = field(default_factory=dict)
+    accuracy: Optional[Dict[str, Any]] = None  # accuracy runs: the harness's accuracy verdict
     timed_window: Optional[Dict[str, Any]] = None
 
     @property
@@ -481,6 +494,9 @@ class Choreography:
         for name, loadgen in event.loadgen.items():
             if name in self.benches:
                 self.benches[name].loadgen = dict(loadgen or {})
+        for name, accuracy in event.accuracy.items():
+            if name in self.benches:
+                self.benches[name].accuracy = dict(accuracy or {})
         self._judge(event.t)
 
     # ---------------------------------------------------------------------------- helpers
@@ -660,34 +676,14 @@ class Choreography:
             else:
                 reasons.append("the main benchmark %s" % _exit_text(main.exit_code, main.signal))
         loadgen = main.loadgen
-        validity = loadgen.get("result_validity")
         if main.launched_at is not None:
-            if validity is None:
-                reasons.append(
-                    "no LoadGen result for the main benchmark (mlperf_log_detail.txt and "
-                    "mlperf_log_summary.txt missing or incomplete)"
-                )
-            elif validity != VALID:
-                detail = loadgen.get("invalid_reason")
-                unmet = [
-                    words
-                    for key, words in (
-                        ("min_duration_satisfied", "min duration not satisfied"),
-                        ("min_queries_satisfied", "min queries not satisfied"),
-                        ("early_stopping_met", "early stopping not satisfied"),
-                        ("performance_constraints_satisfied", "latency constraint not met"),
-                    )
-                    if loadgen.get(key) is False
-                ]
-                if detail:
-                    unmet.append(detail)
-                reasons.append(
-                    "the main benchmark's LoadGen result is %s%s"
-                    % (validity, (": " + "; ".join(unmet)) if unmet else "")
-                )
+            if self.config.main_mode == ACCURACY_ONLY:
+                reasons.extend(accuracy_problems(loadgen, main.accuracy))
+            else:
+                reasons.extend(performance_problems(loadgen))
             for error in loadgen.get("errors") or []:
                 self._warn(t, MAIN, "LoadGen error in the main benchmark's log: %s" % error)
-        window = main_window(main)
+        window = main_window(main, self.config.main_mode)
         main.timed_window = window
         if window is not None and window["source"] == "power_begin/power_end":
             self._log(window["begin"], "timed_begin", MAIN, "LoadGen power_begin")
@@ -730,14 +726,77 @@ class Choreography:
             "stopped_by_runner": bench.stop_requested_at is not None,
             "failed": bench.failed,
             "timed_window": bench.timed_window,
+            "accuracy": bench.accuracy,
         }
 
 
 # --------------------------------------------------------------------------- pure helpers
-def main_window(main: Bench) -> Optional[Dict[str, Any]]:
-    """The main benchmark's timed window: LoadGen's power window, else its marker to its exit."""
+def performance_problems(loadgen: Dict[str, Any]) -> List[str]:
+    """Why a PerformanceOnly main's LoadGen result does not count (empty when it is VALID)."""
+    validity = loadgen.get("result_validity")
+    if validity is None:
+        return [
+            "no LoadGen result for the main benchmark (mlperf_log_detail.txt and "
+            "mlperf_log_summary.txt missing or incomplete)"
+        ]
+    if validity == VALID:
+        return []
+    unmet = [
+        words
+        for key, words in (
+            ("min_duration_satisfied", "min duration not satisfied"),
+            ("min_queries_satisfied", "min queries not satisfied"),
+            ("early_stopping_met", "early stopping not satisfied"),
+            ("performance_constraints_satisfied", "latency constraint not met"),
+        )
+        if loadgen.get(key) is False
+    ]
+    if loadgen.get("invalid_reason"):
+        unmet.append(loadgen["invalid_reason"])
+    return [
+        "the main benchmark's LoadGen result is %s%s"
+        % (validity, (": " + "; ".join(unmet)) if unmet else "")
+    ]
+
+
+def accuracy_problems(loadgen: Dict[str, Any], accuracy: Optional[Dict[str, Any]]) -> List[str]:
+    """Why an AccuracyOnly main does not count (empty when its accuracy check PASSED).
+
+    LoadGen writes no ``result_validity`` in accuracy mode; what counts is that LoadGen ran in
+    AccuracyOnly mode and the harness's accuracy check passed.
+    """
+    problems = []
+    mode = loadgen.get("mode")
+    if loadgen.get("source") is None:
+        problems.append(
+            "no LoadGen log for the main benchmark's accuracy run (mlperf_log_detail.txt and "
+            "mlperf_log_summary.txt missing)"
+        )
+    elif mode is not None and mode != ACCURACY_ONLY:
+        problems.append(
+            "the main benchmark's LoadGen ran in %s mode, not %s" % (mode, ACCURACY_ONLY)
+        )
+    passed = (accuracy or {}).get("passed")
+    if passed is None:
+        problems.append(
+            "no accuracy result for the main benchmark (its accuracy check wrote no PASS or "
+            "FAIL line)"
+        )
+    elif not passed:
+        problems.append(
+            "the main benchmark's accuracy check FAILED: %s" % (accuracy or {}).get("summary")
+        )
+    return problems
+
+
+def main_window(main: Bench, mode: str = PERFORMANCE_ONLY) -> Optional[Dict[str, Any]]:
+    """The main benchmark's timed window: LoadGen's power window, else its marker to its exit.
+
+    An accuracy run's power window is an instant at its end (LoadGen logs both ends together),
+    so there the window runs from its marker to its exit: the whole accuracy pass.
+    """
     begin, end = main.loadgen.get("power_begin"), main.loadgen.get("power_end")
-    if begin is not None and end is not None:
+    if begin is not None and end is not None and mode != ACCURACY_ONLY:
         return {"begin": begin, "end": end, "source": "power_begin/power_end"}
     if main.ended_at is None or main.launched_at is None:
         return None

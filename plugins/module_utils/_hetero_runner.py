@@ -36,6 +36,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -76,12 +77,14 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo imp
     TimerFired,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+    empty_accuracy,
     empty_result,
+    read_accuracy,
     read_loadgen_dir,
 )
 
 PLAN_FORMAT = "heteromig.hetero-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode
 STATUS_FORMAT = "heteromig.hetero-status"
 LOCK_NAME = "hetero_run.lock"
 RUNS_DIR = "runs"
@@ -541,7 +544,7 @@ class Runner:
         elif isinstance(action, SignalGroup):
             self._signal(action.name, action.signal)
         elif isinstance(action, Collect):
-            return [ResultsCollected(time.time(), self._collect())]
+            return [ResultsCollected(time.time(), self._collect(), self._collect_accuracy())]
         elif isinstance(action, Finish):
             self._log("verdict %s %s" % (action.verdict, "; ".join(action.reasons)))
         return []
@@ -745,6 +748,20 @@ class Runner:
                 results[name] = empty_result()
         return results
 
+    def _collect_accuracy(self) -> Dict[str, Dict[str, Any]]:
+        """The accuracy verdict of every benchmark that ran an accuracy check (AccuracyOnly)."""
+        results = {}
+        for name, bench in self.benchmarks.items():
+            check = bench.get("accuracy_check")
+            if not check:
+                continue
+            try:
+                results[name] = read_accuracy(bench["log_dir"], check)
+            except (OSError, re.error) as exc:
+                self._log("cannot read the accuracy result of %s: %s" % (name, exc))
+                results[name] = empty_accuracy()
+        return results
+
     def _finish(self) -> None:
         # close every output; a benchmark still running here survived SIGKILL ("lost")
         for name, proc in self.procs.items():
@@ -775,6 +792,7 @@ class Runner:
                     "benchmark": bench.get("benchmark"),
                     "scenario": bench.get("scenario"),
                     "action": bench.get("action"),
+                    "mode": bench.get("mode"),
                     "slice": bench.get("slice"),
                     "command": bench["argv"],
                     "env": {
@@ -792,6 +810,7 @@ class Runner:
                     "ended_at": state["ended_at"],
                     "timed_window": state["timed_window"],
                     "loadgen": loadgen,
+                    "accuracy": state["accuracy"],
                     "log_dir": bench["log_dir"],
                     "output_bytes": (
                         self.outputs[name].written + self.outputs[name].dropped

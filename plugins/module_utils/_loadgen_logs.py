@@ -315,3 +315,64 @@ def read_loadgen_dir(root: str) -> Dict[str, Any]:
         if name.startswith("mlperf_log_")
     )
     return result
+
+
+# ------------------------------------------------------------------------------- accuracy
+OUTPUT_LOG = "stdout.log"  # the runner's copy of a benchmark's merged stdout/stderr
+
+
+def empty_accuracy() -> Dict[str, Any]:
+    """The ``accuracy`` structure of an accuracy run whose verdict line was not found."""
+    return {"passed": None, "summary": None, "source": None}
+
+
+def judge_accuracy_lines(
+    sources: List[Tuple[str, str]], passed_regex: str, failed_regex: str
+) -> Dict[str, Any]:
+    """The accuracy verdict from ``[(source name, text), ...]``, searched in that order.
+
+    A FAIL line anywhere wins over any PASS line (a harness that prints both has failed); else
+    the last PASS line is the verdict. ``passed`` is None when neither appears.
+    """
+    passed, failed = re.compile(passed_regex), re.compile(failed_regex)
+    verdict = empty_accuracy()
+    for source, text in sources:
+        for line in text.splitlines():
+            if failed.search(line):
+                return {"passed": False, "summary": line.strip(), "source": source}
+            if passed.search(line):
+                verdict = {"passed": True, "summary": line.strip(), "source": source}
+    return verdict
+
+
+def find_named_file(root: str, name: str) -> Optional[str]:
+    """The newest file called ``name`` under ``root`` (itself included), or None."""
+    found: List[Tuple[float, str]] = []
+    for directory, _dirs, files in os.walk(root):
+        if name in files:
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                found.append((os.stat(path).st_mtime, path))
+    if not found:
+        return None
+    found.sort(key=lambda item: (-item[0], item[1]))
+    return found[0][1]
+
+
+def read_accuracy(root: str, check: Dict[str, Any]) -> Dict[str, Any]:
+    """An accuracy run's verdict: ``check["file"]`` under ``root``, then the benchmark's output.
+
+    ``check`` is the harness profile's ``accuracy`` section: ``file``, and the ``passed`` and
+    ``failed`` regexes of its verdict line. ``source`` names where the line was found, relative
+    to ``root``.
+    """
+    sources: List[Tuple[str, str]] = []
+    path = find_named_file(root, str(check["file"]))
+    if path is not None:
+        text = _read(path)
+        if text is not None:
+            sources.append((os.path.relpath(path, root), text))
+    output = _read(os.path.join(root, OUTPUT_LOG))
+    if output is not None:
+        sources.append((OUTPUT_LOG, output))
+    return judge_accuracy_lines(sources, str(check["passed"]), str(check["failed"]))

@@ -30,6 +30,16 @@ description:
     was in its timed phase for the whole main timed window (LoadGen C(power_begin)/C(power_end)
     where present, else the readiness markers and exits), and no background failed. Otherwise it
     is C(INVALID) and RV(reasons) lists every reason."
+  - "An O(main_mode=AccuracyOnly) run is judged by its accuracy check instead of LoadGen's
+    validity (LoadGen writes none in accuracy mode): LoadGen ran in AccuracyOnly mode, the
+    harness profile's C(accuracy) regexes found a PASS line (and no FAIL line) in its accuracy
+    file or output, the main exited 0, and every background covered the main from its readiness
+    marker to its exit."
+  - LoadGen's C(power_begin)/C(power_end) are read as UTC, which is what LoadGen writes whatever
+    the host's time zone is.
+  - Every option can also be set as a host variable C(heteromig_hetero_<option>) (for example
+    C(heteromig_hetero_main_mode)); an option given in the task wins. A C(heteromig_hetero_*)
+    variable that names no option fails the task before anything runs.
   - The choreography runs on the host in a detached runner (module M(heteromig.fleet.hetero_runner))
     that survives a dropped SSH connection. The controller long-polls it (one module call per
     status change), prints per-host progress, and renews a lease with every poll; when the lease
@@ -106,7 +116,9 @@ options:
     type: str
     default: run_harness
   main_mode:
-    description: LoadGen test mode of the main benchmark.
+    description:
+      - LoadGen test mode of the main benchmark. V(AccuracyOnly) needs a harness profile with an
+        C(accuracy) section (both built-in profiles have one).
     type: str
     default: PerformanceOnly
     choices: [PerformanceOnly, AccuracyOnly]
@@ -435,6 +447,9 @@ backgrounds:
     action:
       description: V(run_harness) or an audit action.
       type: str
+    mode:
+      description: The LoadGen mode it ran in, V(PerformanceOnly) or V(AccuracyOnly).
+      type: str
     slice:
       description: The slice (uuid, profile, gpu_index, gpu_instance_id, compute_instance_id,
         placement, mig).
@@ -469,6 +484,11 @@ backgrounds:
       type: float
     timed_window:
       description: Its timed phase (begin, end, source V(power_begin/power_end) or V(markers)).
+      type: dict
+    accuracy:
+      description: AccuracyOnly runs only (else null). C(passed) (true, false, or null when no
+        PASS/FAIL line was found), C(summary) (the harness's verdict line) and C(source) (the
+        file it came from, relative to the log directory).
       type: dict
     loadgen:
       description: From its LoadGen logs; result_validity, scenario, mode, metric (name, value,

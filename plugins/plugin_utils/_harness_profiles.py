@@ -27,12 +27,16 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner import (
+    PLAN_FORMAT,
+    PLAN_VERSION,
+)
+
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness_profiles")
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 MODES = ("PerformanceOnly", "AccuracyOnly")
+ACCURACY_ONLY = "AccuracyOnly"
 GROUP_SETS = ("all", "datacenter", "edge")
-PLAN_FORMAT = "heteromig.hetero-plan"
-PLAN_VERSION = 1
 MAIN = "main"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PROFILE_KEYS = {
@@ -46,7 +50,12 @@ _PROFILE_KEYS = {
     "progress_regex",
     "verbose_args",
     "command",
+    "accuracy",
 }
+# What a profile's ``accuracy`` section holds: the file its accuracy check writes (looked for in
+# the benchmark's log directory, nested as the harness nests it) and the regexes of its verdict
+# line, matched in that file and in the benchmark's output.
+_ACCURACY_KEYS = {"file", "passed", "failed"}
 
 
 class PlanError(Exception):
@@ -83,6 +92,7 @@ class Profile:
     progress_regex: str | None
     verbose_args: list[str]
     command: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, str] | None = None
 
     def scenarios(self, benchmark: str) -> list[str]:
         return list(self.benchmarks[benchmark].get("scenarios", SCENARIOS))
@@ -210,6 +220,18 @@ def parse_profile(data: Any, path: str) -> Profile:
     env = command.get("env") or {}
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise bad("command.env must map names to template strings")
+    accuracy = data.get("accuracy")
+    if accuracy is not None:
+        if (
+            not isinstance(accuracy, dict)
+            or set(accuracy) != _ACCURACY_KEYS
+            or not all(isinstance(v, str) and v for v in accuracy.values())
+        ):
+            raise bad("accuracy must map exactly %s to strings" % ", ".join(sorted(_ACCURACY_KEYS)))
+        if "/" in accuracy["file"] or accuracy["file"] in (".", ".."):
+            raise bad("accuracy.file must be a plain file name, got %r" % accuracy["file"])
+        for key in ("passed", "failed"):
+            _check_regex(accuracy[key], "accuracy.%s" % key, path)
     default_main = data.get("default_main_benchmark") or sorted(benchmarks)[0]
     if default_main not in benchmarks:
         raise bad("default_main_benchmark %r is not one of its benchmarks" % default_main)
@@ -225,6 +247,7 @@ def parse_profile(data: Any, path: str) -> Profile:
         progress_regex=progress,
         verbose_args=_str_list(data.get("verbose_args") or [], "verbose_args"),
         command=command,
+        accuracy=dict(accuracy) if accuracy else None,
     )
 
 
@@ -615,6 +638,17 @@ def build_plan(
     mode = options.get("main_mode") or "PerformanceOnly"
     if mode not in MODES:
         raise PlanError("main_mode must be one of %s, got %r" % (", ".join(MODES), mode))
+    if mode == ACCURACY_ONLY and profile.accuracy is None:
+        raise PlanError(
+            "harness %s cannot judge an AccuracyOnly run: its profile has no 'accuracy' section "
+            "(the file its accuracy check writes and the regexes of its PASS/FAIL line)"
+            % profile.name
+        )
+    if mode == ACCURACY_ONLY and action != "run_harness":
+        raise PlanError(
+            "main_mode AccuracyOnly goes with main_action run_harness; %s runs its own modes"
+            % action
+        )
     accuracy = options.get("main_accuracy_target") or "default"
     if accuracy not in ("default", "high"):
         raise PlanError("main_accuracy_target must be default or high, got %r" % accuracy)
@@ -799,8 +833,11 @@ def build_plan(
                 "log_dir": log_dir,
                 "files": dict(profile.actions.get(act, {}).get("files") or {}),
                 "duration_ms": extra["duration_ms"],
+                "mode": extra["mode"],
             }
         )
+        if extra["mode"] == ACCURACY_ONLY:
+            benchmarks[-1]["accuracy_check"] = dict(profile.accuracy or {})
     choreography = {
         "background_start_timeout": start_timeout / 1000.0,
         "start_time_buffer": start_buffer / 1000.0,
@@ -813,6 +850,7 @@ def build_plan(
         "stop_grace": stop_grace / 1000.0,
         "run_timeout": bg_timeout / 1000.0,
         "lenient": bool(options.get("lenient")),
+        "main_mode": mode,
     }
     expected = (
         main_duration + (start_buffer if not options.get("main_benchmark_immediate_start") else 0)

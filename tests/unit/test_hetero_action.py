@@ -15,12 +15,14 @@ from ansible.errors import AnsibleActionFail
 
 from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     ARGUMENT_SPEC,
-    ActionModule,
     _garbled,
     extract_archive,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import empty_result
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
+    contract_result,
+)
 
 pytestmark = pytest.mark.compat  # the action plugin also runs on ansible-core 2.19 / Python 3.11
 
@@ -79,7 +81,7 @@ def test_result_has_every_key_of_the_contract(tmp_path: Path) -> None:
             {"name": b["name"], "exit_code": 0, "loadgen": loadgen} for b in plan["benchmarks"]
         ],
     }
-    result = ActionModule._contract(None, plan, host_result, str(tmp_path / "res"), dry_run=False)  # type: ignore[arg-type]
+    result = contract_result(plan, host_result, str(tmp_path / "res"), dry_run=False)
     top, bench, loadgen_keys = contract_blocks()
     assert top - {"changed", "fetched_files", "plan"} <= set(result), top - set(result)
     for entry in [result["main"], *result["backgrounds"]]:
@@ -89,7 +91,7 @@ def test_result_has_every_key_of_the_contract(tmp_path: Path) -> None:
     assert result["main"]["fetched_dir"] == str(tmp_path / "res" / "main")
     assert [b["name"] for b in result["backgrounds"]] == ["bg-1", "bg-2"]
 
-    dry = ActionModule._contract(None, plan, None, "x", dry_run=True)  # type: ignore[arg-type]
+    dry = contract_result(plan, None, "x", dry_run=True)
     assert dry["verdict"] == "DRY_RUN" and dry["results_dir"] is None and dry["timeline"] == []
     assert (
         dry["main"]["loadgen"] is None and dry["main"]["command"] == plan["benchmarks"][0]["argv"]
