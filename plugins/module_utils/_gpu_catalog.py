@@ -8,9 +8,10 @@ that ``nvidia-smi mig -lgip`` prints, instance count, memory, SMs, engines) and 
 that ``nvidia-smi mig -lgipp`` prints. The simulator serves these tables through its NVML
 functions; the planner and the real-NVML reader use them to name profiles.
 
-Sources are recorded per model. ``H100-SXM5-80GB`` equals a real capture field for field; the
-other models come from published captures and tables, and every field that is not confirmed is
-listed in the model's ``unconfirmed`` tuple.
+Sources are recorded per model. ``H100-SXM5-80GB`` and ``H200-141GB`` equal real captures field
+for field (tests/unit/test_real_gpu_captures.py); the other models come from published captures
+and tables, and every field that is not confirmed is listed in the model's ``unconfirmed``
+tuple.
 
 Private module (leading underscore): not a public API of the collection.
 """
@@ -88,6 +89,8 @@ class GpuModel:
     profiles: Tuple[GiProfile, ...]
     source: str
     unconfirmed: Tuple[str, ...] = ()
+    # Memory the driver holds on an idle GPU with MIG disabled (NVML's memory.used).
+    idle_reserved_bytes: int = 503316480  # 480 MiB: the H100 capture
 
     def profile_by_name(self, name: str) -> Optional[GiProfile]:
         for profile in self.profiles:
@@ -289,7 +292,7 @@ H100_NVL_94GB = GpuModel(
     unconfirmed=("memory_mib", "engines", "pci_ids", "memory_total_bytes"),
 )
 
-_H200_MIB = 143771
+# Real capture: ../shared/fixtures/nvidia-smi/h200-141gb-mig-disabled (driver 580.159.04).
 H200_141GB = GpuModel(
     key="H200-141GB",
     nvml_name="NVIDIA H200",
@@ -297,29 +300,51 @@ H200_141GB = GpuModel(
     architecture="hopper",
     arch_code=ARCH_HOPPER,
     cuda_capability=(9, 0),
-    memory_total_bytes=_H200_MIB * 1024 * 1024,
+    memory_total_bytes=150754820096,
     pci_device_id=0x233510DE,
-    pci_subsystem_id=0x18BE10DE,
+    pci_subsystem_id=0x18BF10DE,
     compute_slices=7,
     memory_slices=8,
     mode_change_needs_reset=False,
     mig_mode_persists=False,
     profiles=(
-        _p(GI_1_SLICE, 19, "1g.18gb", 1, 7, _scaled(9984, _H200_MIB), 16, (1, 1, 0, 1, 0), _ALL7, 1),
-        _p(GI_1_SLICE_REV1, 20, "1g.18gb+me", 1, 1, _scaled(9984, _H200_MIB), 16,
-           (1, 1, 0, 1, 1), _ALL7, 1),
-        _p(GI_1_SLICE_REV2, 15, "1g.35gb", 1, 4, _scaled(20096, _H200_MIB), 26, (1, 1, 0, 1, 0),
-           (0, 2, 4, 6), 2),
-        _p(GI_2_SLICE, 14, "2g.35gb", 2, 3, _scaled(20096, _H200_MIB), 32, (2, 2, 0, 2, 0),
-           (0, 2, 4), 2),
-        _p(GI_3_SLICE, 9, "3g.71gb", 3, 2, _scaled(40448, _H200_MIB), 60, (3, 3, 0, 3, 0), (0, 4), 4),
-        _p(GI_4_SLICE, 5, "4g.71gb", 4, 1, _scaled(40448, _H200_MIB), 64, (4, 4, 0, 4, 0), (0,), 4),
-        _p(GI_7_SLICE, 0, "7g.141gb", 7, 1, _scaled(81152, _H200_MIB), 132, (8, 7, 0, 7, 1), (0,),
-           8),
+        _p(GI_1_SLICE, 19, "1g.18gb", 1, 7, 16384, 16, (1, 1, 0, 1, 0), _ALL7, 1),
+        _p(GI_1_SLICE_REV1, 20, "1g.18gb+me", 1, 1, 16384, 16, (1, 1, 0, 1, 1), _ALL7, 1),
+        _p(GI_1_SLICE_REV2, 15, "1g.35gb", 1, 4, 33280, 26, (1, 1, 0, 1, 0), (0, 2, 4, 6), 2),
+        _p(GI_2_SLICE, 14, "2g.35gb", 2, 3, 33280, 32, (2, 2, 0, 2, 0), (0, 2, 4), 2),
+        _p(GI_3_SLICE, 9, "3g.71gb", 3, 2, 71424, 60, (3, 3, 0, 3, 0), (0, 4), 4),
+        _p(GI_4_SLICE, 5, "4g.71gb", 4, 1, 71424, 64, (4, 4, 0, 4, 0), (0,), 4),
+        _p(GI_7_SLICE, 0, "7g.141gb", 7, 1, 143360, 132, (8, 7, 0, 7, 1), (0,), 8),
     ),
-    source="published names and instance counts; ids of 1g.35gb/3g.71gb/4g.71gb inferred",
-    unconfirmed=("ids of 1g.35gb, 3g.71gb, 4g.71gb", "memory_mib", "engines", "sms", "pci_ids",
-                 "memory_total_bytes"),
+    source="real capture, H200 141GB, driver 580.159.04 (shared/fixtures/nvidia-smi)",
+    idle_reserved_bytes=644939776,  # 615 MiB in the capture
+)
+
+# NVIDIA's HeteroMIG documentation lists the A100 PCIe 80GB as a MIG GPU. Its MIG geometry is the
+# A100 80GB's (same GA100 die, 7 compute and 8 memory slices); nothing here is from a capture.
+A100_PCIE_80GB = GpuModel(
+    key="A100-PCIE-80GB",
+    nvml_name="NVIDIA A100 80GB PCIe",
+    aliases=("A100-PCIe-80GB", "A100-80GB-PCIe"),
+    architecture="ampere",
+    arch_code=ARCH_AMPERE,
+    cuda_capability=(8, 0),
+    memory_total_bytes=85899345920,
+    pci_device_id=0x20B510DE,
+    pci_subsystem_id=0x153310DE,
+    compute_slices=7,
+    memory_slices=8,
+    mode_change_needs_reset=True,
+    mig_mode_persists=True,
+    profiles=A100_SXM4_80GB.profiles,
+    source="published profile table of the A100 80GB (names, ids, counts, SMs, placements)",
+    unconfirmed=(
+        "memory_mib",
+        "engines",
+        "pci_ids",
+        "memory_total_bytes",
+        "idle_reserved_bytes",
+    ),
 )
 
 MODELS: Tuple[GpuModel, ...] = (
@@ -329,6 +354,7 @@ MODELS: Tuple[GpuModel, ...] = (
     A30_24GB,
     H100_NVL_94GB,
     H200_141GB,
+    A100_PCIE_80GB,
 )
 
 _BY_NAME: Dict[str, GpuModel] = {}

@@ -475,8 +475,8 @@ class SimulatedNvml:
             total = (profile.memory_mib if profile else 0) * 1024 * 1024
             used_by = [mig[1]["uuid"]]
         used = sum(p["used_memory"] for p in self._processes_on(state, used_by))
-        # A driver reserves some memory even when idle; the capture showed 480 MiB on an H100.
-        reserved = 503316480 if mig is None else 0
+        # A driver reserves some memory even when idle (480 MiB on the H100 capture, 615 on H200).
+        reserved = model.idle_reserved_bytes if mig is None else 0
         memory.total = total
         memory.used = min(total, used + reserved)
         memory.free = total - memory.used

@@ -1,12 +1,14 @@
-"""The simulator's H100 equals the real H100 capture, field for field.
+"""The simulator's H100 and H200 equal the real captures, field for field.
 
-Two sources of truth, both read-only:
+Sources of truth, all read-only:
 
 * ``shared/fixtures/nvidia-smi/h100-80gb-hbm3-mig-disabled/``: ``nvidia-smi mig -lgip/-lgipp``
   and pynvml probes of a real H100 80GB HBM3 (driver 580.159.04, MIG disabled);
-* ``tests/fixtures/real-h100/``: the ``gpu_facts`` module's output on a real H100 through real
+  ``tests/fixtures/real-h100/``: the ``gpu_facts`` module's output on that H100 through real
   NVML (the same ``read_host`` code this test runs on the simulator), and a probe of which call
-  forms the driver answers.
+  forms the driver answers;
+* ``shared/fixtures/nvidia-smi/h200-141gb-mig-disabled/``: the same captures of a real H200
+  141GB (driver 580.159.04, MIG disabled), ``gpu_facts`` output included.
 
 The capture files are parsed here with small parsers; the simulator is queried only through
 its pynvml-compatible functions.
@@ -28,8 +30,40 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory imp
 from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
 
 REPO = Path(__file__).resolve().parents[2]
-CAPTURE = REPO.parent / "shared" / "fixtures" / "nvidia-smi" / "h100-80gb-hbm3-mig-disabled"
+SHARED = REPO.parent / "shared" / "fixtures" / "nvidia-smi"
 REAL_H100 = REPO / "tests" / "fixtures" / "real-h100"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Where one real GPU's capture files are."""
+
+    sim_gpus: str  # the simulator's spec of that GPU
+    directory: Path
+    lgip: tuple[str, str | None]  # (file, section of smi_mig.txt or None for a file of its own)
+    lgipp: tuple[str, str | None]
+    probe: Path
+    gpu_facts: Path
+
+
+CAPTURES = {
+    "H100": Capture(
+        "1xH100-SXM5-80GB",
+        SHARED / "h100-80gb-hbm3-mig-disabled",
+        ("mig_lgip.txt", None),
+        ("mig_lgipp.txt", None),
+        REAL_H100 / "nvml_probe.txt",
+        REAL_H100 / "gpu_facts.json",
+    ),
+    "H200": Capture(
+        "1xH200-141GB",
+        SHARED / "h200-141gb-mig-disabled",
+        ("smi_mig.txt", "nvidia-smi mig -lgip"),
+        ("smi_mig.txt", "nvidia-smi mig -lgipp"),
+        SHARED / "h200-141gb-mig-disabled" / "nvml_probe_v2_names.txt",
+        SHARED / "h200-141gb-mig-disabled" / "heteromig_gpu_facts_real.json",
+    ),
+}
 
 # Fields of the gpu_facts GPU dict that identify the physical machine, or that depend on what
 # the driver had allocated at that moment; every other field must be equal.
@@ -42,11 +76,26 @@ EXCLUDED_GPU_FIELDS = (
 PROFILE_INDICES = range(20)  # nvml.txt probed indices 0..19
 
 
-def _capture(name: str) -> str:
-    path = CAPTURE / name
+def _read(path: Path) -> str:
     if not path.is_file():
         pytest.fail("real capture %s is missing (expected read-only in shared/)" % path)
     return path.read_text(encoding="utf-8")
+
+
+def _capture(capture: Capture, name: str) -> str:
+    return _read(capture.directory / name)
+
+
+def _command_output(capture: Capture, where: tuple[str, str | None]) -> str:
+    """A file of its own, or one ``### <command>`` section of a combined file."""
+    name, section = where
+    text = _capture(capture, name)
+    if section is None:
+        return text
+    parts = re.split(r"^### (.+)$", text, flags=re.M)
+    sections = {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+    assert section in sections, "%s has no section %r" % (name, section)
+    return sections[section]
 
 
 # ---------------------------------------------------------------------- capture parsers
@@ -178,6 +227,8 @@ def parse_nvml_txt(text: str) -> NvmlCapture:
             capture.profiles[values[0]] = dict(zip(_NVML_PROFILE_FIELDS, values[1:], strict=True))
         elif match := _NVML_ERR.match(line):
             capture.errors[int(match[1])] = (match[2], int(match[3]))
+        elif line.endswith("/pynvml.py"):
+            continue  # the H200 capture ends with the path of the pynvml it used
         else:
             raise AssertionError("nvml.txt: unparsed line %r" % line)
     return capture
@@ -240,9 +291,12 @@ def parse_device_info(text: str) -> DeviceInfo:
             fields["compute_capability"] = (int(match[2]), int(match[3]))
         elif match := re.fullmatch(r"nvmlDeviceIsMigDeviceHandle c_uint\((\d+)\)", line):
             fields["is_mig_device_handle"] = int(match[1])
-        elif match := re.fullmatch(r"profile idx (\d+) id (\d+) remaining (\d+)", line):
+        elif match := re.fullmatch(r"profile idx (\d+) id (\d+) (?:.* )?remaining (\d+)", line):
+            # the H200 capture also tried calls its pynvml lacked before "remaining"
             fields["remaining"][int(match[1])] = (int(match[2]), int(match[3]))
-        elif line.startswith(("nvmlDeviceGetPersistenceMode", "nvmlDeviceGetComputeMode")):
+        elif line.startswith(
+            ("nvmlDeviceGetPersistenceMode", "nvmlDeviceGetComputeMode", "pynvml version")
+        ):
             continue  # not part of the simulated surface
         else:
             raise AssertionError("nvml_device_info.txt: unparsed line %r" % line)
@@ -277,9 +331,14 @@ def parse_probe(text: str) -> ProbeCapture:
 
 
 # ---------------------------------------------------------------------- fixtures
+@pytest.fixture(params=sorted(CAPTURES))
+def capture(request: pytest.FixtureRequest) -> Capture:
+    return CAPTURES[request.param]
+
+
 @pytest.fixture
-def h100(state_path: str) -> Any:
-    nvml = SimulatedNvml(state_path, "1xH100-SXM5-80GB")
+def sim(state_path: str, capture: Capture) -> Any:
+    nvml = SimulatedNvml(state_path, capture.sim_gpus)
     nvml.nvmlInit()
     yield nvml
     nvml.nvmlShutdown()
@@ -314,20 +373,20 @@ def _sim_placements(nvml: Any, profile_id: int) -> tuple[int, list[tuple[int, in
 
 
 # ---------------------------------------------------------------------- a. raw captures
-def test_parsers_read_every_capture_row() -> None:
+def test_parsers_read_every_capture_row(capture: Capture) -> None:
     """Guards the parsers themselves: a silently skipped row would weaken every comparison."""
-    assert len(parse_lgip(_capture("mig_lgip.txt"))) == 7
-    assert len(parse_lgipp(_capture("mig_lgipp.txt"))) == 7
-    nvml_txt = parse_nvml_txt(_capture("nvml.txt"))
+    assert len(parse_lgip(_command_output(capture, capture.lgip))) == 7
+    assert len(parse_lgipp(_command_output(capture, capture.lgipp))) == 7
+    nvml_txt = parse_nvml_txt(_capture(capture, "nvml.txt"))
     assert sorted([*nvml_txt.profiles, *nvml_txt.errors]) == list(PROFILE_INDICES)
-    assert len(parse_nvml_placements(_capture("nvml_placements.txt"))) == 7
-    assert len(parse_device_info(_capture("nvml_device_info.txt")).remaining) == 7
+    assert len(parse_nvml_placements(_capture(capture, "nvml_placements.txt"))) == 7
+    assert len(parse_device_info(_capture(capture, "nvml_device_info.txt")).remaining) == 7
 
 
 @pytest.mark.parametrize("index", PROFILE_INDICES)
-def test_profile_info_by_index_equals_nvml_txt(h100: Any, index: int) -> None:
-    real = parse_nvml_txt(_capture("nvml.txt"))
-    info, error = _sim_profile(h100, index)
+def test_profile_info_by_index_equals_nvml_txt(sim: Any, capture: Capture, index: int) -> None:
+    real = parse_nvml_txt(_capture(capture, "nvml.txt"))
+    info, error = _sim_profile(sim, index)
     if index in real.errors:
         real_class, real_code = real.errors[index]
         assert error is not None, (
@@ -356,13 +415,13 @@ def test_profile_info_by_index_equals_nvml_txt(h100: Any, index: int) -> None:
 
 
 @pytest.mark.parametrize("version", [2, 1])
-def test_profile_info_call_forms_equal_probe(h100: Any, version: int) -> None:
-    """tests/fixtures/real-h100/nvml_probe.txt: v2 carries 'MIG <name>', v1 has no name field."""
-    probe = parse_probe((REAL_H100 / "nvml_probe.txt").read_text(encoding="utf-8"))
+def test_profile_info_call_forms_equal_probe(sim: Any, capture: Capture, version: int) -> None:
+    """The probe of call forms: v2 carries 'MIG <name>', v1 has no name field."""
+    probe = parse_probe(_read(capture.probe))
     probed = sorted({*probe.v2_names, *(i for i, _unused0 in probe.errors)})
     assert probed == list(range(18)), "probe covers indices %s" % probed
     for index in probed:
-        info, error = _sim_profile(h100, index, version)
+        info, error = _sim_profile(sim, index, version)
         if (index, version) in probe.errors:
             assert error is not None, "index %d v%d: real raised, simulator answered" % (
                 index,
@@ -378,12 +437,12 @@ def test_profile_info_call_forms_equal_probe(h100: Any, version: int) -> None:
             assert not hasattr(info, "name"), "v1 structure has no name (real: b'')"
 
 
-def test_names_and_lgip_columns_equal_mig_lgip(h100: Any) -> None:
-    rows = parse_lgip(_capture("mig_lgip.txt"))
-    handle = _handle(h100)
+def test_names_and_lgip_columns_equal_mig_lgip(sim: Any, capture: Capture) -> None:
+    rows = parse_lgip(_command_output(capture, capture.lgip))
+    handle = _handle(sim)
     by_id = {}
     for index in PROFILE_INDICES:
-        info, _unused0 = _sim_profile(h100, index)
+        info, _unused0 = _sim_profile(sim, index)
         if info is not None:
             by_id[info.id] = info
     assert sorted(by_id) == sorted(row.profile_id for row in rows), "profile id sets differ"
@@ -392,7 +451,7 @@ def test_names_and_lgip_columns_equal_mig_lgip(h100: Any) -> None:
         got = LgipRow(
             name=_text(info.name).removeprefix("MIG "),
             profile_id=info.id,
-            free=h100.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, info.id),
+            free=sim.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, info.id),
             total=info.instanceCount,
             memory_gib="%.2f" % (info.memorySizeMB / 1024.0),
             p2p=bool(info.isP2pSupported),
@@ -410,24 +469,24 @@ def test_names_and_lgip_columns_equal_mig_lgip(h100: Any) -> None:
         )
 
 
-def test_profile_order_equals_mig_lgip(h100: Any) -> None:
+def test_profile_order_equals_mig_lgip(sim: Any, capture: Capture) -> None:
     """read_host lists profiles in the order nvidia-smi mig -lgip prints them."""
-    rows = parse_lgip(_capture("mig_lgip.txt"))
-    profiles = read_host(h100)["gpus"][0]["profiles"]
+    rows = parse_lgip(_command_output(capture, capture.lgip))
+    profiles = read_host(sim)["gpus"][0]["profiles"]
     assert [p["name"] for p in profiles] == [row.name for row in rows]
     assert [p["id"] for p in profiles] == [row.profile_id for row in rows]
 
 
-def test_placements_equal_lgipp_and_nvml_placements(h100: Any) -> None:
-    lgipp = parse_lgipp(_capture("mig_lgipp.txt"))
-    nvml_placements = parse_nvml_placements(_capture("nvml_placements.txt"))
+def test_placements_equal_lgipp_and_nvml_placements(sim: Any, capture: Capture) -> None:
+    lgipp = parse_lgipp(_command_output(capture, capture.lgipp))
+    nvml_placements = parse_nvml_placements(_capture(capture, "nvml_placements.txt"))
     for index, (profile_id, real_count, real_placements) in nvml_placements.items():
-        info, error = _sim_profile(h100, index)
+        info, error = _sim_profile(sim, index)
         assert error is None and info.id == profile_id, "index %d should be profile id %d" % (
             index,
             profile_id,
         )
-        count, placements = _sim_placements(h100, profile_id)
+        count, placements = _sim_placements(sim, profile_id)
         assert count == real_count, "profile %d: count query real %d, simulator %d" % (
             profile_id,
             real_count,
@@ -440,33 +499,33 @@ def test_placements_equal_lgipp_and_nvml_placements(h100: Any) -> None:
     assert sorted(lgipp) == sorted(pid for pid, _unused1, _unused0 in nvml_placements.values())
 
 
-def test_remaining_capacity_equals_nvml_device_info(h100: Any) -> None:
-    device_info = parse_device_info(_capture("nvml_device_info.txt"))
-    handle = _handle(h100)
+def test_remaining_capacity_equals_nvml_device_info(sim: Any, capture: Capture) -> None:
+    device_info = parse_device_info(_capture(capture, "nvml_device_info.txt"))
+    handle = _handle(sim)
     got = {}
     for index, (profile_id, _unused0) in device_info.remaining.items():
-        info, error = _sim_profile(h100, index)
+        info, error = _sim_profile(sim, index)
         assert error is None, "index %d: simulator raised %r" % (index, error)
-        got[index] = (info.id, h100.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, profile_id))
+        got[index] = (info.id, sim.nvmlDeviceGetGpuInstanceRemainingCapacity(handle, profile_id))
     assert got == device_info.remaining
 
 
-def test_device_identity_equals_nvml_device_info(h100: Any) -> None:
-    real = parse_device_info(_capture("nvml_device_info.txt"))
-    handle = _handle(h100)
-    pci = h100.nvmlDeviceGetPciInfo(handle)
-    memory = h100.nvmlDeviceGetMemoryInfo(handle)
-    mig_flag = h100.nvmlDeviceIsMigDeviceHandle(handle)
+def test_device_identity_equals_nvml_device_info(sim: Any, capture: Capture) -> None:
+    real = parse_device_info(_capture(capture, "nvml_device_info.txt"))
+    handle = _handle(sim)
+    pci = sim.nvmlDeviceGetPciInfo(handle)
+    memory = sim.nvmlDeviceGetMemoryInfo(handle)
+    mig_flag = sim.nvmlDeviceIsMigDeviceHandle(handle)
     got = {
-        "name": h100.nvmlDeviceGetName(handle),
+        "name": sim.nvmlDeviceGetName(handle),
         "device_id": pci.pciDeviceId,
         "subsystem_id": pci.pciSubSystemId,
         "memory_total": memory.total,
-        # An idle real H100 had 480 MiB reserved by the driver; the idle simulator must too.
+        # An idle real GPU had memory reserved by the driver (H100 480 MiB, H200 615 MiB).
         "memory_free": memory.free,
         "memory_used": memory.used,
-        "arch": h100.nvmlDeviceGetArchitecture(handle),
-        "compute_capability": tuple(h100.nvmlDeviceGetCudaComputeCapability(handle)),
+        "arch": sim.nvmlDeviceGetArchitecture(handle),
+        "compute_capability": tuple(sim.nvmlDeviceGetCudaComputeCapability(handle)),
         "is_mig_device_handle": int(getattr(mig_flag, "value", mig_flag)),
     }
     expected = {key: getattr(real, key) for key in got}
@@ -479,35 +538,35 @@ def test_device_identity_equals_nvml_device_info(h100: Any) -> None:
     assert re.fullmatch(r"[0-9a-fA-F]{8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]", real.bus_id)
 
 
-def test_device_header_mig_mode_and_processes_equal_nvml_txt(h100: Any) -> None:
-    real = parse_nvml_txt(_capture("nvml.txt"))
-    handle = h100.nvmlDeviceGetHandleByIndex(real.index)
-    assert h100.nvmlSystemGetDriverVersion() == real.driver
-    assert h100.nvmlSystemGetNVMLVersion() == real.nvml
-    assert h100.nvmlDeviceGetName(handle) == real.name
-    assert h100.nvmlDeviceGetMigMode(handle) == real.mig_mode == [0, 0]
-    assert h100.nvmlDeviceGetMaxMigDeviceCount(handle) == real.max_mig == 0
-    assert str(h100.nvmlDeviceGetComputeRunningProcesses(handle)) == real.procs == "[]"
-    uuid = h100.nvmlDeviceGetUUID(handle)
+def test_device_header_mig_mode_and_processes_equal_nvml_txt(sim: Any, capture: Capture) -> None:
+    real = parse_nvml_txt(_capture(capture, "nvml.txt"))
+    handle = sim.nvmlDeviceGetHandleByIndex(real.index)
+    assert sim.nvmlSystemGetDriverVersion() == real.driver
+    assert sim.nvmlSystemGetNVMLVersion() == real.nvml
+    assert sim.nvmlDeviceGetName(handle) == real.name
+    assert sim.nvmlDeviceGetMigMode(handle) == real.mig_mode == [0, 0]
+    assert sim.nvmlDeviceGetMaxMigDeviceCount(handle) == real.max_mig == 0
+    assert str(sim.nvmlDeviceGetComputeRunningProcesses(handle)) == real.procs == "[]"
+    uuid = sim.nvmlDeviceGetUUID(handle)
     pattern = r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
     assert re.fullmatch(pattern, real.uuid), "capture UUID format"
     assert re.fullmatch(pattern, uuid), "simulator UUID %r is not in NVML's format" % uuid
 
 
-def test_gpu_instances_with_mig_disabled_equal_probe(h100: Any) -> None:
-    """Real H100, MIG disabled: nvmlDeviceGetGpuInstances succeeds with a count of 0."""
-    probe = parse_probe((REAL_H100 / "nvml_probe.txt").read_text(encoding="utf-8"))
+def test_gpu_instances_with_mig_disabled_equal_probe(sim: Any, capture: Capture) -> None:
+    """Real GPUs, MIG disabled: nvmlDeviceGetGpuInstances succeeds with a count of 0."""
+    probe = parse_probe(_read(capture.probe))
     count = ctypes.c_uint(8)
     array = (pynvml.c_nvmlGpuInstance_t * 8)()
-    h100.nvmlDeviceGetGpuInstances(_handle(h100), 19, array, ctypes.byref(count))
+    sim.nvmlDeviceGetGpuInstances(_handle(sim), 19, array, ctypes.byref(count))
     assert count.value == probe.gpu_instances_of_19 == 0
     assert probe.processes == "[]"
 
 
 # ---------------------------------------------------------------------- b. gpu_facts output
-def test_read_host_equals_real_gpu_facts(h100: Any) -> None:
-    facts = json.loads((REAL_H100 / "gpu_facts.json").read_text(encoding="utf-8"))
-    host = read_host(h100)
+def test_read_host_equals_real_gpu_facts(sim: Any, capture: Capture) -> None:
+    facts = json.loads(_read(capture.gpu_facts))
+    host = read_host(sim)
     assert len(host["gpus"]) == len(facts["heteromig_gpus"]) == 1
     real_gpu = dict(facts["heteromig_gpus"][0])
     sim_gpu = json.loads(json.dumps(host["gpus"][0]))  # the JSON round trip the module makes
@@ -534,7 +593,7 @@ def test_read_host_equals_real_gpu_facts(h100: Any) -> None:
             for real, sim in zip(real_gpu["profiles"], sim_gpu["profiles"], strict=True)
             if real != sim
         ]
-    assert not differences, "simulated H100 differs from the real gpu_facts output: %s" % (
+    assert not differences, "simulated GPU differs from the real gpu_facts output: %s" % (
         json.dumps(differences, indent=1, sort_keys=True)
     )
     assert host["mig_devices"] == facts["heteromig_mig_devices"] == []
