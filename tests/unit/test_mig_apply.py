@@ -18,12 +18,16 @@ from typing import Any
 
 import pynvml
 import pytest
+from real_gpu_tables import CAPTURED, RealGpu, captured, noted
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
     GpuBackend,
     open_backend,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import MODELS
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+    MODELS,
+    find_model,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
     HostMig,
@@ -31,7 +35,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import 
     run_host,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+    Geometry,
     LayoutError,
+    Profile,
     geometry_from_model,
     parse_gpu_entries,
     parse_mig_parted,
@@ -208,11 +214,71 @@ def test_compute_instance_split(sim: Open) -> None:
     assert not apply(backend, layout)["changed"]
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.key)
-def test_geometry_read_through_nvml_equals_the_catalog(sim: Open, model) -> None:
-    backend = sim("1x" + model.key)
+def _real_geometry(real: RealGpu, model: str | None) -> Geometry:
+    """The geometry a planner must see on ``real``, built from the real source alone.
+
+    Profiles are listed in the order the real gpu_facts lists them (``nvidia-smi mig -lgip``
+    order) where there is a capture, else in the field notes' order.
+    """
+    profiles = list(real.profiles)
+    if real.facts is not None:
+        order = [p["id"] for p in real.facts["profiles"]]
+        profiles.sort(key=lambda p: order.index(p.id))
+    return Geometry(
+        name=real.nvml_name or "",
+        model=model,
+        compute_slices=real.compute_slices,
+        memory_slices=real.memory_slices,
+        profiles=tuple(
+            Profile(
+                name=p.name,
+                id=p.id,
+                index=p.index if p.index is not None else -1,
+                slice_count=p.slice_count,
+                instance_count=p.instance_count,
+                memory_mib=p.memory_mib if p.memory_mib is not None else -1,
+                starts=p.starts,
+                size=p.size,
+            )
+            for p in profiles
+        ),
+        mode_change_needs_reset=real.mode_change_needs_reset,
+    )
+
+
+@pytest.mark.parametrize("key", CAPTURED)
+def test_geometry_read_through_nvml_equals_the_real_capture(sim: Open, key: str) -> None:
+    """Names, ids, indices, slice and instance counts, memory, placements: as the real GPU."""
+    real = captured(key)
+    backend = sim("1x" + key)
     mig = HostMig(backend)
-    assert mig.geometry(mig.records()[0]) == geometry_from_model(model)
+    got = mig.geometry(mig.records()[0])
+    assert got == _real_geometry(real, real.facts["model"] if real.facts else None)
+    # and the catalog's own table (what geometry_from_model hands the planner) says the same
+    model = find_model(key)
+    assert model is not None
+    assert {p.id: p for p in geometry_from_model(model).profiles} == {
+        p.id: p for p in got.profiles
+    }
+
+
+@pytest.mark.parametrize("key", [m.key for m in MODELS if m.key not in CAPTURED])
+def test_geometry_read_through_nvml_equals_the_field_notes(sim: Open, key: str) -> None:
+    """Models without a capture: what the field notes publish (names, ids, counts, placements)."""
+    real = noted(key)
+    backend = sim("1x" + key)
+    mig = HostMig(backend)
+    got = mig.geometry(mig.records()[0])
+    # the notes give neither NVML profile indices nor memory sizes: those are not compared
+    unpublished = {"index": -1, "memory_mib": -1}
+    assert [p._replace(**unpublished) for p in got.profiles] == list(
+        _real_geometry(real, key).profiles
+    )
+    assert (got.compute_slices, got.memory_slices, got.mode_change_needs_reset) == (
+        real.compute_slices,
+        real.memory_slices,
+        real.mode_change_needs_reset,
+    )
 
 
 def test_placement_match_modes(sim: Open, state_path: str) -> None:
