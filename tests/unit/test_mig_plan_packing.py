@@ -224,7 +224,7 @@ KNOWN_H100 = [
 ]
 
 
-@pytest.mark.parametrize(("counts", "fits"), KNOWN_H100, ids=lambda v: str(v))
+@pytest.mark.parametrize(("counts", "fits"), KNOWN_H100, ids=str)
 def test_known_layouts_of_the_real_h100(counts: dict[str, int], fits: bool) -> None:
     real = captured("H100-SXM5-80GB")
     assert (_key(Counter(counts)) in feasible_multisets(real)) is fits  # the oracle itself
