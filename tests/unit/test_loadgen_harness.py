@@ -64,10 +64,14 @@ class Host:
         )
 
     def run(
-        self, args: list[str], device: str | None, timeout: float = 60
+        self,
+        args: list[str],
+        device: str | None,
+        timeout: float = 60,
+        prefix: list[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            HARNESS + args,
+            [*(prefix or []), *HARNESS, *args],
             env=self.env(device),
             capture_output=True,
             text=True,
@@ -478,12 +482,55 @@ def test_log_dir_that_cannot_be_created(host: Host, tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+# Root writes into read-only directories through CAP_DAC_OVERRIDE (and reads through
+# CAP_DAC_READ_SEARCH). As root (CI runs as root) the harness runs without those capabilities,
+# still as uid 0 -- the owner of the test's files, of the venv's Python under /root and of the
+# engines -- so the directory's own mode bits decide, as they do for an unprivileged user.
+# setpriv is util-linux, part of every Debian system. Dropping a capability from the bounding
+# set needs CAP_SETPCAP, which root has.
+DAC_CAPS = "-dac_override,-dac_read_search"
+UNPRIVILEGED = (
+    ["setpriv", "--inh-caps=" + DAC_CAPS, "--ambient-caps=" + DAC_CAPS, "--bounding-set=" + DAC_CAPS]
+    if os.geteuid() == 0
+    else []
+)
+
+
+def test_the_unprivileged_prefix_really_lacks_the_privilege(tmp_path: Path) -> None:
+    """Guards the test below: under UNPRIVILEGED a read-only directory refuses a new file."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code = "import sys; open(sys.argv[1] + '/probe', 'w')"
+    probe = subprocess.run(
+        [*UNPRIVILEGED, sys.executable, "-c", code, str(locked)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 1 and "PermissionError" in probe.stderr, probe
+    assert not (locked / "probe").exists()
+    allowed = subprocess.run(
+        [*UNPRIVILEGED, sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert allowed.returncode == 0, allowed.stderr  # the owner's own writable directory: fine
+
+
 def test_read_only_log_dir(host: Host, tmp_path: Path) -> None:
     logs = tmp_path / "ro"
     logs.mkdir(mode=0o500)
-    done = host.run(host.run_args("synth-mlp-small", "Offline", logs), host.mig["1g.10gb"][0])
-    assert done.returncode == 2 and "is not writable" in done.stderr
+    done = host.run(
+        host.run_args("synth-mlp-small", "Offline", logs),
+        host.mig["1g.10gb"][0],
+        prefix=UNPRIVILEGED,
+    )
+    assert done.returncode == 2 and "is not writable" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert list(logs.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------ small commands
