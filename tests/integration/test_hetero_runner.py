@@ -9,7 +9,7 @@ import re
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = str(ROOT / "tests" / "fixtures" / "hetero" / "fake_bench.py")
 PYTHONPATH = str(ROOT / "collections")
+LEASE_S = 5.0  # long enough that a loaded 2-core machine renews it in time
 FAST = {
     "background_start_timeout": 20.0,
     "start_time_buffer": 0.3,
@@ -138,6 +139,45 @@ class Host:
                 os.kill(pid, 9)
 
 
+def wait_until(
+    plan: dict[str, Any],
+    reached: Callable[[dict[str, Any]], bool],
+    timeout: float = 60.0,
+    lease_s: float = 0.0,
+) -> dict[str, Any]:
+    """Poll the run's status (renewing a lease of ``lease_s``) until ``reached`` says so.
+
+    Fails at ``timeout``, or at once when the runner is gone without having reached it.
+    """
+    deadline = time.monotonic() + timeout
+    status = R.poll_status(plan["run_dir"], None, 0.0, lease_s)
+    while not reached(status):
+        assert status.get("runner_alive"), ("the run ended first", status)
+        assert time.monotonic() < deadline, ("not reached within %.0f s" % timeout, status)
+        status = R.poll_status(plan["run_dir"], status.get("seq"), 0.5, lease_s)
+    return status
+
+
+def main_running(status: dict[str, Any]) -> bool:
+    return status.get("phase") == "main_running" and status.get("main_launched_at") is not None
+
+
+# A background that is ready at once and crashes (exit 4, as fake_bench --crash-after does) only
+# when the test creates the trigger file: the crash happens while the main runs by construction,
+# not because a timer happened to beat the main's launch.
+CRASH_ON_TRIGGER = """
+import os, sys, time
+log_dir, trigger = sys.argv[1], sys.argv[2]
+os.makedirs(log_dir, exist_ok=True)
+print("[I] warming up", flush=True)
+print("[I] ts=%.6f running actual test." % time.time(), flush=True)
+while not os.path.exists(trigger):
+    time.sleep(0.02)
+print("[E] CUDA error: an illegal memory access was encountered", flush=True)
+sys.exit(4)
+"""
+
+
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[Host]:
     h = Host(tmp_path / "host")
@@ -164,9 +204,7 @@ def test_valid_run_with_real_loadgen(host: Host) -> None:
     holder = R.lock_holder(str(host.root))
     assert holder is not None and (holder["run_id"], holder["pid"]) == ("ok", runner_pid)
     # the runner raises its own priority where it may (root here); benchmarks keep the original
-    status = first
-    while not (status["benchmarks"].get("bg-2") or {}).get("pid"):
-        status = R.poll_status(plan["run_dir"], status["seq"], 1.0, 0)
+    status = wait_until(plan, lambda s: bool((s["benchmarks"].get("bg-2") or {}).get("pid")))
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     if os.geteuid() == 0:
         assert nice(runner_pid) == min(ours, R.RUNNER_NICE)
@@ -237,10 +275,15 @@ def test_background_that_hangs_is_stopped_at_the_deadline(host: Host) -> None:
 def test_background_crash_after_the_main_started(host: Host) -> None:
     plan = host.plan(
         "crash-late",
-        ["--duration-ms", "3000"],
-        [["--duration-ms", "600000"], ["--duration-ms", "600000", "--crash-after", "1.0"]],
+        ["--duration-ms", "600000"],
+        [["--duration-ms", "600000"], []],
     )
+    crasher = plan["benchmarks"][2]
+    trigger = host.root / "crash-late.trigger"
+    crasher["argv"] = [sys.executable, "-c", CRASH_ON_TRIGGER, crasher["log_dir"], str(trigger)]
     host.start(plan)
+    wait_until(plan, main_running)
+    trigger.touch()
     result = host.wait(plan)
     assert (
         "bg-2 (fake-bg-2) exited with code 4 while the main benchmark was running"
@@ -271,12 +314,15 @@ def test_main_result_invalid(host: Host) -> None:
 
 
 def test_background_finishing_too_early_in_wait_mode(host: Host) -> None:
+    # the background ends 8 s after it is ready, the main about 1.5 s after that (its start,
+    # 0.2 s warm-up, 1 s): 6 s apart, well inside the 30 s buffer and with 6 s to spare for a
+    # slow main start on a loaded machine
     plan = host.plan(
         "too-early",
         ["--duration-ms", "1000", "--fake-result", "VALID"],
-        [["--duration-ms", "4000", "--fake-result", "VALID", "--warmup", "0"]],
+        [["--duration-ms", "8000", "--fake-result", "VALID", "--warmup", "0"]],
         background_mode="wait",
-        end_time_buffer_min=10.0,
+        end_time_buffer_min=30.0,
         start_time_buffer=0.0,
     )
     host.start(plan)
@@ -306,30 +352,37 @@ def test_sigterm_ignored_means_sigkill_after_the_grace(host: Host) -> None:
 
 def test_lease_expiry_stops_every_benchmark(host: Host) -> None:
     plan = host.plan(
-        "lease", ["--duration-ms", "600000"], [["--duration-ms", "600000"]], lease_s=1.5
+        "lease", ["--duration-ms", "600000"], [["--duration-ms", "600000"]], lease_s=LEASE_S
     )
-    status = host.start(plan)
-    while status["phase"] != "main_running":  # the controller renews the lease until then...
-        status = R.poll_status(plan["run_dir"], status["seq"], 0.5, 1.5)
-    result = host.wait(plan, timeout=20)  # ...then goes away
+    host.start(plan)
+    # the controller renews the lease until the main runs...
+    wait_until(plan, main_running, lease_s=LEASE_S)
+    lease = json.loads(Path(plan["run_dir"], "lease").read_text())
+    result = host.wait(plan, timeout=LEASE_S + 40)  # ...then goes away
+    assert result["finished_at"] >= lease["expires_at"]  # not a moment before the last lease
     assert result["reasons"][0].startswith("the controller's lease expired at ")
     assert result["stop_reason"] == result["reasons"][0]
     assert {bench(result, n)["signal"] for n in ("main", "bg-1")} == {"SIGTERM"}
 
 
 def test_renewed_lease_keeps_the_run_going(host: Host) -> None:
+    # the main runs for longer than the lease: only the renewals keep the run alive
     plan = host.plan(
-        "renewed", ["--duration-ms", "2500"], [["--duration-ms", "600000"]], lease_s=1.0
+        "renewed",
+        ["--duration-ms", "%d" % (LEASE_S * 1000 + 3000)],
+        [["--duration-ms", "600000"]],
+        lease_s=LEASE_S,
     )
-    host.start(plan)
-    result = host.wait(plan, renew=1.0)  # every status poll renews it
+    first = host.start(plan)
+    result = host.wait(plan, timeout=LEASE_S + 60, renew=LEASE_S)  # every status poll renews it
     assert result["verdict"] == "VALID", reasons(result)
+    assert bench(result, "main")["ended_at"] > first["started_at"] + LEASE_S
 
 
 def test_stop_request(host: Host) -> None:
     plan = host.plan("stop", ["--duration-ms", "600000"], [["--duration-ms", "600000"]])
     host.start(plan)
-    time.sleep(1.0)
+    wait_until(plan, main_running)
     R.request_stop(plan["run_dir"], "stopped by the test")
     result = host.wait(plan)
     assert result["reasons"][0] == "stopped by the test"
@@ -418,7 +471,7 @@ def test_mig_layout_change_is_refused(host: Host, tmp_path: Path) -> None:
 
     # unchanged: it runs, and the simulator sees the benchmarks on their MIG devices
     host.start(plan, check_layout_first=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     seen: set[str] = set()
     while time.monotonic() < deadline and len(seen) < 2:
         backend = open_backend("sim", state)
