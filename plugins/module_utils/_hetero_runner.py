@@ -82,6 +82,13 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs impo
     read_accuracy,
     read_loadgen_dir,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils._run_containment import (
+    PREVIOUS_LEFTOVERS_FILE,
+    Containment,
+    end_leftovers_of_dead_run,
+    leftovers,
+    reap_orphans,
+)
 
 PLAN_FORMAT = "heteromig.hetero-plan"
 PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode
@@ -410,6 +417,8 @@ class Runner:
         self.paused: Dict[str, float] = {}
         self.lease_expires: Optional[float] = None
         self.stop_reason: Optional[str] = None
+        self.containment = Containment(run_dir, str(plan["run_id"]), self._log)
+        self.ended_processes: List[Dict[str, Any]] = []
 
     # ---------------------------------------------------------------------- main loop
     def run(self) -> int:
@@ -422,6 +431,7 @@ class Runner:
         self.selector.register(wake_r, selectors.EVENT_READ, None)
         self._log("runner pid %d: run %s" % (os.getpid(), self.plan["run_id"]))
         self._raise_priority()
+        self.containment.setup()
         self._dispatch(Begin(time.time()))
         while not self.machine.done:
             now = time.time()
@@ -466,6 +476,11 @@ class Runner:
                 self._log("running at nice %d (cannot raise priority: %s)" % (self.base_nice, exc))
             else:
                 self._log("running at nice %d (benchmarks at %d)" % (target, self.base_nice))
+
+    def _in_child(self) -> None:
+        """Between fork and exec of a benchmark (the runner has no threads, so this is safe)."""
+        self._benchmark_priority()
+        self.containment.preexec()
 
     def _benchmark_priority(self) -> None:
         """In the forked child, before exec: back to the runner's original nice value."""
@@ -571,6 +586,7 @@ class Runner:
         env = dict(os.environ)
         env.update(self.plan.get("env") or {})
         env.update(bench.get("env") or {})
+        env.update(self.containment.env(name))
         read_fd, write_fd = os.pipe()
         # above /proc/sys/fs/pipe-max-size the default 64 KiB pipe still works
         with contextlib.suppress(OSError):
@@ -586,7 +602,7 @@ class Runner:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=self._benchmark_priority,  # safe: the runner has no threads
+                preexec_fn=self._in_child,  # safe: the runner has no threads
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             os.close(read_fd)
@@ -710,6 +726,8 @@ class Runner:
         if not self.child_exited:
             return
         self.child_exited = False
+        # orphans of the benchmarks re-parent to the runner (a subreaper): reap them too
+        reap_orphans(keep=[proc.pid for proc in self.procs.values()])
         for name, proc in list(self.procs.items()):
             if proc.returncode is not None:
                 continue
@@ -770,6 +788,10 @@ class Runner:
                     os.killpg(proc.pid, signal.SIGKILL)
             self._drain(name)
             self.outputs[name].close()
+        # whatever escaped its process group (double fork, setsid) goes now, by name
+        self.ended_processes = self.containment.end(keep=[p.pid for p in self.procs.values()])
+        for ended in self.ended_processes:
+            self._log("ended a process that outlived its benchmark: %r" % (ended,))
         self.result = self.build_result()
         write_json_atomic(os.path.join(self.run_dir, "result.json"), self.result)
         # free the host before saying "done": whoever sees it may start the next run at once
@@ -819,11 +841,34 @@ class Runner:
                     ),
                 }
             )
+        warnings = list(machine.warnings)
+        previous = read_json(os.path.join(self.run_dir, PREVIOUS_LEFTOVERS_FILE))
+        if isinstance(previous, dict) and previous.get("ended"):
+            warnings.insert(
+                0,
+                "before this run started, ended %d process(es) that run %s left running when "
+                "its runner died: %s"
+                % (
+                    len(previous["ended"]),
+                    previous.get("run_id"),
+                    ", ".join(
+                        "pid %s (%s, %s)" % (p["pid"], p["benchmark"], p["command"][:60])
+                        for p in previous["ended"]
+                    ),
+                ),
+            )
+        for ended in self.ended_processes:
+            warnings.append(
+                "ended pid %s (%s), left running by %s after its benchmark ended"
+                % (ended["pid"], ended["command"][:120], ended["benchmark"])
+            )
         return {
             "run_id": plan["run_id"],
             "verdict": machine.verdict,
             "reasons": list(machine.reasons),
-            "warnings": list(machine.warnings),
+            "warnings": warnings,
+            "ended_processes": list(self.ended_processes),
+            "containment": self.containment.method,
             "started_at": machine.started_at,
             "finished_at": machine.finished_at,
             "main": self.benchmarks[MAIN].get("benchmark"),
@@ -959,8 +1004,15 @@ def start(
         "started_at": time.time(),
         "pid": None,
     }
+    previous = read_json(os.path.join(host_root, LOCK_NAME))
     lock_fd = acquire_host_lock(host_root, info)
     try:
+        # The lock was free, so the run that held it last has no live runner: whatever it left
+        # running (its runner was SIGKILLed, say) ends now, before anything of this run starts.
+        ended_before: List[Dict[str, Any]] = []
+        previous_dir = previous.get("run_dir") if isinstance(previous, dict) else None
+        if isinstance(previous_dir, str) and os.path.isdir(previous_dir):
+            ended_before = end_leftovers_of_dead_run(previous_dir)
         if check_layout_first:
             try:
                 changed = check_layout(plan)
@@ -972,6 +1024,11 @@ def start(
                     "to start (re-run gpu_facts / mig_layout first): " + "; ".join(changed)
                 )
         os.makedirs(run_dir, exist_ok=True)
+        if ended_before:
+            write_json_atomic(
+                os.path.join(run_dir, PREVIOUS_LEFTOVERS_FILE),
+                {"run_id": (previous or {}).get("run_id"), "ended": ended_before},
+            )
         write_json_atomic(os.path.join(run_dir, "plan.json"), plan)
         lease_s = float(plan.get("lease_s") or 0)
         if lease_s > 0:
@@ -1106,6 +1163,11 @@ def read_status(run_dir: str) -> Dict[str, Any]:
             return again
         status["phase"] = "lost"
         status["runner_log_tail"] = tail(os.path.join(run_dir, "runner.log"))
+        # nothing of a run outlives its runner: end what it left, and say what that was
+        end_leftovers_of_dead_run(run_dir)
+    ended = leftovers(run_dir)
+    if ended:
+        status["ended_processes"] = ended
     return status
 
 
@@ -1209,6 +1271,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for proc in runner.procs.values():
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            runner.ended_processes = runner.containment.end(keep=[])
         why = "the runner crashed: %s" % traceback.format_exc().strip().splitlines()[-1]
         try:
             result = runner.build_result()
