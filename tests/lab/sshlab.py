@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +64,8 @@ class HostSpec:
 
     name: str
     hostvars: Mapping[str, Any] = field(default_factory=dict)
+    # environment of every session of the host (sshd SetEnv), e.g. {"TZ": "Asia/Tokyo"}
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class MakeLab(Protocol):
@@ -356,6 +358,40 @@ class SshLab:
         if not self._start_sshd(host):
             raise LabError(f"{name}: sshd did not come back:\n{_tail(host.log_path)}")
 
+    def reboot_host(self, name: str, while_down: Callable[[], None] | None = None) -> None:
+        """Simulate a reboot of host ``name``: everything on it dies, then it boots again.
+
+        Every process of the host (sshd, sessions, and what they started, detached or not) is
+        SIGKILLed at once, as a power cycle would, and its connections drop; ``while_down`` runs
+        then (e.g. reset the host's simulated GPUs, gpu_sim_reboot's backend call); the host's
+        directory (its disk) stays. The sshd comes back in a new time namespace whose boot time
+        is now, so sessions read a fresh uptime from /proc/uptime and /proc/stat as on a host
+        that just booted (the machine's boot_id cannot be faked and stays).
+        """
+        self.stop_host(name)
+        if while_down is not None:
+            while_down()
+        host = self.host(name)
+        if not self._start_sshd(host, booting=True):
+            raise LabError(f"{name}: sshd did not come back:\n{_tail(host.log_path)}")
+
+    def cut_off(self, name: str) -> None:
+        """Cut host ``name`` off the network: its listener and connections die, its sessions'
+        commands (a detached runner, benchmarks) keep running; new connections are refused
+        until ``start_host``. Unlike stop_host, nothing on the host itself stops.
+        """
+        host = self.host(name)
+        listener = host.listener_pid
+        left = procs.kill_tree(
+            lambda: (
+                self._connection_pids({host.endpoint}, procs.snapshot())
+                | ({listener} if listener is not None else set())
+            )
+        )
+        _reap(host)
+        if left:
+            raise LabError(f"{name}: connections survived:\n" + "\n".join(procs.describe(left)))
+
     def drop_connections(self, name: str) -> None:
         """Kill every established ssh connection of host ``name``; its listener stays up.
 
@@ -488,17 +524,24 @@ LogLevel VERBOSE
 Subsystem sftp internal-sftp
 # HOME: the host dir, so that session shells never source root's real ~/.bashrc (here: pyenv init
 # + rehash, which takes a machine-wide lock that a killed session leaves behind)
-SetEnv HOME={host.hostdir} {HOST_MARKER}={host.hostdir}
+SetEnv HOME={host.hostdir} {HOST_MARKER}={host.hostdir}{_setenv(host.spec.env)}
 """
         (host.sshd_dir / "sshd_config").write_text(config)
 
-    def _start_sshd(self, host: LabHost) -> bool:
-        """Start host's sshd and wait until it listens; False if it exited instead."""
+    def _start_sshd(self, host: LabHost, booting: bool = False) -> bool:
+        """Start host's sshd and wait until it listens; False if it exited instead.
+
+        ``booting``: in a new time namespace whose CLOCK_BOOTTIME starts now, so that its
+        sessions see a host that just booted (/proc/uptime, btime in /proc/stat).
+        """
         offset = host.log_path.stat().st_size if host.log_path.exists() else 0
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", HOST_MARKER: str(host.hostdir)}
         with host.log_path.open("ab") as log:
+            argv = [self._sshd, "-D", "-e", "-f", str(host.sshd_dir / "sshd_config")]
+            if booting:
+                argv = [sys.executable, "-c", _BOOT_NOW, *argv]
             host.proc = subprocess.Popen(
-                [self._sshd, "-D", "-e", "-f", str(host.sshd_dir / "sshd_config")],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -531,6 +574,27 @@ def leftover_processes(labs: Iterable[SshLab] | None = None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _setenv(env: Mapping[str, str]) -> str:
+    for key, value in env.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key) or not _SAFE_PATH_RE.match(value):
+            raise LabError(f"host env must be NAME=value without quoting: {key}={value!r}")
+    return "".join(f" {key}={value}" for key, value in env.items())
+
+
+# exec argv[1:] in a new time namespace whose CLOCK_BOOTTIME is about 0 (exec enters it); a
+# wrapper, not a preexec_fn: tests start hosts while playbook threads run
+_BOOT_NOW = """\
+import os, sys
+os.unshare(os.CLONE_NEWTIME)
+with open("/proc/uptime") as f:
+    uptime_ns = int(float(f.read().split()[0]) * 1e9)
+secs, nsecs = divmod(-uptime_ns, 1_000_000_000)
+with open("/proc/self/timens_offsets", "w") as f:
+    f.write("boottime %d %d" % (secs, nsecs))
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 def _find_program(name: str) -> str:
