@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import difflib
+import hashlib
 import json
 import os
 import secrets
@@ -164,6 +165,27 @@ def _garbled(res: Mapping[str, Any]) -> bool:
     )
 
 
+_CALLS: dict[str, int] = {}  # run_id_key: calls of this worker process so far, by key
+
+
+def run_id_key(task_uuid: str, task_vars: Mapping[str, Any]) -> str:
+    """What names a shared run id: the task, its loop item, and the how-manieth call this is.
+
+    Each host runs a task (all its loop items, every until/retries attempt) in one worker
+    process. A loop item is told by its value (the same on every host for a plain loop, so the
+    hosts share its id) and by how often this worker has seen that value (a list may repeat
+    one); a retry is a new call, so it gets a new run. Without a loop the key is the task uuid.
+    """
+    key = task_uuid
+    loop_var = task_vars.get("ansible_loop_var")
+    if isinstance(loop_var, str) and loop_var in task_vars:
+        item = json.dumps(task_vars[loop_var], sort_keys=True, default=str)
+        key += "-" + hashlib.sha256(item.encode("utf-8")).hexdigest()[:12]
+    seen = _CALLS.get(key, 0)
+    _CALLS[key] = seen + 1
+    return key if seen == 0 else "%s-%d" % (key, seen)
+
+
 def _utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
@@ -217,7 +239,7 @@ class ActionModule(ActionBase):
         if args["resume"]:
             return self._resume(args, result, results_root)
 
-        run_id = args["run_id"] or self._shared_run_id(results_root)
+        run_id = args["run_id"] or self._shared_run_id(results_root, task_vars)
         slices = args["slices"]
         if slices is None:
             slices = _var(templar, task_vars, "heteromig_mig_devices")
@@ -279,9 +301,12 @@ class ActionModule(ActionBase):
                 len(plan["benchmarks"]) - 1,
             )
         )
-        status, last = self._watch(
-            run_id, start.get("status") or {}, plan["lease_s"], args, task_vars
-        )
+        try:
+            status, last = self._watch(
+                run_id, start.get("status") or {}, plan["lease_s"], args, task_vars
+            )
+        except ConnectionLost as exc:
+            return self._conclude(result, plan, None, results_dir, args, str(exc))
         return self._finish(result, plan, status, last, run_id, results_dir, args, task_vars)
 
     # -------------------------------------------------------------------------- helpers
@@ -294,17 +319,18 @@ class ActionModule(ActionBase):
         found = facts.get("discovered_interpreter_python") if isinstance(facts, Mapping) else None
         return str(found or "python3")
 
-    def _shared_run_id(self, results_root: str) -> str:
-        """One run id for every host of this task in this playbook run.
+    def _shared_run_id(self, results_root: str, task_vars: Mapping[str, Any]) -> str:
+        """One run id for every host of this task (and loop item) in this playbook run.
 
         The task's uuid is the same in every worker; the first worker to get here writes the
-        id into ``<results_dir>/.run-ids/<task uuid>``, the others read it.
+        id into ``<results_dir>/.run-ids/<key>`` (``run_id_key``), the others read it.
         """
         task_uuid = str(getattr(self._task, "_uuid", "") or secrets.token_hex(8))
+        key = run_id_key(task_uuid, task_vars)
         directory = os.path.join(results_root, ".run-ids")
         os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, task_uuid)
-        candidate = run_id_for(task_uuid + secrets.token_hex(4), _utc_stamp())
+        path = os.path.join(directory, key)
+        candidate = run_id_for(key + secrets.token_hex(4), _utc_stamp())
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -378,7 +404,9 @@ class ActionModule(ActionBase):
         while True:
             if status.get("phase") == "lost" or (status and status.get("runner_alive") is False):
                 return status, res
-            if status.get("done") and (res.get("archive") or not args["fetch"]):
+            if status.get("done") and (
+                res.get("archive") or res.get("collect_error") or not args["fetch"]
+            ):
                 return status, res
             try:
                 res = self._call(
@@ -397,11 +425,21 @@ class ActionModule(ActionBase):
                 failures += 1
                 silent = time.monotonic() - last_ok
                 if silent > lease_s + reconnect:
-                    raise AnsibleActionFail(
+                    raise ConnectionLost(
                         "lost the connection to %s for %.0f s (lease %.0f s + reconnect_timeout "
-                        "%.0f s): %s. The runner stopped the run when the lease expired; its "
-                        "results stay in %s/runs/%s on the host (resume: true fetches them)"
-                        % (self._host, silent, lease_s, reconnect, exc, self._host_root, run_id)
+                        "%.0f s): %s. The runner on %s stops the run once the lease expires; "
+                        "what it leaves stays in %s on the host (hetero_run with resume: true "
+                        "and run_id: %s fetches it)"
+                        % (
+                            self._host,
+                            silent,
+                            lease_s,
+                            reconnect,
+                            _first_line(str(exc)),
+                            self._host,
+                            self._run_path(run_id),
+                            run_id,
+                        )
                     ) from None
                 if failures == 1:
                     display.warning(
@@ -461,19 +499,14 @@ class ActionModule(ActionBase):
                 )
             )
             return result
-        status, last = self._watch(
-            run_id, plan_status, float(plan.get("lease_s") or 60), args, task_vars
-        )
-        return self._finish(
-            result,
-            plan,
-            status,
-            last,
-            run_id,
-            os.path.join(results_root, run_id, self._host),
-            args,
-            task_vars,
-        )
+        results_dir = os.path.join(results_root, run_id, self._host)
+        try:
+            status, last = self._watch(
+                run_id, plan_status, float(plan.get("lease_s") or 60), args, task_vars
+            )
+        except ConnectionLost as exc:
+            return self._conclude(result, plan, None, results_dir, args, str(exc))
+        return self._finish(result, plan, status, last, run_id, results_dir, args, task_vars)
 
     def _remote_plan(self, run_id: str, task_vars: dict[str, Any]) -> dict[str, Any]:
         """The run's plan.json, read back from the host (for resume)."""
@@ -495,7 +528,7 @@ class ActionModule(ActionBase):
         """Bring the run's archive to the controller: inline in the last status answer, else one
         fetch of the archive the status (or a collect call) packed."""
         res: Mapping[str, Any] = last
-        if not res.get("archive"):
+        if not res.get("archive") or res.get("collect_error"):
             res = self._call(
                 {"command": "collect", "host_root": self._host_root, "run_id": run_id}, task_vars
             )
@@ -514,6 +547,9 @@ class ActionModule(ActionBase):
             extract_archive(local, results_dir)
         return [f["path"] for f in res.get("files") or []]
 
+    def _run_path(self, run_id: str) -> str:
+        return os.path.join(self._host_root, "runs", run_id)
+
     def _finish(
         self,
         result: dict[str, Any],
@@ -526,7 +562,18 @@ class ActionModule(ActionBase):
         task_vars: dict[str, Any],
     ) -> dict[str, Any]:
         host_result = status.get("result")
-        lost = status.get("phase") == "lost" or not host_result
+        failure = None
+        if status.get("phase") == "lost" or not host_result:
+            host_result = None
+            # hetero_runner ends what a dead runner left running, and says what it ended
+            stopped = sorted(
+                {
+                    str(p.get("benchmark"))
+                    for p in status.get("ended_processes") or []
+                    if isinstance(p, Mapping) and p.get("benchmark") not in (None, "", "?")
+                }
+            )
+            failure = lost_reason(self._host, run_id, self._run_path(run_id), status, stopped)
         fetched: list[str] = []
         fetch_error = None
         if args["fetch"]:
@@ -535,28 +582,59 @@ class ActionModule(ActionBase):
                     fetched = self._fetch(
                         run_id, results_dir, last if attempt == 0 else {}, task_vars
                     )
+                    fetch_error = None
                     break
                 except (AnsibleConnectionFailure, AnsibleError, OSError) as exc:
-                    fetch_error = str(exc)
+                    fetch_error = _first_line(str(exc))
                     with contextlib.suppress(Exception):
                         self._connection.reset()
                     time.sleep(0.5 * (attempt + 1))
-            else:
-                display.warning(
-                    "hetero_run [%s] could not fetch the logs: %s" % (self._host, fetch_error)
+        if fetch_error and failure is None:
+            failure = (
+                "run %s on %s ended %s, but its results could not be fetched: %s. They stay on "
+                "the host in %s; hetero_run with resume: true and run_id: %s fetches them again"
+                % (
+                    run_id,
+                    self._host,
+                    host_result.get("verdict") if host_result else "INVALID",
+                    fetch_error,
+                    self._run_path(run_id),
+                    run_id,
                 )
-        contract = contract_result(plan, host_result, results_dir, dry_run=False)
-        if lost:
-            contract["verdict"] = "INVALID"
-            contract["reasons"].append(
-                "the runner on %s died before finishing (host rebooted or runner killed); "
-                "runner.log: %s" % (self._host, status.get("runner_log_tail", "")[-500:])
             )
-        contract["fetched_files"] = fetched
+        elif fetch_error:
+            display.warning(
+                "hetero_run [%s] could not fetch the logs: %s" % (self._host, fetch_error)
+            )
+        return self._conclude(result, plan, host_result, results_dir, args, failure, fetched)
+
+    def _conclude(
+        self,
+        result: dict[str, Any],
+        plan: dict[str, Any],
+        host_result: Mapping[str, Any] | None,
+        results_dir: str,
+        args: Mapping[str, Any],
+        failure: str | None,
+        fetched: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The task's result: the contract, failed with ``failure`` (one reason) when set.
+
+        Without a host result (the runner died, the host stayed unreachable) ``failure`` is the
+        run's only reason; with one (a fetch that failed) the run's verdict and reasons stand and
+        ``failure`` is the task's message.
+        """
+        contract = contract_result(plan, host_result, results_dir, dry_run=False)
+        if failure and host_result is None:
+            contract["reasons"] = [failure]
+        contract["fetched_files"] = list(fetched or [])
         if args["fetch"]:
-            os.makedirs(results_dir, exist_ok=True)
-            with open(os.path.join(results_dir, "result.json"), "w", encoding="utf-8") as handle:
-                json.dump(contract, handle, indent=1, sort_keys=True)
+            with contextlib.suppress(OSError):
+                os.makedirs(results_dir, exist_ok=True)
+                with open(
+                    os.path.join(results_dir, "result.json"), "w", encoding="utf-8"
+                ) as handle:
+                    json.dump(contract, handle, indent=1, sort_keys=True)
         result.update(contract)
         result["changed"] = True
         main = contract["main"]
@@ -572,17 +650,60 @@ class ActionModule(ActionBase):
                 (" | " + "; ".join(contract["reasons"])) if contract["reasons"] else "",
             )
         )
-        if lost:
+        if failure:
             result["failed"] = True
-            result["msg"] = "; ".join(contract["reasons"])
+            result["msg"] = failure
         elif contract["verdict"] != "VALID" and args["fail_on_invalid"]:
             result["failed"] = True
             result["msg"] = "hetero run %s on %s is INVALID: %s" % (
-                run_id,
+                contract["run_id"],
                 self._host,
                 "; ".join(contract["reasons"]),
             )
         return result
+
+
+class ConnectionLost(Exception):
+    """The host stayed unreachable for longer than lease + reconnect_timeout (the message)."""
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else "no details"
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+def _utc_text(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def lost_reason(
+    host: str, run_id: str, run_path: str, status: Mapping[str, Any], stopped: list[str]
+) -> str:
+    """The one reason of a run whose runner is gone without a result.
+
+    ``status`` is the runner's last status as the host reads it (``phase: lost``, with
+    ``host_booted_at`` from hetero_runner): the host booted after the run started means a
+    reboot ended it; otherwise the runner process died (killed). ``stopped`` names benchmarks
+    the dead runner had left running, which the host then ended.
+    """
+    booted = status.get("host_booted_at")
+    started = status.get("started_at")
+    if isinstance(booted, (int, float)) and isinstance(started, (int, float)) and booted > started:
+        why = (
+            "%s rebooted during run %s (up since %s; the run started %s): every benchmark "
+            "ended with it and the runner wrote no result"
+            % (host, run_id, _utc_text(booted), _utc_text(started))
+        )
+    else:
+        why = "the runner of run %s on %s%s died before the run finished and wrote no result" % (
+            run_id,
+            host,
+            " (pid %s)" % status["pid"] if status.get("pid") else "",
+        )
+    if stopped:
+        why += "; it left %s running, now stopped" % ", ".join(stopped)
+    return why + " (its logs: %s/runner.log on the host)" % run_path
 
 
 def extract_archive(archive: str, dest: str) -> None:

@@ -131,8 +131,16 @@ status:
     - Keys include C(seq), C(phase), C(runner_alive), C(benchmarks) (state, ready, pid, times per
       benchmark), C(timeline), C(reasons), C(warnings), C(done), C(verdict) and C(result) (the
       host part of the hetero_run result, once done).
+    - A run whose runner died without finishing has C(phase=lost); C(status) adds
+      C(host_booted_at), when the host booted (epoch seconds), which tells a reboot during the run
+      from a killed runner.
   returned: success
   type: dict
+collect_error:
+  description: With O(collect), why the finished run's logs could not be packed (the status, and
+    so the verdict, is returned all the same).
+  returned: collect is true, the run is done and packing its logs failed
+  type: str
 archive:
   description: With C(collect) (or O(collect) on a finished run), the archive of the run
     directory on the host.
@@ -152,6 +160,8 @@ files:
 
 import os
 import sys
+import time
+from typing import Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -165,6 +175,15 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner imp
     request_stop,
     start,
 )
+
+
+def booted_at() -> Optional[float]:
+    """When this host (its time namespace) booted, epoch seconds (from /proc/uptime)."""
+    try:
+        with open("/proc/uptime") as handle:
+            return time.time() - float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def main() -> None:
@@ -224,9 +243,15 @@ def main() -> None:
         if p["command"] == "status":
             lease = 0.0 if module.check_mode else p["lease"]
             status = poll_status(run_dir, p["since"], p["wait"], lease, p["since_change"])
+            if status.get("phase") == "lost":
+                status["host_booted_at"] = booted_at()
             extra = {}
             if p["collect"] and status.get("done") and not module.check_mode:
-                extra = archive_inline(run_dir, p["inline_limit"])
+                try:
+                    extra = archive_inline(run_dir, p["inline_limit"])
+                except OSError as exc:
+                    # the verdict is in the status: packing the logs failing must not hide it
+                    extra = {"collect_error": "cannot pack the logs of run %s: %s" % (run_id, exc)}
             module.exit_json(changed=False, run_id=run_id, run_dir=run_dir, status=status, **extra)
         if p["command"] == "stop":
             status = read_status(run_dir)
