@@ -290,8 +290,8 @@ options:
     type: int
     default: 268435456
   run_id:
-    description: The run's id. By default one id per task and playbook run, shared by all hosts
-      (C(<UTC time>-<6 hex>)).
+    description: The run's id. By default one id per task (and loop item) and playbook run,
+      shared by all hosts (C(<UTC time>-<6 hex>)).
     type: str
   resume:
     description: Re-attach to the run O(run_id) (without one, the run going on, else the newest)

@@ -17,6 +17,8 @@ from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     ARGUMENT_SPEC,
     _garbled,
     extract_archive,
+    lost_reason,
+    run_id_key,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import empty_result
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
@@ -167,3 +169,33 @@ def test_extract_archive_refuses_escapes(
 )
 def test_garbled_answers_are_transient(res: dict[str, Any], garbled: bool) -> None:
     assert _garbled(res) is garbled
+
+
+def test_lost_reason_tells_a_reboot_from_a_killed_runner() -> None:
+    status = {"phase": "lost", "pid": 4242, "started_at": 1_800_000_000.0}
+    killed = lost_reason("h1", "r1", "/v/runs/r1", {**status, "host_booted_at": 1.7e9}, [])
+    assert killed == (
+        "the runner of run r1 on h1 (pid 4242) died before the run finished and wrote no "
+        "result (its logs: /v/runs/r1/runner.log on the host)"
+    )
+    rebooted = lost_reason(
+        "h1", "r1", "/v/runs/r1", {**status, "host_booted_at": 1_800_000_030.0}, []
+    )
+    assert rebooted.startswith(
+        "h1 rebooted during run r1 (up since 2027-01-15 08:00:30 UTC; the run started "
+        "2027-01-15 08:00:00 UTC)"
+    )
+    left = lost_reason("h1", "r1", "/v/runs/r1", status, ["bg-1", "main"])
+    assert "; it left bg-1, main running, now stopped (its logs:" in left
+    assert "runner.log:" not in killed + rebooted + left  # no raw log in a reason
+
+
+def test_run_id_key_per_loop_item_and_call() -> None:
+    plain = run_id_key("uuid-a", {})
+    assert plain == "uuid-a"
+    assert run_id_key("uuid-a", {}) == "uuid-a-1"  # a retry (until) is a new run
+    first = run_id_key("uuid-b", {"ansible_loop_var": "item", "item": "fake-a"})
+    second = run_id_key("uuid-b", {"ansible_loop_var": "item", "item": "fake-b"})
+    again = run_id_key("uuid-b", {"ansible_loop_var": "item", "item": "fake-a"})
+    assert len({first, second, again}) == 3 and first.startswith("uuid-b-")
+    assert again == first + "-1"  # the same value twice in one list
