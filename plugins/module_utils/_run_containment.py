@@ -174,7 +174,8 @@ class Containment:
             why_not = "no cgroup2 hierarchy on this host"
         else:
             parent = os.path.normpath(mount + "/" + own)
-            path = os.path.join(parent, _safe_leaf(self.run_id))
+            # the runner's pid too: hosts of a test lab share one kernel and one run id
+            path = os.path.join(parent, "%s-%d" % (_safe_leaf(self.run_id), os.getpid()))
             try:
                 os.mkdir(path)
                 if not os.path.exists(os.path.join(path, "cgroup.kill")):
