@@ -172,7 +172,8 @@ def hetero_run_options(path: str = HETERO_RUN_PLUGIN) -> dict[str, dict[str, Any
     with open(path, encoding="utf-8") as handle:
         tree = ast.parse(handle.read(), path)
     for node in tree.body:
-        target = None
+        target: ast.expr | None = None
+        value: ast.expr | None = None
         if isinstance(node, ast.AnnAssign):
             target, value = node.target, node.value
         elif isinstance(node, ast.Assign) and len(node.targets) == 1:
