@@ -16,9 +16,13 @@ import pytest
 from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
     DETAIL_LOG,
     SUMMARY_LOG,
+    empty_accuracy,
     find_loadgen_dirs,
+    find_named_file,
+    judge_accuracy_lines,
     parse_detail,
     parse_power_time,
+    read_accuracy,
     read_loadgen_dir,
     result_from_detail,
     result_from_summary,
@@ -245,3 +249,371 @@ def test_no_logs(tmp_path: Path) -> None:
     (tmp_path / DETAIL_LOG).write_text("garbage\n")
     result = read_loadgen_dir(str(tmp_path))
     assert result["result_validity"] is None and result["log_files"] == [DETAIL_LOG]
+
+
+# ------------------------------------------------------------------ edges (issue 15, mutants)
+def _record(key: str, value: object, **metadata: object) -> str:
+    record: dict[str, object] = {"key": key, "value": value}
+    if metadata:
+        record["metadata"] = metadata
+    return ":::MLLOG " + json.dumps(record)
+
+
+def test_parse_detail_errors_warnings_and_odd_records() -> None:
+    text = "\n".join(
+        [
+            _record("error_runtime", "boom", is_error=True, is_warning=False),
+            _record("warning_generic", "hm", is_warning=True),
+            _record("warning_generic", "hm again", is_warning=True),
+            _record("plain", 3, is_error=False),
+            ':::MLLOG {"key": "odd", "value": 1, "metadata": "not a dict"}',
+            ':::MLLOG {"value": "no key"}',
+            ':::MLLOG "a string"',
+        ]
+    )
+    values = parse_detail(text)
+    assert values["_errors"] == ["error_runtime: boom"]
+    assert values["_warnings"] == 2
+    assert values["plain"] == 3 and values["odd"] == 1 and values["warning_generic"] == "hm again"
+    assert set(values) == {
+        "error_runtime",
+        "warning_generic",
+        "plain",
+        "odd",
+        "_errors",
+        "_warnings",
+    }
+    assert parse_detail("") == {"_errors": [], "_warnings": 0}
+
+
+def test_detail_falls_back_to_requested_scenario_and_mode() -> None:
+    result = result_from_detail(
+        {
+            "requested_scenario": "Offline",
+            "requested_test_mode": "AccuracyOnly",
+            "result_samples_per_second": 7,
+        }
+    )
+    assert result["scenario"] == "Offline" and result["mode"] == "AccuracyOnly"
+    assert result["metric"] == {"name": "samples_per_second", "value": 7, "unit": "samples/s"}
+    effective = result_from_detail(
+        {
+            "requested_scenario": "Offline",
+            "effective_scenario": "Server",
+            "requested_test_mode": "AccuracyOnly",
+            "effective_test_mode": "PerformanceOnly",
+        }
+    )
+    assert effective["scenario"] == "Server" and effective["mode"] == "PerformanceOnly"
+    assert effective["metric"] is None and effective["source"] == DETAIL_LOG
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"result_validity": "VALID"}, "VALID"),
+        ({"result_validity": "INVALID"}, "INVALID"),
+        ({"result_validity": "valid"}, None),
+        ({"result_validity": None}, None),
+        ({}, None),
+    ],
+)
+def test_detail_validity_is_valid_invalid_or_none(values: dict, expected: str | None) -> None:
+    assert result_from_detail(values)["result_validity"] == expected
+
+
+def test_detail_constraint_flags_must_be_booleans_and_the_reason_is_stripped() -> None:
+    result = result_from_detail(
+        {
+            "result_min_duration_met": True,
+            "result_min_queries_met": False,
+            "early_stopping_met": "true",  # not a bool: not believed
+            "result_perf_constraints_met": 1,
+            "result_invalid_reason": "  Reduce target QPS.  ",
+        }
+    )
+    assert result["min_duration_satisfied"] is True
+    assert result["min_queries_satisfied"] is False
+    assert result["early_stopping_met"] is None
+    assert result["performance_constraints_satisfied"] is None
+    assert result["invalid_reason"] == "Reduce target QPS."
+    assert result_from_detail({"result_invalid_reason": "   "})["invalid_reason"] is None
+    assert result_from_detail({"result_invalid_reason": 5})["invalid_reason"] is None
+
+
+def test_detail_headline_fallbacks_and_number_shapes() -> None:
+    server = result_from_detail(
+        {"effective_scenario": "Server", "result_scheduled_samples_per_sec": "99.5"}
+    )
+    assert server["metric"] == {
+        "name": "completed_samples_per_second",
+        "value": 99.5,
+        "unit": "samples/s",
+    }
+    both = result_from_detail(
+        {
+            "effective_scenario": "Server",
+            "result_completed_samples_per_sec": 10,
+            "result_scheduled_samples_per_sec": 20,
+        }
+    )
+    assert both["metric"]["value"] == 10  # completed first
+    skipped = result_from_detail(
+        {
+            "effective_scenario": "Server",
+            "result_completed_samples_per_sec": True,  # a bool is no number
+            "result_scheduled_samples_per_sec": "n/a",
+        }
+    )
+    assert skipped["metric"] is None
+    whole = result_from_detail({"effective_scenario": "Offline", "result_samples_per_second": 12.0})
+    assert whole["metric"]["value"] == 12 and isinstance(whole["metric"]["value"], int)
+    huge = result_from_detail(
+        {"effective_scenario": "Offline", "result_samples_per_second": float(2**53)}
+    )
+    assert isinstance(huge["metric"]["value"], float) and huge["metric"]["value"] == 2.0**53
+    below = result_from_detail(
+        {"effective_scenario": "Offline", "result_samples_per_second": float(2**53 - 1)}
+    )
+    assert isinstance(below["metric"]["value"], int) and below["metric"]["value"] == 2**53 - 1
+    negative = result_from_detail(
+        {"effective_scenario": "Offline", "result_samples_per_second": -float(2**53)}
+    )
+    assert isinstance(negative["metric"]["value"], float)
+    unknown = result_from_detail({"effective_scenario": "Nightly", "result_samples_per_second": 1})
+    assert unknown["metric"] is None
+
+
+def test_multistream_latency_falls_back_to_per_sample_keys() -> None:
+    result = result_from_detail(
+        {
+            "effective_scenario": "MultiStream",
+            "result_99.00_percentile_latency_ns": 500,
+            "result_50.00_percentile_per_query_latency_ns": 100,
+            "result_50.00_percentile_latency_ns": 90,
+        }
+    )
+    assert result["latency_ns"] == {"p50": 100, "p99": 500}
+    assert result["metric"] == {"name": "p99_latency_ns", "value": 500, "unit": "ns"}
+    single = result_from_detail(
+        {
+            "effective_scenario": "SingleStream",
+            "result_90.00_percentile_per_query_latency_ns": 1,  # not a SingleStream key
+            "result_99.90_percentile_latency_ns": 7,
+        }
+    )
+    assert single["latency_ns"] == {"p99.9": 7} and single["metric"] is None
+
+
+SUMMARY_HEAD = "Scenario : %s\nMode     : PerformanceOnly\nResult is : INVALID\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Min duration satisfied : NO\nMin queries satisfied : No\n", (False, False, None, None)),
+        (
+            "  Performance constraints satisfied : Yes\n  Early stopping satisfied: NO\n",
+            (None, None, False, True),
+        ),
+        ("", (None, None, None, None)),
+    ],
+)
+def test_summary_yes_no_flags(body: str, expected: tuple) -> None:
+    result = result_from_summary(SUMMARY_HEAD % "Server" + body)
+    assert (
+        result["min_duration_satisfied"],
+        result["min_queries_satisfied"],
+        result["early_stopping_met"],
+        result["performance_constraints_satisfied"],
+    ) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("0 ERRORS encountered. See detailed log.", []),
+        ("1 ERROR encountered. See detailed log.", ["1 LoadGen error(s), see " + DETAIL_LOG]),
+        ("12 ERRORS encountered. See detailed log.", ["12 LoadGen error(s), see " + DETAIL_LOG]),
+        ("No errors encountered during test.", []),
+    ],
+)
+def test_summary_error_count(line: str, expected: list[str]) -> None:
+    assert result_from_summary(SUMMARY_HEAD % "Offline" + line + "\n")["errors"] == expected
+
+
+@pytest.mark.parametrize(
+    ("scenario", "body", "metric"),
+    [
+        ("Offline", "Samples per second : 12.5\n", ("samples_per_second", 12.5, "samples/s")),
+        ("Offline", "Samples per second : fast\n", None),
+        (
+            "Server",
+            "Scheduled samples per second : 40\n",
+            ("completed_samples_per_second", 40, "samples/s"),
+        ),
+        (
+            "Server",
+            "Completed samples per second : 30\nScheduled samples per second : 40\n",
+            ("completed_samples_per_second", 30, "samples/s"),
+        ),
+        ("SingleStream", "90.0th percentile latency (ns) : 1234\n", ("p90_latency_ns", 1234, "ns")),
+        ("MultiStream", "99.0th percentile latency (ns) : 4321\n", ("p99_latency_ns", 4321, "ns")),
+        ("MultiStream", "90.0th percentile latency (ns) : 1234\n", None),
+        ("Nightly", "Samples per second : 12.5\n", None),
+    ],
+)
+def test_summary_headline_per_scenario(scenario: str, body: str, metric: tuple | None) -> None:
+    result = result_from_summary(SUMMARY_HEAD % scenario + body)
+    assert result["scenario"] == scenario and result["mode"] == "PerformanceOnly"
+    assert result["result_validity"] == "INVALID" and result["source"] == SUMMARY_LOG
+    expected = None if metric is None else dict(zip(("name", "value", "unit"), metric, strict=True))
+    assert result["metric"] == expected
+
+
+def test_summary_percentiles_only_known_ones() -> None:
+    text = SUMMARY_HEAD % "Server" + (
+        "50.00 percentile latency (ns)   : 10\n"
+        "99.90 percentile latency (ns)   : 20\n"
+        "75.00 percentile latency (ns)   : 30\n"
+    )
+    assert result_from_summary(text)["latency_ns"] == {"p50": 10, "p99.9": 20}
+    assert result_from_summary("")["scenario"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("01-01-2027 00:00:00.5", 0.5),
+        ("01-01-2027 00:00:00.05", 0.05),
+        ("01-01-2027 00:00:00.123456", 0.123456),
+        ("01-01-2027 00:00:00.000001", 0.000001),
+        ("01-01-2027 00:00:00.", None),
+        ("01-01-2027 00:00:00.1234567", None),
+        ("01-01-2027 00:00:00 trailing", None),
+        ("x01-01-2027 00:00:00", None),
+    ],
+)
+def test_parse_power_time_fractions(text: str, expected: float | None) -> None:
+    base = calendar.timegm((2027, 1, 1, 0, 0, 0))
+    value = parse_power_time(text)
+    if expected is None:
+        assert value is None
+    else:
+        assert value == pytest.approx(base + expected, abs=1e-7)
+
+
+def test_find_dirs_summary_only_ties_and_the_newest_of_two_files(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (a, b, c):
+        d.mkdir()
+    (a / SUMMARY_LOG).write_text("x")
+    (b / DETAIL_LOG).write_text("x")
+    (c / DETAIL_LOG).write_text("x")
+    (c / SUMMARY_LOG).write_text("x")
+    (tmp_path / "other.txt").write_text("x")
+    for path in (a / SUMMARY_LOG, b / DETAIL_LOG, c / DETAIL_LOG):
+        os.utime(path, (100, 100))
+    os.utime(c / SUMMARY_LOG, (50, 50))
+    assert find_loadgen_dirs(str(tmp_path)) == [str(a), str(b), str(c)]  # same mtime: by path
+    os.utime(c / SUMMARY_LOG, (200, 200))  # the newer of c's two files counts
+    assert find_loadgen_dirs(str(tmp_path)) == [str(c), str(a), str(b)]
+    assert find_loadgen_dirs(str(tmp_path / "nowhere")) == []
+
+
+def test_read_dir_keeps_a_detail_result_when_the_summary_has_none(tmp_path: Path) -> None:
+    run = _copy("Server", tmp_path)
+    text = (run / DETAIL_LOG).read_text()
+    (run / DETAIL_LOG).write_text(text[: text.index('"key": "result_validity"') - 10])
+    (run / SUMMARY_LOG).write_text("garbage\n")
+    (run / "notes.txt").write_text("not a LoadGen file")
+    result = read_loadgen_dir(str(tmp_path))
+    assert result["source"] == DETAIL_LOG and result["result_validity"] is None
+    assert result["scenario"] == "Server" and result["power_begin"] is not None
+    assert result["log_files"] == [DETAIL_LOG, SUMMARY_LOG]
+
+
+def test_read_dir_summary_only_without_a_result_is_still_the_summary(tmp_path: Path) -> None:
+    (tmp_path / SUMMARY_LOG).write_text("Scenario : Offline\nMode : PerformanceOnly\n")
+    result = read_loadgen_dir(str(tmp_path))
+    assert result["source"] == SUMMARY_LOG and result["scenario"] == "Offline"
+    assert result["result_validity"] is None and result["power_begin"] is None
+
+
+def test_read_dir_prefers_the_detail_logs_errors_over_the_summarys(tmp_path: Path) -> None:
+    run = _copy("SingleStream", tmp_path)
+    text = (run / DETAIL_LOG).read_text()
+    cut = text[: text.index('"key": "result_validity"') - 10]
+    assert "error_runtime" in cut
+    (run / DETAIL_LOG).write_text(cut)
+    result = read_loadgen_dir(str(tmp_path))
+    assert result["source"] == SUMMARY_LOG
+    assert len(result["errors"]) == 1 and result["errors"][0].startswith("error_runtime: ")
+    (run / DETAIL_LOG).write_text("no records\n")
+    result = read_loadgen_dir(str(tmp_path))
+    assert result["errors"] == ["1 LoadGen error(s), see " + DETAIL_LOG]
+
+
+# ------------------------------------------------------------------------------- accuracy
+ACC = {"file": "accuracy.txt", "passed": r"accuracy=.*: PASS", "failed": r": FAIL\b"}
+
+
+def test_judge_accuracy_lines_fail_wins_last_pass_counts() -> None:
+    assert (
+        judge_accuracy_lines([], "PASS", "FAIL")
+        == empty_accuracy()
+        == {
+            "passed": None,
+            "summary": None,
+            "source": None,
+        }
+    )
+    assert judge_accuracy_lines(
+        [("a", " accuracy=1: PASS \nnoise\n"), ("b", "accuracy=2: PASS\n")],
+        ACC["passed"],
+        ACC["failed"],
+    ) == {"passed": True, "summary": "accuracy=2: PASS", "source": "b"}
+    assert judge_accuracy_lines(
+        [("a", "accuracy=1: PASS\n  x: FAIL  \n"), ("b", "accuracy=3: FAIL\n")],
+        ACC["passed"],
+        ACC["failed"],
+    ) == {"passed": False, "summary": "x: FAIL", "source": "a"}
+    assert judge_accuracy_lines([("a", "nothing here\n")], ACC["passed"], ACC["failed"]) == {
+        "passed": None,
+        "summary": None,
+        "source": None,
+    }
+
+
+def test_find_named_file_newest_then_by_path(tmp_path: Path) -> None:
+    assert find_named_file(str(tmp_path), "accuracy.txt") is None
+    one, two = tmp_path / "x" / "accuracy.txt", tmp_path / "y" / "accuracy.txt"
+    for path in (one, two):
+        path.parent.mkdir()
+        path.write_text("")
+        os.utime(path, (100, 100))
+    (tmp_path / "accuracy.txt.bak").write_text("")
+    assert find_named_file(str(tmp_path), "accuracy.txt") == str(one)
+    os.utime(two, (200, 200))
+    assert find_named_file(str(tmp_path), "accuracy.txt") == str(two)
+
+
+def test_read_accuracy_file_then_output(tmp_path: Path) -> None:
+    assert read_accuracy(str(tmp_path), ACC) == empty_accuracy()
+    (tmp_path / "stdout.log").write_text("accuracy=50%: PASS\n")
+    assert read_accuracy(str(tmp_path), ACC) == {
+        "passed": True,
+        "summary": "accuracy=50%: PASS",
+        "source": "stdout.log",
+    }
+    nested = tmp_path / "logs" / "accuracy.txt"
+    nested.parent.mkdir()
+    nested.write_text("accuracy=40%: FAIL\n")
+    assert read_accuracy(str(tmp_path), ACC) == {
+        "passed": False,
+        "summary": "accuracy=40%: FAIL",
+        "source": "logs/accuracy.txt",
+    }
+    nested.write_text("accuracy=60%: PASS\n")
+    (tmp_path / "stdout.log").write_text("noise\n")
+    assert read_accuracy(str(tmp_path), ACC)["source"] == "logs/accuracy.txt"
