@@ -189,8 +189,11 @@ def hetero_run_options(path: str = HETERO_RUN_PLUGIN) -> dict[str, dict[str, Any
             name = _literal(key)
             fields: dict[str, Any] = {}
             for fkey, fvalue in zip(entry.keys, entry.values, strict=True):
-                if fkey is not None:
-                    fields[_literal(fkey)] = _literal(fvalue)
+                try:  # a field that is not a literal is left out (an untyped option is 'raw')
+                    if fkey is not None:
+                        fields[_literal(fkey)] = _literal(fvalue)
+                except (ValueError, TypeError, SyntaxError):
+                    continue
             spec[name] = fields
         return spec
     raise RuntimeError("no ARGUMENT_SPEC dict literal in %s" % path)
