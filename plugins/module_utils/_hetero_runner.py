@@ -1233,19 +1233,24 @@ def archive(run_dir: str) -> Dict[str, Any]:
     files = []
     tmp = "%s.tmp.%d" % (path, os.getpid())  # two collectors at once (a resumed controller and
     # an orphaned long poll of the old one) must not trip over each other
-    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-        for directory, dirs, names in os.walk(run_dir):
-            dirs.sort()
-            for name in sorted(names):
-                full = os.path.join(directory, name)
-                rel = os.path.relpath(full, run_dir)
-                if rel in (ARCHIVE_NAME, "lease") or ".tmp." in name:
-                    continue
-                if not os.path.isfile(full) or os.path.islink(full):
-                    continue
-                tar.add(full, arcname=rel, recursive=False)
-                files.append({"path": rel, "size": os.path.getsize(full)})
-    os.replace(tmp, path)
+    try:
+        with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+            for directory, dirs, names in os.walk(run_dir):
+                dirs.sort()
+                for name in sorted(names):
+                    full = os.path.join(directory, name)
+                    rel = os.path.relpath(full, run_dir)
+                    if rel in (ARCHIVE_NAME, "lease") or ".tmp." in name:
+                        continue
+                    if not os.path.isfile(full) or os.path.islink(full):
+                        continue
+                    tar.add(full, arcname=rel, recursive=False)
+                    files.append({"path": rel, "size": os.path.getsize(full)})
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a failed pack leaves no half archive behind
+        raise
     return {"archive": path, "archive_size": os.path.getsize(path), "files": files}
 
 
