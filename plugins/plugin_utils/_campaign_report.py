@@ -1,0 +1,410 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A campaign's report: its cells' states from the ledger, and their runs' results.
+
+Writes into the campaign directory (controller only):
+
+- ``campaign.json``: every cell (system, benchmark, scenario, mode, verdict, metric, attempts,
+  host, run id, reasons, where its results are) and the matrix systems x benchmark/scenario x
+  mode;
+- ``campaign.csv`` (one row per cell), ``campaign.md`` (the matrix per system), ``junit.xml``
+  (one testcase per cell) and ``campaign.html`` (self-contained; each cell links to its run's
+  timeline, ``runs/<run_id>/<host>/report.html``, which is written here too);
+- ``submission/``: the MLPerf submission tree of every VALID cell (performance, accuracy,
+  ``TEST0x``), through the same export as ``heteromig.fleet.submission_export``.
+
+Times are UTC and say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import html
+import io
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from xml.etree import ElementTree
+
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
+    cell_states,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
+    Campaign,
+    Cell,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_aggregate import (
+    build_summary,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_html import render_html
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_records import (
+    is_contract_result,
+    make_record,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout import (
+    apply_plan,
+    check_layout,
+    inspect_log_dir,
+    plan_export,
+)
+
+NOT_RUN = "NOT_RUN"
+FAILED = "FAILED"
+KINDS = {
+    "performance": "performance run",
+    "accuracy": "accuracy run",
+    "TEST01": "compliance audit TEST01",
+    "TEST04": "compliance audit TEST04",
+    "TEST05": "compliance audit TEST05",
+}
+
+
+def _utc(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
+
+
+def _write(path: str, text: str) -> None:
+    """Write through a temporary file and a rename: a reader never sees half a report."""
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _read_result(results_dir: str | None) -> dict[str, Any] | None:
+    if not results_dir:
+        return None
+    try:
+        with open(os.path.join(results_dir, "result.json"), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if is_contract_result(data) else None
+
+
+def cell_rows(campaign: Campaign, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell of the spec, in spec order, from the ledger's latest word on it."""
+    states = cell_states(records)
+    rows = []
+    for cell in campaign.cells:
+        state = states.get(cell.id)
+        last = dict(state.last) if state is not None and state.last else {}
+        finished = last.get("event") == "finished"
+        if state is None:
+            verdict = NOT_RUN
+        elif finished and last.get("failed"):
+            verdict = FAILED
+        elif finished:
+            verdict = str(last.get("verdict") or "INVALID")
+        else:
+            verdict = NOT_RUN  # claimed, never finished: in flight or its controller died
+        rows.append(
+            {
+                "id": cell.id,
+                "system": cell.system,
+                "benchmark": cell.benchmark,
+                "scenario": cell.scenario,
+                "mode": cell.mode,
+                "kind": KINDS.get(cell.mode, cell.mode),
+                "state": state.state if state is not None else "pending",
+                "verdict": verdict,
+                "attempts": state.attempts if state is not None else 0,
+                "host": last.get("host"),
+                "run_id": last.get("run_id"),
+                "finished_at": last.get("t") if finished else None,
+                "metric": last.get("metric") if finished else None,
+                "reasons": list(last.get("reasons") or []) if finished else [],
+                "results_dir": last.get("results_dir") if finished else None,
+            }
+        )
+    return rows
+
+
+def _metric_text(metric: Mapping[str, Any] | None) -> str:
+    if not metric:
+        return ""
+    return "%s %s %s" % (metric.get("name"), metric.get("value"), metric.get("unit"))
+
+
+def _matrix(campaign: Campaign, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    matrix: dict[str, dict[str, dict[str, str]]] = {}
+    for row in rows:
+        line = "%s/%s" % (row["benchmark"], row["scenario"])
+        matrix.setdefault(row["system"], {}).setdefault(line, {})[row["mode"]] = row["verdict"]
+    return matrix
+
+
+def _modes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    order = list(KINDS)
+    return sorted(
+        {str(r["mode"]) for r in rows}, key=lambda m: order.index(m) if m in order else 99
+    )
+
+
+def render_markdown(campaign: Campaign, rows: Sequence[Mapping[str, Any]], now: float) -> str:
+    out = ["# Campaign %s" % campaign.name, "", "Generated %s." % _utc(now), ""]
+    modes = _modes(rows)
+    for system in campaign.systems:
+        mine = [r for r in rows if r["system"] == system.name]
+        out += ["## System %s" % system.name, ""]
+        out.append("| benchmark / scenario | " + " | ".join(modes) + " |")
+        out.append("|---|" + "---|" * len(modes))
+        lines: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for row in mine:
+            lines.setdefault("%s / %s" % (row["benchmark"], row["scenario"]), {})[row["mode"]] = row
+        for line, by_mode in lines.items():
+            cells = []
+            for mode in modes:
+                row = by_mode.get(mode)
+                if row is None:
+                    cells.append("")
+                    continue
+                metric = _metric_text(row["metric"]) if mode == "performance" else ""
+                cells.append(row["verdict"] + (" (%s)" % metric if metric else ""))
+            out.append("| %s | %s |" % (line, " | ".join(cells)))
+        out.append("")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    out.append(
+        "%d cell(s): %s"
+        % (len(rows), ", ".join("%s=%d" % (k, v) for k, v in sorted(counts.items())))
+    )
+    return "\n".join(out) + "\n"
+
+
+def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    fields = [
+        "id",
+        "system",
+        "benchmark",
+        "scenario",
+        "mode",
+        "verdict",
+        "attempts",
+        "host",
+        "run_id",
+        "metric_name",
+        "metric_value",
+        "metric_unit",
+        "finished_at_utc",
+        "reasons",
+    ]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        metric = row["metric"] or {}
+        writer.writerow(
+            {
+                **{k: row[k] for k in ("id", "system", "benchmark", "scenario", "mode")},
+                "verdict": row["verdict"],
+                "attempts": row["attempts"],
+                "host": row["host"] or "",
+                "run_id": row["run_id"] or "",
+                "metric_name": metric.get("name", ""),
+                "metric_value": metric.get("value", ""),
+                "metric_unit": metric.get("unit", ""),
+                "finished_at_utc": _utc(row["finished_at"]) or "",
+                "reasons": "; ".join(row["reasons"]),
+            }
+        )
+    return buffer.getvalue()
+
+
+def render_junit(campaign: Campaign, rows: Sequence[Mapping[str, Any]]) -> str:
+    suite = ElementTree.Element(
+        "testsuite",
+        name="campaign %s" % campaign.name,
+        tests=str(len(rows)),
+        failures=str(sum(1 for r in rows if r["verdict"] in ("INVALID", FAILED))),
+        skipped=str(sum(1 for r in rows if r["verdict"] == NOT_RUN)),
+    )
+    for row in rows:
+        case = ElementTree.SubElement(
+            suite,
+            "testcase",
+            classname="%s.%s" % (campaign.name, row["system"]),
+            name="%s/%s/%s" % (row["benchmark"], row["scenario"], row["mode"]),
+        )
+        if row["verdict"] == NOT_RUN:
+            ElementTree.SubElement(case, "skipped", message="not run (%s)" % row["state"])
+        elif row["verdict"] != "VALID":
+            failure = ElementTree.SubElement(
+                case, "failure", message="%s on %s" % (row["verdict"], row["host"])
+            )
+            failure.text = "\n".join(row["reasons"])
+    return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def render_campaign_html(
+    campaign: Campaign, rows: Sequence[Mapping[str, Any]], directory: str, now: float
+) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'\">",
+        "<title>Campaign %s</title>" % e(campaign.name),
+        "<style>body{font:14px/1.45 system-ui,sans-serif;margin:0 24px 48px}"
+        "table{border-collapse:collapse;margin:8px 0 16px}"
+        "th,td{border-bottom:1px solid #d0d7de;padding:4px 10px;text-align:left;vertical-align:top}"
+        "th{background:#f6f8fa}.VALID{color:#1a7f37;font-weight:600}"
+        ".INVALID,.FAILED{color:#cf222e;font-weight:600}.NOT_RUN{color:#6e7781}"
+        ".meta{color:#656d76}</style></head>",
+        '<body data-report="heteromig-campaign" data-cells="%d">' % len(rows),
+        "<h1>Campaign %s</h1>" % e(campaign.name),
+        '<p class="meta">Generated %s. All times are UTC.</p>' % e(_utc(now) or ""),
+    ]
+    modes = _modes(rows)
+    for system in campaign.systems:
+        mine = [r for r in rows if r["system"] == system.name]
+        out.append("<h2>System %s</h2>" % e(system.name))
+        out.append(
+            "<table><tr><th>benchmark / scenario</th>%s</tr>"
+            % "".join("<th>%s</th>" % e(KINDS.get(m, m)) for m in modes)
+        )
+        lines: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for row in mine:
+            lines.setdefault("%s / %s" % (row["benchmark"], row["scenario"]), {})[row["mode"]] = row
+        for line, by_mode in lines.items():
+            out.append("<tr><td>%s</td>" % e(line))
+            for mode in modes:
+                row = by_mode.get(mode)
+                if row is None:
+                    out.append("<td></td>")
+                    continue
+                label = e(row["verdict"])
+                if row["results_dir"]:
+                    target = os.path.relpath(
+                        os.path.join(row["results_dir"], "report.html"), directory
+                    )
+                    label = '<a href="%s">%s</a>' % (e(target), label)
+                detail = e(_metric_text(row["metric"])) if mode == "performance" else ""
+                out.append(
+                    '<td class="%s" data-cell="%s" title="%s">%s%s</td>'
+                    % (
+                        e(row["verdict"]),
+                        e(row["id"]),
+                        e("; ".join(row["reasons"]) or row["kind"]),
+                        label,
+                        ("<br><small>%s</small>" % detail) if detail else "",
+                    )
+                )
+            out.append("</tr>")
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _run_report(result: Mapping[str, Any], results_dir: str, now: float) -> None:
+    """The hetero run's own timeline page, next to its result.json."""
+    record = make_record(
+        seq=1,
+        received_at=now,
+        host=str(result.get("host")),
+        task="campaign cell",
+        task_uuid="campaign",
+        action="heteromig.fleet.campaign",
+        hetero=True,
+        status="ok",
+        result=result,
+    )
+    summary = build_summary([record], generated_at=now, report_dir=results_dir)
+    _write(os.path.join(results_dir, "report.html"), render_html(summary))
+
+
+def write_campaign_report(
+    campaign: Campaign,
+    records: Sequence[Mapping[str, Any]],
+    directory: str,
+    submitter: str,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Write every report file into ``directory``; returns what was written and summary lines."""
+    now = time.time() if now is None else now
+    os.makedirs(directory, exist_ok=True)
+    rows = cell_rows(campaign, records)
+    results: list[tuple[Cell, dict[str, Any]]] = []
+    by_id = {cell.id: cell for cell in campaign.cells}
+    for row in rows:
+        result = _read_result(row["results_dir"])
+        if result is None:
+            continue
+        _run_report(result, str(row["results_dir"]), now)
+        results.append((by_id[row["id"]], result))
+    document = {
+        "campaign": campaign.name,
+        "generated_at": now,
+        "generated_at_utc": _utc(now),
+        "cells": rows,
+        "matrix": _matrix(campaign, rows),
+    }
+    _write(os.path.join(directory, "campaign.json"), json.dumps(document, indent=1) + "\n")
+    _write(os.path.join(directory, "campaign.csv"), render_csv(rows))
+    _write(os.path.join(directory, "campaign.md"), render_markdown(campaign, rows, now))
+    _write(os.path.join(directory, "junit.xml"), render_junit(campaign, rows))
+    _write(
+        os.path.join(directory, "campaign.html"),
+        render_campaign_html(campaign, rows, directory, now),
+    )
+    submission = os.path.join(directory, "submission")
+    exported: list[dict[str, Any]] = []
+    problems: list[dict[str, str]] = []
+    for system in campaign.systems:
+        valid = [r for c, r in results if c.system == system.name and r.get("verdict") == "VALID"]
+        if not valid:
+            continue
+        plan = plan_export(
+            valid,
+            submitter=submitter,
+            platform=system.submission_name or system.name,
+            inspect=inspect_log_dir,
+        )
+        apply_plan(plan, submission, replace=True)
+        exported += plan.exported
+    if exported:
+        problems = check_layout(submission, "closed", submitter, ["TEST01", "TEST04"])
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    lines = [
+        "campaign %s: %d cell(s): %s"
+        % (campaign.name, len(rows), ", ".join("%s=%d" % kv for kv in sorted(counts.items())))
+    ]
+    for row in rows:
+        lines.append(
+            "  %-8s %s%s"
+            % (
+                row["verdict"],
+                row["id"],
+                (" | " + "; ".join(row["reasons"])) if row["reasons"] else "",
+            )
+        )
+    lines.append(
+        "campaign %s: reports in %s (campaign.html, campaign.json, campaign.csv, campaign.md, "
+        "junit.xml); submission tree: %d result(s) in %s, %d problem(s) for the checker"
+        % (
+            campaign.name,
+            directory,
+            len(exported),
+            submission,
+            len([p for p in problems if p.get("severity") == "error"]),
+        )
+    )
+    return {
+        "cells": rows,
+        "counts": counts,
+        "files": ["campaign.html", "campaign.json", "campaign.csv", "campaign.md", "junit.xml"],
+        "submission": {"dir": submission, "exported": exported, "problems": problems},
+        "lines": lines,
+    }
