@@ -1,130 +1,199 @@
-"""Realistic hetero_run results for report tests, built from REAL MLPerf LoadGen runs.
+"""hetero_run results for the report and export tests, made by the product itself.
 
-:func:`run_hetero` does on this machine what the hetero runner does on a GPU host, with the tiny
-CPU SUT (tiny_sut.py) standing in for the benchmarks: it launches the background benchmarks,
-waits for each one's readiness marker, launches the main benchmark, waits for it, then stops the
-backgrounds that are still running (SIGTERM). Every time stamp is measured; the LoadGen results,
-the timed window (``power_begin``/``power_end`` of mlperf_log_detail.txt) and the log files are
-real. The result follows docs/hetero_result_contract.md; verdict and reasons follow the rules
-the contract describes (exit codes, LoadGen validity, background coverage).
+Every sample is one real HeteroMIG run on this machine; nothing of the product is re-implemented
+here, so a sample's shape, verdict and reasons are the product's:
+
+- the host is the NVML simulator (``_nvml_sim``) with MIG slices made through its NVML API and
+  read back by ``_gpu_inventory.read_host``, as gpu_facts reads them;
+- the task's options are validated by the hetero_run action's own ``ARGUMENT_SPEC`` (so every
+  option has the action's default) and the plan is built by ``_harness_profiles.build_plan``:
+  the embedded harness ``heteromig_synthetic`` (real MLPerf LoadGen, synthetic models), or the
+  test harness profile ``fake_loadgen`` (tests/fixtures/hetero) where a fault is needed;
+- the engines are built by ``_engine_store.build_engine`` (what the harness's ``build-engine``
+  and the engine_build module run);
+- the run is the host runner's (``_hetero_runner.start`` + ``poll_status``, as the hetero_runner
+  module calls them), which judges the verdict;
+- the logs are packed by ``_hetero_runner.archive`` and unpacked by the action's
+  ``extract_archive`` into ``<results root>/<run_id>/<host>/``, and the result is
+  ``_hetero_contract.contract_result`` (what the action returns), written to ``result.json``
+  there as the action writes it.
 
 :func:`build_samples` makes the standard set once per directory (cached on disk) and returns
 ``{name: result}``; tests get it through a session fixture, so unit and integration tests of one
-pytest session share one set. Nothing here imports the code under test.
+pytest session share one set. :func:`read_mllog` and :func:`power_time` are the tests' own
+reading of LoadGen's logs (independent of the product's parser), for expected values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import fcntl
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TINY_SUT = Path(__file__).resolve().parent / "tiny_sut.py"
-READY_MARKER = "running actual test."
-LOG_FILES = (
-    "mlperf_log_summary.txt",
-    "mlperf_log_detail.txt",
-    "mlperf_log_accuracy.json",
-    "mlperf_log_trace.json",
+import pynvml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
+    ARGUMENT_SPEC,
+    extract_archive,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils import _hetero_runner as runner
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness import build_parser
+from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
+    contract_result,
 )
 
-H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "model": "H100-SXM5-80GB"}
-A100 = {"index": 1, "name": "NVIDIA A100-SXM4-80GB", "model": "A100-SXM4-80GB"}
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTIONS = str(ROOT / "collections")  # the host runtime's ansible_collections tree
+FAKE_HARNESS = ROOT / "tests" / "fixtures" / "hetero"
+
+SAMPLE_RUN_ID = "20261122T051500Z-ab12cd"
+ISOLATED_RUN_ID = "20261122T050000Z-iso001"
+
+# Simulated hosts: GPU spec of the NVML simulator and the GPU instance profiles made on GPU 0
+# (19 = 1g.10gb, 14 = 2g.20gb on both 80 GB models), each with one compute instance.
+HOSTS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "dgx-h100-01": ("1xH100-SXM5-80GB", (19, 19, 14)),
+    "dgx-h100-02": ("1xH100-SXM5-80GB", (19, 19)),
+    "dgx-h100-03": ("1xH100-SXM5-80GB", (19, 19)),
+    "dgx-a100-01": ("1xA100-SXM4-80GB", (19, 19)),
+}
+
+# Options of every sample (short runs); a sample's own options override them.
+COMMON: dict[str, Any] = {
+    "harness": "heteromig_synthetic",
+    "main_benchmark": "synth-mlp-small",
+    "main_benchmark_duration": 500,
+    "start_time_buffer": 300,
+    "background_start_timeout": 60000,
+    "background_benchmark_timeout": 60000,
+    # the Offline backgrounds' LoadGen query: 2000/s x 60 s x 1.1 samples, more than they can
+    # do before the runner stops them after the main benchmark
+    "background_target_qps": 2000,
+    "stop_grace": 5000,
+    "lease_timeout": 60000,
+}
+FAKE_LOADGEN: dict[str, Any] = {
+    "harness": "fake_loadgen",
+    "harness_profile_dirs": [str(FAKE_HARNESS / "profiles")],
+    "main_benchmark": "fake-a",
+}
 
 
-@dataclass
-class Bench:
-    """One benchmark of a run: what the hetero runner launches on one slice."""
-
-    name: str  # main | bg-1 | bg-2 ...
-    benchmark: str
-    scenario: str = "Offline"
-    profile: str = "1g.10gb"
-    action: str = "run_harness"
-    args: Sequence[str] = ()  # extra tiny_sut.py arguments
-    natural_end: bool = False  # background: let it finish by itself instead of stopping it
-
-    @property
-    def role(self) -> str:
-        return "main" if self.name == "main" else "background"
+def _accuracy_passed(result: Mapping[str, Any]) -> bool:
+    text = Path(result["main"]["fetched_dir"], "accuracy.txt").read_text()
+    return text.strip().endswith(": PASS")
 
 
-@dataclass
-class _Proc:
-    bench: Bench
-    popen: subprocess.Popen[str]
-    outdir: Path
-    launched_at: float
-    ready_at: float | None = None
-    perf_start_line_at: float | None = None
-    ended_at: float | None = None
-    eof_at: float | None = None
-    killed_at: float | None = None
-    lines: list[str] = field(default_factory=list)
-    reader: threading.Thread | None = None
+def _background_ended_early(result: Mapping[str, Any]) -> bool:
+    """The first background exited before the main's LoadGen timed phase ended (its log)."""
+    log = read_mllog(Path(result["main"]["fetched_dir"]) / "mlperf_log_detail.txt")
+    ended = result["backgrounds"][0]["ended_at"]
+    return "power_end" in log and ended is not None and ended < power_time(log["power_end"])
 
 
-def _read(proc: _Proc) -> None:
-    assert proc.popen.stdout is not None
-    for line in proc.popen.stdout:
-        now = time.time()
-        proc.lines.append(line.rstrip("\n"))
-        if proc.ready_at is None and line.rstrip().endswith(READY_MARKER):
-            proc.ready_at = now
-        if proc.perf_start_line_at is None and "Perf mode start" in line:
-            proc.perf_start_line_at = now
-    proc.eof_at = time.time()  # stdout closes when the process exits
+@dataclass(frozen=True)
+class Sample:
+    """One run: host, run id, hetero_run options, and what the run is made to show."""
+
+    host: str
+    run_id: str
+    options: Mapping[str, Any]
+    verdict: str = "VALID"
+    # what else must hold (read from the run's own files), else the run is made again
+    check: Callable[[Mapping[str, Any]], bool] | None = None
+    base: Mapping[str, Any] = field(default_factory=lambda: COMMON)
 
 
-def _launch(bench: Bench, rundir: Path) -> _Proc:
-    outdir = rundir / bench.name
-    outdir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-u",
-        str(TINY_SUT),
-        "--scenario",
-        bench.scenario,
-        "--outdir",
-        str(outdir),
-        *bench.args,
-    ]
-    popen = subprocess.Popen(
-        argv,
-        cwd=outdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    proc = _Proc(bench, popen, outdir, launched_at=time.time())
-    proc.reader = threading.Thread(target=_read, args=(proc,), daemon=True)
-    proc.reader.start()
-    return proc
-
-
-def _finish(proc: _Proc, timeout: float) -> None:
-    try:
-        proc.popen.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.popen.kill()
-        proc.popen.wait()
-    if proc.reader is not None:
-        proc.reader.join(timeout=5)
-    if proc.ended_at is None:
-        proc.ended_at = proc.eof_at or time.time()
+SAMPLES: dict[str, Sample] = {
+    # VALID: two backgrounds (1g.10gb and 2g.20gb) cover the main timed phase; the runner stops
+    # them after the main benchmark ends
+    "valid": Sample(
+        "dgx-h100-01",
+        SAMPLE_RUN_ID,
+        {"background_benchmarks": ["synth-conv-1d", "synth-mlp-large"]},
+    ),
+    # the same benchmark alone on the same slice profile: the isolated reference
+    "isolated": Sample("dgx-h100-01", ISOLATED_RUN_ID, {"background_benchmarks": "none"}),
+    # INVALID: LoadGen says min duration not met (its expected QPS is far too low), and the
+    # background finishes while the main benchmark is still warming up (lenient: a warning,
+    # the run goes on), so it does not cover the main timed phase
+    "invalid": Sample(
+        "dgx-h100-02",
+        SAMPLE_RUN_ID,
+        {
+            "background_benchmarks": ["synth-conv-1d"],
+            "main_benchmark_duration": 400,
+            "main_target_qps": 100,
+            "main_benchmark_runargs": ["--warmup-ms", "1500"],
+            "background_benchmark_duration": 400,
+            "background_target_qps": None,
+            "start_time_buffer": 0,
+            "end_time_buffer_min": 0,
+            "lenient": True,
+        },
+        verdict="INVALID",
+        check=_background_ended_early,
+    ),
+    # VALID Server run on an A100
+    "server": Sample(
+        "dgx-a100-01",
+        SAMPLE_RUN_ID,
+        {
+            "background_benchmarks": ["synth-conv-1d"],
+            "main_scenario": "Server",
+            "main_benchmark_duration": 1000,
+            "main_min_query_count": 500,
+            "main_target_qps": 500,
+            "main_target_latency_ns": 200_000_000,
+        },
+    ),
+    # INVALID: the main benchmark crashes (exit 4) in its timed phase, no LoadGen result
+    # (fake_bench's --crash-after; the embedded harness has no such fault)
+    "crash": Sample(
+        "dgx-h100-03",
+        SAMPLE_RUN_ID,
+        {
+            **FAKE_LOADGEN,
+            "background_benchmarks": ["fake-b"],
+            "harness_vars": {
+                "fake_bench": str(FAKE_HARNESS / "fake_bench.py"),
+                "fake": {"main": ["--crash-after", "0.25"]},
+            },
+        },
+        verdict="INVALID",
+    ),
+    # for the submission export: an accuracy run and the compliance audits of the "valid" one
+    "accuracy": Sample(
+        "dgx-h100-01",
+        SAMPLE_RUN_ID,
+        {"background_benchmarks": ["synth-conv-1d"], "main_mode": "AccuracyOnly"},
+        check=_accuracy_passed,
+    ),
+    "test01": Sample(
+        "dgx-h100-01",
+        SAMPLE_RUN_ID,
+        {"background_benchmarks": ["synth-conv-1d"], "main_action": "run_audit_test01"},
+    ),
+    "test04": Sample(
+        "dgx-h100-01",
+        SAMPLE_RUN_ID,
+        {"background_benchmarks": ["synth-conv-1d"], "main_action": "run_audit_test04"},
+    ),
+}
+ATTEMPTS = 3  # a run that misses its verdict on a busy machine is made again
+RUN_LIMIT_S = 120  # a sample run still going after this is stopped (and comes out INVALID)
 
 
 # ------------------------------------------------------------------------------ LoadGen logs
@@ -158,407 +227,103 @@ def power_time(text: str) -> float:
     return dt.replace(tzinfo=datetime.UTC).timestamp()
 
 
-def loadgen_of(outdir: Path, scenario: str) -> dict[str, Any]:
-    log = read_mllog(outdir / "mlperf_log_detail.txt")
-    metric = None
-    if scenario == "Offline" and "result_samples_per_second" in log:
-        metric = {
-            "name": "samples_per_second",
-            "value": float(log["result_samples_per_second"]),
-            "unit": "samples/s",
-        }
-    elif scenario == "Server" and "result_completed_samples_per_sec" in log:
-        metric = {
-            "name": "completed_samples_per_second",
-            "value": float(log["result_completed_samples_per_sec"]),
-            "unit": "samples/s",
-        }
-    elif scenario == "SingleStream" and "result_90.00_percentile_latency_ns" in log:
-        metric = {
-            "name": "p90_latency_ns",
-            "value": float(log["result_90.00_percentile_latency_ns"]),
-            "unit": "ns",
-        }
-    latency = {
-        key: log.get("result_%s_percentile_latency_ns" % pct)
-        for key, pct in (("p50", "50.00"), ("p90", "90.00"), ("p99", "99.00"))
-        if log.get("result_%s_percentile_latency_ns" % pct) is not None
-    }
-    return {
-        "result_validity": log.get("result_validity"),
-        "metric": metric,
-        "latency_ns": latency,
-        "min_duration_satisfied": log.get("result_min_duration_met"),
-        "min_queries_satisfied": log.get("result_min_queries_met"),
-        "early_stopping_met": log.get("early_stopping_met"),
-        "log_files": [n for n in LOG_FILES if (outdir / n).exists()],
-        "_power": (log.get("power_begin"), log.get("power_end")),
-        "_invalid_reason": log.get("result_invalid_reason"),
-        "_mode": log.get("effective_test_mode"),
-    }
+# ------------------------------------------------------------------------------ hosts
+
+
+@dataclass
+class SimHost:
+    """A simulated host: its NVML simulator state and what gpu_facts would read from it."""
+
+    name: str
+    state: str
+    facts: dict[str, Any]
+
+
+def make_host(name: str, directory: Path) -> SimHost:
+    gpus, profiles = HOSTS[name]
+    directory.mkdir(parents=True, exist_ok=True)
+    state = str(directory / "nvml-sim.json")
+    nvml = SimulatedNvml(state, gpus)
+    nvml.nvmlInit()
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(0)
+        nvml.nvmlDeviceSetMigMode(handle, pynvml.NVML_DEVICE_MIG_ENABLE)
+        if nvml.nvmlDeviceGetMigMode(handle)[0] != pynvml.NVML_DEVICE_MIG_ENABLE:
+            nvml.sim_reset_gpu(0)  # Ampere applies the MIG mode at a GPU reset (nvidia-smi -r)
+        for profile in profiles:
+            instance = nvml.nvmlDeviceCreateGpuInstance(handle, profile)
+            nvml.nvmlGpuInstanceCreateComputeInstance(instance, 0)
+        facts = read_host(nvml)
+    finally:
+        nvml.nvmlShutdown()
+    return SimHost(name, state, facts)
+
+
+def build_engines(plan: Mapping[str, Any], host: SimHost) -> None:
+    """The engines the plan's embedded-harness commands look for, each built for its slice."""
+    harness_args = build_parser()
+    for bench in plan["benchmarks"]:
+        argv = bench["argv"]
+        if "run" not in argv:
+            continue  # not the embedded harness (fake_loadgen needs no engine)
+        args = harness_args.parse_args(argv[argv.index("run") :])
+        target = store.resolve_target(
+            bench["env"]["CUDA_VISIBLE_DEVICES"], backend="sim", sim_state=host.state
+        )
+        spec = store.spec_for_target(args.model, args.scenario, args.accuracy_target, target)
+        store.build_engine(spec, args.engine_dir)
 
 
 # ------------------------------------------------------------------------------ one run
 
 
-def _slice(host: str, gpu: Mapping[str, Any], bench: Bench, n: int) -> dict[str, Any]:
-    sizes = {"1g.10gb": 1, "1g.20gb": 2, "2g.20gb": 2, "3g.40gb": 4}
-    return {
-        "uuid": "MIG-%s" % uuid.uuid5(uuid.NAMESPACE_URL, "%s/%s/%d" % (host, gpu["model"], n)),
-        "profile": bench.profile,
-        "gpu_index": gpu["index"],
-        "gpu_instance_id": 7 + n,
-        "compute_instance_id": 0,
-        "placement": {"start": n, "size": sizes.get(bench.profile, 1)},
-    }
-
-
-def run_hetero(
-    rundir: Path,
-    *,
-    host: str,
-    run_id: str,
-    gpu: Mapping[str, Any],
-    main: Bench,
-    backgrounds: Sequence[Bench] = (),
-    end_buffer_s: float = 0.15,
-) -> dict[str, Any]:
-    """Run main + backgrounds for real; return the contract-shaped result (see module doc)."""
-    rundir.mkdir(parents=True, exist_ok=True)
-    gpu = {**gpu, "uuid": "GPU-%s" % uuid.uuid5(uuid.NAMESPACE_URL, "%s/%s" % (host, gpu["model"]))}
-    events: list[dict[str, Any]] = []
-    bgs = [_launch(b, rundir) for b in backgrounds]
-    deadline = time.time() + 30
-    while (
-        any(p.ready_at is None and p.popen.poll() is None for p in bgs) and time.time() < deadline
-    ):
-        time.sleep(0.005)
-    if bgs:
-        events.append(
-            {"t": time.time(), "event": "phase", "benchmark": None, "detail": "backgrounds ready"}
-        )
-    main_proc = _launch(main, rundir)
-    _finish(main_proc, timeout=60)
-    events.append(
-        {
-            "t": main_proc.ended_at,
-            "event": "phase",
-            "benchmark": None,
-            "detail": "main benchmark ended",
-        }
+def run_sample(sample: Sample, host: SimHost, workdir: Path) -> dict[str, Any]:
+    """Run ``sample`` on ``host`` (host root and results root in ``workdir``); its result."""
+    validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate({**sample.base, **sample.options})
+    if validation.error_messages:
+        raise ValueError("; ".join(validation.error_messages))
+    options = validation.validated_parameters
+    host_root = str(workdir / "host")
+    results_root = workdir / "results"
+    plan = build_plan(
+        options,
+        host=host.name,
+        devices=host.facts["mig_devices"],
+        gpus=host.facts["gpus"],
+        python=sys.executable,
+        host_root=host_root,
+        host_pythonpath=COLLECTIONS,
+        backend={"name": "sim", "sim_state": host.state},
+        run_id=sample.run_id,
     )
-    time.sleep(end_buffer_s)
-    for proc in bgs:
-        if proc.bench.natural_end:
-            _finish(proc, timeout=30)
-    for proc in bgs:
-        if proc.popen.poll() is None:
-            proc.killed_at = time.time()
-            os.killpg(proc.popen.pid, signal.SIGTERM)
-    for proc in bgs:
-        _finish(proc, timeout=10)
-        if proc.killed_at is not None:
-            proc.ended_at = proc.killed_at
-
-    modes: dict[str, Any] = {}
-
-    def bench_result(proc: _Proc, n: int) -> dict[str, Any]:
-        lg = loadgen_of(proc.outdir, proc.bench.scenario)
-        begin, end = lg.pop("_power")
-        lg.pop("_invalid_reason")
-        modes[proc.bench.name] = lg.pop("_mode")
-        window = None
-        if begin and end:
-            window = {
-                "begin": power_time(begin),
-                "end": power_time(end),
-                "source": "power_begin/power_end",
-            }
-        rc = proc.popen.returncode
-        killed = proc.killed_at is not None
-        name = proc.bench.name
-        events.append(
-            {
-                "t": proc.launched_at,
-                "event": "launch",
-                "benchmark": name,
-                "detail": proc.bench.benchmark,
-            }
+    build_engines(plan, host)
+    status = runner.start(plan, host_root, sys.executable, COLLECTIONS, check_layout_first=True)
+    stop_at = time.monotonic() + RUN_LIMIT_S
+    stopped = False
+    while not status.get("done") and status.get("runner_alive", True):
+        if time.monotonic() > stop_at + 30:
+            raise RuntimeError("sample run %s did not stop: %s" % (plan["run_dir"], status))
+        if time.monotonic() > stop_at and not stopped:
+            runner.request_stop(plan["run_dir"], "the sample run took too long")
+            stopped = True
+        # as the action polls: each status call renews the lease
+        status = runner.poll_status(plan["run_dir"], status.get("seq"), 1.0, plan["lease_s"])
+    if not status.get("done"):
+        raise RuntimeError(
+            "the runner of sample run %s died: %s"
+            % (plan["run_dir"], status.get("runner_log_tail"))
         )
-        if proc.ready_at is not None:
-            events.append(
-                {"t": proc.ready_at, "event": "ready", "benchmark": name, "detail": READY_MARKER}
-            )
-        if window:
-            events.append(
-                {
-                    "t": window["begin"],
-                    "event": "timed_begin",
-                    "benchmark": name,
-                    "detail": "power_begin",
-                }
-            )
-            events.append(
-                {"t": window["end"], "event": "timed_end", "benchmark": name, "detail": "power_end"}
-            )
-        if killed:
-            events.append(
-                {
-                    "t": proc.killed_at,
-                    "event": "kill",
-                    "benchmark": name,
-                    "detail": "SIGTERM after main ended",
-                }
-            )
-        else:
-            events.append(
-                {
-                    "t": proc.ended_at,
-                    "event": "exit",
-                    "benchmark": name,
-                    "detail": "exit code %s" % rc,
-                }
-            )
-        return {
-            "name": name,
-            "role": proc.bench.role,
-            "benchmark": proc.bench.benchmark,
-            "scenario": proc.bench.scenario,
-            "action": proc.bench.action,
-            "slice": _slice(host, gpu, proc.bench, n),
-            "command": list(proc.popen.args),  # type: ignore[arg-type]
-            "exit_code": None if killed else rc,
-            "signal": "SIGTERM" if killed else None,
-            "launched_at": proc.launched_at,
-            "ready_at": proc.ready_at,
-            "ended_at": proc.ended_at,
-            "timed_window": window,
-            "loadgen": lg,
-            "log_dir": str(proc.outdir),
-            "fetched_dir": str(proc.outdir),
-        }
-
-    main_result = bench_result(main_proc, 0)
-    bg_results = [bench_result(p, i + 1) for i, p in enumerate(bgs)]
-    events.sort(key=lambda e: e["t"])
-
-    reasons = []
-    if main_result["exit_code"] != 0:
-        reasons.append("main benchmark exited %s" % main_result["exit_code"])
-    validity = main_result["loadgen"]["result_validity"]
-    accuracy_run = modes.get("main") == "AccuracyOnly"  # LoadGen judges no validity there
-    if accuracy_run and "accuracy.txt" not in os.listdir(main_proc.outdir):
-        reasons.append("accuracy run wrote no accuracy.txt")
-    if validity != "VALID" and not (accuracy_run and main_result["exit_code"] == 0):
-        detail = []
-        lg = main_result["loadgen"]
-        for key, text in (
-            ("min_duration_satisfied", "min duration"),
-            ("min_queries_satisfied", "min queries"),
-            ("early_stopping_met", "early stopping"),
-        ):
-            if lg.get(key) is False:
-                detail.append("%s not satisfied" % text)
-        reasons.append(
-            "main benchmark LoadGen result %s%s"
-            % (validity or "missing", " (%s)" % ", ".join(detail) if detail else "")
-        )
-    window = main_result["timed_window"]
-    for bg in bg_results:
-        if window is None:
-            break
-        if bg["ready_at"] is None or bg["ready_at"] > window["begin"]:
-            reasons.append(
-                "%s (%s) was not ready when the main timed phase began"
-                % (bg["name"], bg["benchmark"])
-            )
-        elif bg["ended_at"] < window["end"]:
-            reasons.append(
-                "%s (%s) ended %.2f s before the main timed phase ended"
-                % (bg["name"], bg["benchmark"], window["end"] - bg["ended_at"])
-            )
-    hostdir = rundir
-    result = {
-        "changed": True,
-        "run_id": run_id,
-        "host": host,
-        "verdict": "VALID" if not reasons else "INVALID",
-        "reasons": reasons,
-        "shared_gpu": False,
-        "harness": "heteromig_synthetic",
-        "gpu": gpu,
-        "results_dir": str(hostdir),
-        "main": main_result,
-        "backgrounds": bg_results,
-        "timeline": events,
-        "expected_duration_s": round(
-            (main_proc.ended_at or 0) - min(p.launched_at for p in [main_proc, *bgs]), 3
-        ),
-    }
-    (rundir / "result.json").write_text(json.dumps(result, indent=1))
-    return result
-
-
-# ------------------------------------------------------------------------------ standard set
-
-_OFF = ("--min-duration-ms", "500", "--expected-qps", "2000", "--rate", "2000")
-_BG_LONG = (
-    "--min-duration-ms",
-    "20000",
-    "--expected-qps",
-    "800",
-    "--rate",
-    "800",
-    "--min-query-count",
-    "1",
-)
-_BG_NATURAL = (
-    "--min-duration-ms",
-    "1000",
-    "--expected-qps",
-    "800",
-    "--rate",
-    "800",
-    "--min-query-count",
-    "1",
-)
-_BG_SHORT = (
-    "--min-duration-ms",
-    "50",
-    "--expected-qps",
-    "800",
-    "--rate",
-    "800",
-    "--min-query-count",
-    "1",
-    "--warmup-s",
-    "0",
-)
-
-SAMPLE_RUN_ID = "20261122T051500Z-ab12cd"
-ISOLATED_RUN_ID = "20261122T050000Z-iso001"
-
-# name: (host, gpu, run_id, main, backgrounds)
-SAMPLES: dict[str, tuple[str, Mapping[str, Any], str, Bench, tuple[Bench, ...]]] = {
-    # VALID: two backgrounds cover the main timed phase (one killed after main, one ends later)
-    "valid": (
-        "dgx-h100-01",
-        H100,
-        SAMPLE_RUN_ID,
-        Bench("main", "synth-resnet50", "Offline", "1g.10gb", args=_OFF),
-        (
-            Bench("bg-1", "synth-bert", "Offline", "1g.10gb", args=_BG_LONG),
-            Bench("bg-2", "synth-dlrm", "Offline", "2g.20gb", args=_BG_NATURAL, natural_end=True),
-        ),
-    ),
-    # the same benchmark alone on the same slice profile: the isolated reference
-    "isolated": (
-        "dgx-h100-01",
-        H100,
-        ISOLATED_RUN_ID,
-        Bench("main", "synth-resnet50", "Offline", "1g.10gb", args=_OFF),
-        (),
-    ),
-    # INVALID: LoadGen says min duration not met (expected QPS far too low), and the background
-    # ends before the main timed phase does
-    "invalid": (
-        "dgx-h100-02",
-        H100,
-        SAMPLE_RUN_ID,
-        Bench(
-            "main",
-            "synth-resnet50",
-            "Offline",
-            "1g.10gb",
-            args=(
-                "--min-duration-ms",
-                "400",
-                "--expected-qps",
-                "100",
-                "--rate",
-                "4000",
-                "--warmup-s",
-                "0.3",
-            ),
-        ),
-        (Bench("bg-1", "synth-bert", "Offline", "1g.10gb", args=_BG_SHORT),),
-    ),
-    # VALID Server run on an A100
-    "server": (
-        "dgx-a100-01",
-        A100,
-        SAMPLE_RUN_ID,
-        Bench(
-            "main",
-            "synth-bert",
-            "Server",
-            "1g.10gb",
-            args=(
-                *("--min-duration-ms", "1300", "--min-query-count", "100"),
-                *("--target-qps", "400", "--target-latency-ms", "200"),
-            ),
-        ),
-        (Bench("bg-1", "synth-resnet50", "Offline", "1g.10gb", args=_BG_LONG),),
-    ),
-    # INVALID: the main benchmark crashes (exit 1) mid-run, no LoadGen result
-    "crash": (
-        "dgx-h100-03",
-        H100,
-        SAMPLE_RUN_ID,
-        Bench(
-            "main", "synth-resnet50", "Offline", "1g.10gb", args=(*_OFF, "--crash-after", "0.25")
-        ),
-        (Bench("bg-1", "synth-bert", "Offline", "1g.10gb", args=_BG_LONG),),
-    ),
-    # for the submission export: accuracy run and the compliance audits of the "valid" benchmark
-    "accuracy": (
-        "dgx-h100-01",
-        H100,
-        SAMPLE_RUN_ID,
-        Bench(
-            "main",
-            "synth-resnet50",
-            "Offline",
-            "1g.10gb",
-            args=(*_OFF, "--mode", "AccuracyOnly", "--accuracy-txt"),
-        ),
-        (Bench("bg-1", "synth-bert", "Offline", "1g.10gb", args=_BG_LONG),),
-    ),
-    "test01": (
-        "dgx-h100-01",
-        H100,
-        SAMPLE_RUN_ID,
-        Bench(
-            "main",
-            "synth-resnet50",
-            "Offline",
-            "1g.10gb",
-            "run_audit_test01",
-            args=(*_OFF, "--audit", "TEST01"),
-        ),
-        (Bench("bg-1", "synth-bert", "Offline", "1g.10gb", args=_BG_LONG),),
-    ),
-    "test04": (
-        "dgx-h100-01",
-        H100,
-        SAMPLE_RUN_ID,
-        Bench(
-            "main",
-            "synth-resnet50",
-            "Offline",
-            "1g.10gb",
-            "run_audit_test04",
-            args=(*_OFF, "--audit", "TEST04"),
-        ),
-        (Bench("bg-1", "synth-bert", "Offline", "1g.10gb", args=_BG_LONG),),
-    ),
-}
-
-
-# The verdict each sample is made for. Real runs on a busy machine can miss it (a Server run
-# that cannot keep its latency, a background that ends early): such a sample is run again.
-INTENDED = {"invalid": "INVALID", "crash": "INVALID"}
-ATTEMPTS = 3
+    while runner.pid_runs(status.get("pid"), plan["run_dir"]):
+        time.sleep(0.01)  # it writes result.json and exits; pack what it left
+    results_dir = results_root / sample.run_id / host.name
+    packed = runner.archive(plan["run_dir"])
+    results_dir.mkdir(parents=True, exist_ok=True)
+    extract_archive(packed["archive"], str(results_dir))
+    result = contract_result(plan, status["result"], str(results_dir))
+    result["fetched_files"] = [f["path"] for f in packed["files"]]
+    with open(results_dir / "result.json", "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1, sort_keys=True)
+    return {**result, "changed": True}
 
 
 def build_samples(basedir: Path) -> dict[str, dict[str, Any]]:
@@ -569,14 +334,20 @@ def build_samples(basedir: Path) -> dict[str, dict[str, Any]]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
             return json.loads(done.read_text())
+        hosts = {name: make_host(name, basedir / "sim" / name) for name in HOSTS}
+        engines = str(basedir / "engines")
         results = {}
-        for name, (host, gpu, run_id, main, backgrounds) in SAMPLES.items():
+        for name, sample in SAMPLES.items():
+            # one engine store for every host (engines are keyed by GPU model and profile)
+            options = {"harness_vars": {"engine_dir": engines}, **sample.options}
+            sample = dataclasses.replace(sample, options=options)
             for attempt in range(1, ATTEMPTS + 1):
-                rundir = basedir / name / ("try%d" % attempt) / host
-                result = run_hetero(
-                    rundir, host=host, run_id=run_id, gpu=gpu, main=main, backgrounds=backgrounds
+                result = run_sample(
+                    sample, hosts[sample.host], basedir / name / ("try%d" % attempt)
                 )
-                if result["verdict"] == INTENDED.get(name, "VALID"):
+                if result["verdict"] == sample.verdict and (
+                    sample.check is None or sample.check(result)
+                ):
                     break
             else:
                 raise RuntimeError(

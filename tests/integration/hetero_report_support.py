@@ -45,6 +45,15 @@ def replay_sources(
     return paths
 
 
+def as_returned(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` as a task returns it through Ansible: without ``changed`` (compared apart),
+    and without ``warnings`` when there were none (Ansible drops an empty warnings list)."""
+    returned = {k: v for k, v in result.items() if k != "changed"}
+    if returned.get("warnings") == []:
+        del returned["warnings"]
+    return returned
+
+
 def hetero_records(jsonl: Path) -> list[dict[str, Any]]:
     records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     return [r for r in records if r["hetero"]]

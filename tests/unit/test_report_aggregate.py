@@ -106,9 +106,21 @@ def test_timeline_lanes_follow_the_logs(samples: dict[str, dict[str, Any]]) -> N
         assert all(b <= e for b, e in bounds) and all(
             bounds[i][1] == bounds[i + 1][0] for i in range(len(bounds) - 1)
         )
-    # bg-1 was stopped after the main benchmark: a kill marker, no exit code
+    # bg-1 was stopped after the main benchmark: the runner's SIGTERM after the main timed
+    # phase, then its end by that signal (no exit code); the markers are the run's own events
     bg1 = timeline["lanes"][1]
-    assert [m["event"] for m in bg1["markers"]] == ["kill"]
+    events = [
+        (e["event"], e["t"], e["detail"])
+        for e in result["timeline"]
+        if e["benchmark"] == "bg-1" and e["event"] in ("kill", "exit")
+    ]
+    assert [(m["event"], m["t"], m["detail"]) for m in bg1["markers"]] == events
+    assert [event for event, _t, _detail in events] == ["kill", "exit"]
+    assert events[0][1] >= end and events[1][1] == result["backgrounds"][0]["ended_at"]
+    assert (result["backgrounds"][0]["signal"], result["backgrounds"][0]["exit_code"]) == (
+        "SIGTERM",
+        None,
+    )
     assert timeline["t0"] == min(b["launched_at"] for b in [result["main"], *result["backgrounds"]])
 
 
@@ -123,19 +135,40 @@ def test_invalid_row_keeps_every_reason_and_flags_the_uncovered_background(
     result = samples["invalid"]
     row = row_from_record(record(result, status="failed", msg="hetero run INVALID"))
     assert row["verdict"] == "INVALID"
-    assert row["reasons"] == result["reasons"] and len(row["reasons"]) == 2
     summary = (Path(result["main"]["fetched_dir"]) / "mlperf_log_summary.txt").read_text()
     assert "Min duration satisfied : NO" in summary  # what LoadGen itself says
+    log = read_mllog(Path(result["main"]["fetched_dir"]) / "mlperf_log_detail.txt")
+    assert log["result_validity"] == "INVALID" and log["result_min_duration_met"] is False
+    # the runner's reason for it (docs/hetero_result_contract.md), with LoadGen's own words
+    assert (
+        row["reasons"]
+        == result["reasons"]
+        == [
+            "the main benchmark's LoadGen result is INVALID: min duration not satisfied; %s"
+            % log["result_invalid_reason"].strip()
+        ]
+    )
     assert row["main"]["result_validity"] == "INVALID"
+    # the background finished during the main run (a lenient run's warning, not a reason) and
+    # the row says by how much it missed the main timed phase, from the logs
     (bg,) = row["backgrounds"]
-    assert bg["covered"] is False and bg["why"].startswith("ended ")
+    ended = result["backgrounds"][0]["ended_at"]
+    missed = power_time(log["power_end"]) - ended
+    assert missed > 0
+    why = re.fullmatch(r"ended ([\d.]+) s before the main timed phase ended", bg["why"])
+    assert bg["covered"] is False and why, bg["why"]
+    assert float(why.group(1)) == pytest.approx(missed, abs=0.0015)
     assert row["coverage"] == "0/1" and row["covered_all"] is False
 
 
 def test_crashed_main_has_no_metric(samples: dict[str, dict[str, Any]]) -> None:
-    row = row_from_record(record(samples["crash"]))
+    result = samples["crash"]
+    row = row_from_record(record(result))
     assert row["verdict"] == "INVALID"
-    assert "main benchmark exited 1" in row["reasons"]
+    # fake_bench --crash-after exits 4 in its timed phase, before LoadGen wrote anything
+    assert "the main benchmark exited with code 4" in row["reasons"]
+    assert not list(Path(result["main"]["fetched_dir"]).glob("mlperf_log_*"))
+    assert row["main"]["exit_code"] == 4
     assert row["main"]["metric"] is None and row["main"]["metric_text"] == "-"
 
 

@@ -12,10 +12,12 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import hetero_samples
 import pytest
+from hetero_samples import power_time, read_mllog
 
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_aggregate import (
     build_summary,
@@ -89,18 +91,21 @@ def test_table_has_one_line_per_host_with_verdict_and_reasons(
     assert set(lines[1]) <= {"-", " "}
     body = {line.split()[0]: line for line in lines[2:-1]}
     assert sorted(body) == ["h1", "h2", "h3", "h4", "h5"]
-    assert "VALID" in body["h1"] and "synth-resnet50" in body["h1"] and "Offline" in body["h1"]
+    assert "VALID" in body["h1"] and "synth-mlp-small" in body["h1"] and "Offline" in body["h1"]
     metric = samples["valid"]["main"]["loadgen"]["metric"]["value"]
     shown = re.search(r"Offline\s+([\d,.]+) samples/s", body["h1"])
     assert shown and float(shown.group(1).replace(",", "")) == pytest.approx(metric, abs=0.051)
     assert "vs isolated" in body["h1"]
-    assert (
-        "INVALID" in body["h2"]
-        and samples["invalid"]["reasons"][0] in body["h2"]
-        and "(+1 more)" in body["h2"]
-    )
+    # h2's one reason is longer than the column: cut, with an ellipsis
+    (reason,) = samples["invalid"]["reasons"]
+    shown = body["h2"][body["h2"].index("INVALID") + len("INVALID") :].strip()
+    assert len(reason) > 70 and len(shown) == 70
+    assert shown == reason[:69] + "\u2026"
     assert "UNREACHABLE" in body["h4"] and "unreachable at task 'Ping'" in body["h4"]
-    assert "main benchmark exited 1" in body["h5"]
+    # h5's first reason, and how many more
+    crash = samples["crash"]["reasons"]
+    assert len(crash) == 2 and crash[0] == "the main benchmark exited with code 4"
+    assert re.search(r"INVALID\s+the main benchmark exited with code 4 \(\+1 more\)$", body["h5"])
     assert lines[-1] == "5 run(s): VALID=2 INVALID=2 UNREACHABLE=1"
     assert len(TABLE_HEADER) == 7
 
@@ -123,7 +128,7 @@ def test_csv_round_trips(summary: dict[str, Any], samples: dict[str, dict[str, A
     h1 = by_host["h1"]
     assert h1["verdict"] == "VALID" and h1["run_id"] == hetero_samples.SAMPLE_RUN_ID
     assert float(h1["metric_value"]) == samples["valid"]["main"]["loadgen"]["metric"]["value"]
-    assert h1["backgrounds"] == "synth-bert synth-dlrm" and h1["coverage"] == "2/2"
+    assert h1["backgrounds"] == "synth-conv-1d synth-mlp-large" and h1["coverage"] == "2/2"
     iso = samples["isolated"]["main"]["loadgen"]["metric"]["value"]
     het = samples["valid"]["main"]["loadgen"]["metric"]["value"]
     assert float(h1["isolated_value"]) == iso
@@ -156,7 +161,7 @@ def test_junit_one_testcase_per_host_and_run(
         cases["hetero_run.h1"].find("failure") is None
         and cases["hetero_run.h1"].find("error") is None
     )
-    assert cases["hetero_run.h1"].get("name") == "h1 synth-resnet50/Offline"
+    assert cases["hetero_run.h1"].get("name") == "h1 synth-mlp-small/Offline"
     failure = cases["hetero_run.h2"].find("failure")
     assert failure is not None and failure.get("type") == "INVALID"
     assert failure.get("message") == "INVALID: " + "; ".join(samples["invalid"]["reasons"])
@@ -190,7 +195,7 @@ def test_markdown(summary: dict[str, Any], samples: dict[str, dict[str, Any]]) -
     for reason in samples["invalid"]["reasons"]:
         assert "- " + reason in md
     assert "## Background coverage of the main benchmark's timed phase" in md
-    assert re.search(r"\| h2 \| bg-1 \| synth-bert \| 1g.10gb \| \*\*NO\*\* \| ended ", md)
+    assert re.search(r"\| h2 \| bg-1 \| synth-conv-1d \| 1g.10gb \| \*\*NO\*\* \| ended ", md)
     assert "## Isolated vs heterogeneous" in md
     pct = _rows(summary)["h1"]["interference"]["interference_pct"]
     assert "%.1f%% %s" % (abs(pct), "slower" if pct >= 0 else "faster") in md
@@ -235,12 +240,21 @@ def test_html_is_self_contained_with_a_timeline_per_run(
     windows = [
         a for t, a in tags if t == "rect" and a.get("class") == "main-window" and "data-begin" in a
     ]
-    with_window = [n for n in HOSTS.values() if samples[n]["main"]["timed_window"]]
-    assert len(windows) == len(with_window) == 3  # the crashed main never reached its power_end
-    valid_window = samples["valid"]["main"]["timed_window"]
+    # every main has a timed window: LoadGen's power window, or for the crashed main (no LoadGen
+    # log at all) the runner's from its readiness marker to its exit
+    assert [(float(w["data-begin"]), float(w["data-end"])) for w in windows] == [
+        (samples[n]["main"]["timed_window"]["begin"], samples[n]["main"]["timed_window"]["end"])
+        for n in HOSTS.values()
+    ]
+    log = read_mllog(Path(samples["valid"]["main"]["fetched_dir"]) / "mlperf_log_detail.txt")
     assert (float(windows[0]["data-begin"]), float(windows[0]["data-end"])) == (
-        valid_window["begin"],
-        valid_window["end"],
+        pytest.approx(power_time(log["power_begin"])),
+        pytest.approx(power_time(log["power_end"])),
+    )
+    crash = samples["crash"]["main"]
+    assert (float(windows[3]["data-begin"]), float(windows[3]["data-end"])) == (
+        crash["ready_at"],
+        crash["ended_at"],
     )
     phases = {a["data-phase"] for t, a in tags if t == "rect" and "data-phase" in a}
     assert phases == {"launch", "ready", "timed", "end"}

@@ -21,6 +21,7 @@ from typing import Any
 
 import hetero_samples
 import pytest
+from hetero_samples import read_mllog
 
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout import (
     HETERO_SUFFIX,
@@ -35,7 +36,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout
 )
 
 SYSTEM = "DGX-H100_H100-SXM5-80GB-MIG_1x1g.10gb_Synthetic_HeteroMultiUse"
-BENCH = "synth-resnet50"
+BENCH = "synth-mlp-small"
 EXPORTED = ("valid", "accuracy", "test01", "test04")
 
 
@@ -118,6 +119,13 @@ def test_export_builds_the_submission_tree(
         slot = next(s for s in sources if "/%s/" % s in rel)
         src = Path(samples[sources[slot]]["main"]["fetched_dir"]) / Path(rel).name
         assert filecmp.cmp(src, tmp_path / rel, shallow=False), rel
+    # the accuracy run is VALID by its accuracy check (its accuracy.txt says PASS), so the export
+    # of VALID results only files it under accuracy/
+    assert samples["accuracy"]["verdict"] == "VALID" and samples["accuracy"]["reasons"] == []
+    assert (tmp_path / acc / "accuracy.txt").read_text().strip().endswith(": PASS")
+    assert read_mllog(tmp_path / acc / "mlperf_log_detail.txt")["effective_test_mode"] == (
+        "AccuracyOnly"
+    )
     assert [(e["slot"], e["host"]) for e in plan.exported] == [
         ("performance", "dgx-h100-01"),
         ("accuracy", "dgx-h100-01"),
@@ -125,7 +133,9 @@ def test_export_builds_the_submission_tree(
         ("TEST04", "dgx-h100-01"),
     ]
     reasons = [s["reason"] for s in plan.skipped]
-    assert reasons[0].startswith("verdict INVALID: main benchmark LoadGen result INVALID")
+    invalid = samples["invalid"]["reasons"]
+    assert invalid[0].startswith("the main benchmark's LoadGen result is INVALID: ")
+    assert reasons[0] == "verdict INVALID: " + "; ".join(invalid)
     assert reasons[1] == "not a heterogeneous run (no background benchmarks)"
     assert reasons[2] == "%s/%s/Offline/performance is already filled by dgx-h100-01 (run %s)" % (
         SYSTEM,

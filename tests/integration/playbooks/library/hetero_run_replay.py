@@ -43,6 +43,11 @@ def main():
         result = json.load(handle)
     result.pop("changed", None)
     result["host"] = module.params["host"]
+    # The run's warnings become the task's warnings, as the action's do: Ansible reports them
+    # and puts them back into the result (a list of strings; none at all when there were none).
+    # exit_json(warnings=...) is deprecated.
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     time.sleep(module.params["delay"])
     if module.params["fail_on_invalid"] and result.get("verdict") not in ("VALID", "DRY_RUN"):
         module.fail_json(
