@@ -8,6 +8,10 @@ whole process group of ansible-playbook gets the signal, like a Ctrl-C in a term
   h2, byte-complete; the summaries are still written at exit, marked interrupted, with h3 as a
   NO_RESULT row.
 - SIGKILL: nothing runs at the end at all; the JSONL still holds h1 and h2.
+
+Neither leaves anything in the system's temporary directory: the controller's and the hosts'
+temporary files (TMPDIR, Ansible's local temp, AnsiballZ's payload directory of h3's module,
+which the interruption kills before it can remove it) go into the test's own directory.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 import hetero_samples
@@ -36,6 +42,18 @@ from lab.sshlab import LAB_MARKER
 
 pytestmark = pytest.mark.integration
 
+# AnsiballZ unpacks a module into tempfile.mkdtemp(prefix="ansible_<module>_payload_") in the
+# module process's temporary directory, and removes it when the module ends
+REPLAY_PAYLOAD = "ansible_*hetero_run_replay_payload_*"
+
+
+def _system_temp_entries() -> set[Path]:
+    """What is in /tmp and in this process's temporary directory (when that is elsewhere)."""
+    found: set[Path] = set()
+    for directory in {Path("/tmp"), Path(tempfile.gettempdir())}:
+        found.update(directory.iterdir())
+    return found
+
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_playbook_keeps_finished_results(
@@ -45,12 +63,22 @@ def test_interrupted_playbook_keeps_finished_results(
     sources = replay_sources(
         samples, {"h1": "valid", "h2": "server", "h3": "valid"}, tmp_path / "replay"
     )
+    temp = {name: tmp_path / "tmp" / name for name in ("controller", "h1", "h2", "h3")}
+    for directory in temp.values():
+        directory.mkdir(parents=True)
+    before = _system_temp_entries()
     lab = ssh_lab(
         [
-            HostSpec("h1", {"heteromig_replay_src": str(sources["h1"])}),
-            HostSpec("h2", {"heteromig_replay_src": str(sources["h2"])}),
             HostSpec(
-                "h3", {"heteromig_replay_src": str(sources["h3"]), "heteromig_replay_delay": 120}
+                "h1", {"heteromig_replay_src": str(sources["h1"])}, {"TMPDIR": str(temp["h1"])}
+            ),
+            HostSpec(
+                "h2", {"heteromig_replay_src": str(sources["h2"])}, {"TMPDIR": str(temp["h2"])}
+            ),
+            HostSpec(
+                "h3",
+                {"heteromig_replay_src": str(sources["h3"]), "heteromig_replay_delay": 120},
+                {"TMPDIR": str(temp["h3"])},
             ),
         ]
     )
@@ -65,6 +93,7 @@ def test_interrupted_playbook_keeps_finished_results(
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
         "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
+        "TMPDIR": str(temp["controller"]),
         LAB_MARKER: str(lab.labdir),
         "HETEROMIG_REPORT_DIR": str(reports),
         "HETEROMIG_REPORT_ACTIONS": REPLAY_ACTIONS,
@@ -91,6 +120,10 @@ def test_interrupted_playbook_keeps_finished_results(
         )
         finished = hetero_records(jsonl)
         assert sorted(r["host"] for r in finished) == ["h1", "h2"]
+        # h3's module is sleeping, unpacked in h3's own temporary directory
+        while time.monotonic() < deadline and not list(temp["h3"].glob(REPLAY_PAYLOAD)):
+            time.sleep(0.1)
+        assert list(temp["h3"].glob(REPLAY_PAYLOAD)), sorted(temp["h3"].iterdir())
         os.killpg(proc.pid, sig)
         try:
             rc = proc.wait(timeout=120)
@@ -135,3 +168,10 @@ def test_interrupted_playbook_keeps_finished_results(
     else:
         assert rc == -signal.SIGKILL
         assert not summary_path.exists()  # nothing ran at the end: the JSONL is all there is
+
+    # nothing of this run in the system's temporary directory (other sessions may add their
+    # own entries meanwhile: only the replay module's payload is certainly this run's)
+    left = [p for p in _system_temp_entries() - before if fnmatch(p.name, REPLAY_PAYLOAD)]
+    assert left == []
+    # h1's and h2's modules ended and removed theirs
+    assert [list(temp[h].glob(REPLAY_PAYLOAD)) for h in ("h1", "h2")] == [[], []]
