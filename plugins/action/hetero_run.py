@@ -110,7 +110,25 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "reconnect_timeout": {"type": "int", "default": 120000},
     "poll_interval": {"type": "int", "default": 15000},
     "fail_on_invalid": {"type": "bool", "default": False},
+    "wait": {"type": "bool", "default": True},
 }
+
+# A run started with wait=false must outlive the wait for a free worker: its first lease covers
+# the whole run (readiness, buffer, main, stop) plus this margin, within the run's own limit.
+DETACHED_LEASE_MARGIN_S = 120.0
+
+
+def detached_lease_s(plan: Mapping[str, Any]) -> float:
+    """The first lease of a run that nobody watches yet (wait=false)."""
+    choreo = plan.get("choreography") or {}
+    whole = (
+        float(plan.get("expected_duration_s") or 0)
+        + float(choreo.get("background_start_timeout") or 0)
+        + float(choreo.get("stop_grace") or 0)
+        + DETACHED_LEASE_MARGIN_S
+    )
+    limit = float(choreo.get("run_timeout") or whole)
+    return max(float(plan.get("lease_s") or 0), min(whole, limit))
 
 
 OPTION_VAR_PREFIX = "heteromig_hetero_"
@@ -279,15 +297,15 @@ class ActionModule(ActionBase):
             result["plan"] = plan
             return result
 
-        start = self._call(
-            {
-                "command": "start",
-                "host_root": host_root,
-                "plan": plan,
-                "pythonpath": str(pythonpath),
-            },
-            task_vars,
-        )
+        start_args: dict[str, Any] = {
+            "command": "start",
+            "host_root": host_root,
+            "plan": plan,
+            "pythonpath": str(pythonpath),
+        }
+        if not args["wait"]:
+            start_args["lease"] = detached_lease_s(plan)
+        start = self._call(start_args, task_vars)
         if start.get("failed"):
             raise AnsibleActionFail("%s: %s" % (host, start.get("msg")))
         display.display(
@@ -301,6 +319,22 @@ class ActionModule(ActionBase):
                 len(plan["benchmarks"]) - 1,
             )
         )
+        if not args["wait"]:
+            # No verdict here: the task that watches it (resume: true) returns the result.
+            result.update(
+                changed=True,
+                run_id=run_id,
+                hetero_run_started={
+                    "run_id": run_id,
+                    "host": host,
+                    "lease_s": start_args["lease"],
+                    "expected_duration_s": plan["expected_duration_s"],
+                    "results_dir": results_dir,
+                },
+                msg="run %s started on %s; watch it with resume: true within %.0f s"
+                % (run_id, host, start_args["lease"]),
+            )
+            return result
         try:
             status, last = self._watch(
                 run_id, start.get("status") or {}, plan["lease_s"], args, task_vars

@@ -111,6 +111,7 @@ import atexit
 import datetime
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ansible import constants as C
@@ -247,6 +248,10 @@ class CallbackModule(CallbackBase):
             return  # other tasks only matter when they take a host out of the play
         host = result.host.get_name()
         raw = result.result
+        if hetero and status == "ok" and isinstance(raw, Mapping) and raw.get("hetero_run_started"):
+            # hetero_run wait=false only started the run; the task that watches it reports it
+            self._started.pop((host, task._uuid), None)
+            return
         action = (
             str(getattr(task, "resolved_action", None) or task.action)
             if hetero

@@ -970,6 +970,7 @@ def start(
     check_layout_first: bool = True,
     start_timeout: float = 15.0,
     wait_for_runner: bool = True,
+    initial_lease_s: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Validate ``plan``, take the host lock, check the MIG layout, spawn the detached runner.
 
@@ -1030,7 +1031,7 @@ def start(
                 {"run_id": (previous or {}).get("run_id"), "ended": ended_before},
             )
         write_json_atomic(os.path.join(run_dir, "plan.json"), plan)
-        lease_s = float(plan.get("lease_s") or 0)
+        lease_s = float(initial_lease_s or plan.get("lease_s") or 0)
         if lease_s > 0:
             renew_lease(run_dir, lease_s)
         env = dict(os.environ)

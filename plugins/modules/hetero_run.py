@@ -342,6 +342,19 @@ options:
       RV(verdict) tells).
     type: bool
     default: false
+  wait:
+    description:
+      - V(false) starts the run and returns at once, without a verdict (RV(hetero_run_started)),
+        so that the task does not hold a worker for the whole run; a later task with
+        O(resume=true) and the same O(run_id) watches it to the end and returns the result.
+        C(playbooks/hetero_run.yml) does this, so every host's run starts at once whatever
+        C(forks) is.
+      - The run's first lease then lasts the whole run (expected duration, readiness timeout and
+        stop grace, plus 120 s, within O(background_benchmark_timeout)); the watching task
+        renews it with O(lease_timeout) as usual. If nothing comes back to watch it, the run
+        still ends by itself.
+    type: bool
+    default: true
 notes:
   - Durations are in milliseconds, as in C(launch_heterogeneous_mig.py). Its C(--dryrun) is
     check mode, C(--debug) is C(-vvv).
@@ -522,6 +535,11 @@ fetched_files:
   returned: when not in check mode
   type: list
   elements: str
+hetero_run_started:
+  description: With O(wait=false), the run that was started (C(run_id), C(host), C(lease_s),
+    C(expected_duration_s), C(results_dir)); no verdict yet.
+  returned: wait is false and not in check mode
+  type: dict
 plan:
   description: The full plan sent to the host (check mode only).
   returned: check mode

@@ -67,7 +67,12 @@ options:
     type: bool
     default: true
   lease:
-    description: With C(status), renew the run's lease for this many seconds (0 leaves it).
+    description:
+      - With C(status), renew the run's lease for this many seconds (0 leaves it).
+      - With C(start), the first lease in seconds (0 takes the plan's C(lease_s)): a controller
+        that starts a run and watches it later (M(heteromig.fleet.hetero_run) with
+        O(heteromig.fleet.hetero_run#module:wait=false)) gives it a lease that lasts until it
+        comes back.
     type: float
     default: 0
   wait:
@@ -227,6 +232,7 @@ def main() -> None:
                 pythonpath,
                 check_layout_first=p["check_layout"],
                 wait_for_runner=False,
+                initial_lease_s=p["lease"] or None,
             )
             module.exit_json(
                 changed=True, run_id=plan["run_id"], run_dir=plan["run_dir"], status=status

@@ -32,6 +32,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "hetero"
 PLAYBOOK = ROOT / "playbooks" / "hetero_run.yml"
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 TASK = "Run the main benchmark on one MIG slice, backgrounds on every other slice"
+START_TASK = "Start the run on every host (main on one MIG slice, backgrounds on the others)"
 CONTRACT_KEYS = {
     "run_id",
     "host",
@@ -201,10 +202,12 @@ def test_two_hosts_valid_run_and_results_fetched(ssh_lab: MakeLab, tmp_path: Pat
     assert (run.rc, run.status) == (0, "successful"), run.stdout[-3000:]
     results = {h: result_of(run, h) for h in ("h1", "h2")}
     for host, res in results.items():
-        literal = [arg.replace("{{ heteromig_host_root }}", str(lab.hostdir(host))) for arg in nasty]
+        literal = [
+            arg.replace("{{ heteromig_host_root }}", str(lab.hostdir(host))) for arg in nasty
+        ]
         assert res["main"]["command"][-4:] == literal
         echoed = [
-            json.loads(line[len("ARGS "):])
+            json.loads(line[len("ARGS ") :])
             for line in (Path(res["results_dir"]) / "main" / "stdout.log").read_text().splitlines()
             if line.startswith("ARGS ")
         ]
@@ -405,8 +408,8 @@ def test_two_runs_on_one_host_at_once(ssh_lab: MakeLab, tmp_path: Path) -> None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
     assert second.rc != 0
-    res = result_of(second, "h1")
-    assert second.outcome(TASK, "h1") == "failed"
+    res = result_of(second, "h1", START_TASK)
+    assert second.outcome(START_TASK, "h1") == "failed"
     assert "another hetero run is in progress on this host: run first" in res["msg"]
     assert first.returncode == 0, out[-3000:]
     assert "hetero_run [h1] VALID" in out
@@ -458,3 +461,37 @@ def test_embedded_harness_end_to_end(ssh_lab: MakeLab, tmp_path: Path) -> None:
     ]
     assert all(b["stopped_by_runner"] for b in res["backgrounds"])
     assert (Path(res["results_dir"]) / "main" / "heteromig_harness.json").is_file()
+
+
+@pytest.mark.slow
+def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: Path) -> None:
+    """4 hosts, forks 2: before, the second pair started only when the first pair had ended.
+
+    Each main's timed window comes from its own LoadGen log (power_begin/power_end); with every
+    run started before any is watched, all four windows overlap.
+    """
+    names = ["h1", "h2", "h3", "h4"]
+    lab = start_lab(
+        ssh_lab,
+        tmp_path,
+        names,
+        slices=2,
+        heteromig_hetero_main_benchmark_duration=4000,
+        heteromig_hetero_lease_timeout=10000,
+    )
+    run = lab.run_playbook(
+        PLAYBOOK, extravars={"heteromig_hetero_run_id": "wide"}, envvars={"ANSIBLE_FORKS": "2"}
+    )
+    assert run.rc == 0, run.stdout[-3000:]
+    windows = {}
+    for name in names:
+        res = result_of(run, name)
+        assert res["verdict"] == "VALID", (name, res["reasons"])
+        window = res["main"]["timed_window"]
+        assert window["source"] == "power_begin/power_end"
+        windows[name] = (window["begin"], window["end"])
+    latest_begin = max(begin for begin, _end in windows.values())
+    earliest_end = min(end for _begin, end in windows.values())
+    assert latest_begin < earliest_end, "the mains did not all run at once: %s" % windows
+    started = [line for line in run.stdout.splitlines() if "started: main" in line]
+    assert len(started) == 4, run.stdout[-3000:]

@@ -16,6 +16,7 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     ARGUMENT_SPEC,
     _garbled,
+    detached_lease_s,
     extract_archive,
     lost_reason,
     run_id_key,
@@ -199,3 +200,19 @@ def test_run_id_key_per_loop_item_and_call() -> None:
     again = run_id_key("uuid-b", {"ansible_loop_var": "item", "item": "fake-a"})
     assert len({first, second, again}) == 3 and first.startswith("uuid-b-")
     assert again == first + "-1"  # the same value twice in one list
+
+
+def test_a_run_started_without_waiting_gets_a_lease_for_the_whole_run(tmp_path: Path) -> None:
+    plan = sample_plan(tmp_path)
+    choreo = plan["choreography"]
+    # written out: expected duration + readiness timeout + stop grace + 120 s margin
+    whole = (
+        plan["expected_duration_s"]
+        + choreo["background_start_timeout"]
+        + choreo["stop_grace"]
+        + 120.0
+    )
+    assert detached_lease_s(plan) == pytest.approx(min(whole, choreo["run_timeout"]))
+    assert detached_lease_s(plan) > plan["lease_s"]
+    capped = dict(plan, choreography=dict(choreo, run_timeout=30.0))
+    assert detached_lease_s(capped) == pytest.approx(max(plan["lease_s"], 30.0))
