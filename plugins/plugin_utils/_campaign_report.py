@@ -46,6 +46,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_records im
     make_record,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout import (
+    Plan,
     apply_plan,
     check_layout,
     inspect_log_dir,
@@ -323,6 +324,31 @@ def _run_report(result: Mapping[str, Any], results_dir: str, now: float) -> None
     _write(os.path.join(results_dir, "report.html"), render_html(summary))
 
 
+def _file_as(plan: Plan, name: str | None) -> None:
+    """File the plan's one submission system under the spec's ``submission_name``.
+
+    plan_export names a system ``<platform>_<accelerator>-MIG_1x<profile>_<software>_
+    HeteroMultiUse``; ``submission_name`` is the whole name (docs/campaign.md). A system whose
+    cells ran on slices of several profiles makes several submission systems: they keep their
+    own names.
+    """
+    if not name or len(plan.systems) != 1:
+        return
+    [old] = list(plan.systems)
+    if old == name:
+        return
+
+    def fix(text: str) -> str:
+        return text.replace(old, name)
+
+    plan.copies = [(source, fix(rel)) for source, rel in plan.copies]
+    plan.writes = {fix(rel): fix(text) for rel, text in plan.writes.items()}
+    plan.systems = {name: {**plan.systems[old], "system_name": name}}
+    for entry in plan.exported:
+        entry["system"] = name
+        entry["path"] = fix(str(entry["path"]))
+
+
 def write_campaign_report(
     campaign: Campaign,
     records: Sequence[Mapping[str, Any]],
@@ -360,6 +386,7 @@ def write_campaign_report(
     submission = os.path.join(directory, "submission")
     exported: list[dict[str, Any]] = []
     problems: list[dict[str, str]] = []
+    first = True
     for system in campaign.systems:
         valid = [r for c, r in results if c.system == system.name and r.get("verdict") == "VALID"]
         if not valid:
@@ -367,10 +394,13 @@ def write_campaign_report(
         plan = plan_export(
             valid,
             submitter=submitter,
-            platform=system.submission_name or system.name,
+            platform=system.name,
             inspect=inspect_log_dir,
         )
-        apply_plan(plan, submission, replace=True)
+        _file_as(plan, system.submission_name)
+        # the tree is rebuilt from scratch once, not per system (that removed the ones before)
+        apply_plan(plan, submission, replace=first)
+        first = False
         exported += plan.exported
     if exported:
         problems = check_layout(submission, "closed", submitter, ["TEST01", "TEST04"])
