@@ -1,0 +1,794 @@
+"""What mutation testing (benchmarks/mutation.sh) found unpinned in the choreography
+(plugins/module_utils/_hetero_choreo.py): the exact timeline and actions of whole runs (the
+timeline is part of the result contract, docs/hetero_result_contract.md), every configuration
+problem in words, the accuracy verdict, the kill/reap path, and the scanners' corner cases."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
+    ACCURACY_ONLY,
+    INVALID,
+    MAIN,
+    PHASE_ABORTING,
+    PHASE_BUFFER,
+    PHASE_COLLECTING,
+    PHASE_MAIN,
+    PHASE_STARTING,
+    PHASE_STOPPING,
+    VALID,
+    AbortRequested,
+    ArmTimer,
+    Begin,
+    Bench,
+    CancelTimer,
+    Choreography,
+    Collect,
+    Config,
+    Exited,
+    Finish,
+    Launch,
+    Launched,
+    LaunchFailed,
+    LineScanner,
+    Progress,
+    ProgressScanner,
+    Ready,
+    ResultsCollected,
+    SignalGroup,
+    TimerFired,
+    accuracy_problems,
+    background_window,
+    main_window,
+    performance_problems,
+    steady,
+)
+
+T0 = 1_800_000_000.0
+LINE = "[I] running actual test."
+
+
+def power(begin: float, end: float) -> dict[str, Any]:
+    return {"result_validity": VALID, "power_begin": T0 + begin, "power_end": T0 + end}
+
+
+@dataclass
+class Driver:
+    """Fake clock and processes; pids are 1001, 1002, ... in launch order."""
+
+    machine: Choreography
+    actions: list[Any] = field(default_factory=list)
+    loadgen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    launched: int = 0
+
+    def send(self, event: Any) -> list[Any]:
+        out = self.machine.handle(event)
+        self.actions.extend(out)
+        for action in list(out):
+            if isinstance(action, Launch):
+                self.launched += 1
+                out.extend(self.send(Launched(event.t, action.name, 1000 + self.launched)))
+            elif isinstance(action, Collect):
+                out.extend(self.send(ResultsCollected(event.t, self.loadgen, self.accuracy)))
+        return out
+
+    def at(self, cls: type, t: float, *args: Any) -> list[Any]:
+        return self.send(cls(T0 + t, *args))
+
+    def timeline(self) -> list[tuple[float, str, str | None, str]]:
+        return [
+            (round(e["t"] - T0, 6), e["event"], e["benchmark"], e["detail"])
+            for e in self.machine.sorted_timeline()
+        ]
+
+    def finish(self) -> Finish:
+        found = [a for a in self.actions if isinstance(a, Finish)]
+        assert len(found) == 1, self.actions
+        return found[0]
+
+
+def make(**overrides: Any) -> Driver:
+    values: dict[str, Any] = {
+        "backgrounds": ("bg-1", "bg-2"),
+        "background_start_timeout": 60.0,
+        "start_time_buffer": 5.0,
+        "end_time_buffer_min": 3.0,
+        "stop_grace": 2.0,
+        "kill_grace": 1.0,
+        "run_timeout": 1000.0,
+        "labels": (("main", "m-bench"), ("bg-1", "b1")),
+    }
+    values.update(overrides)
+    return Driver(Choreography(Config(**values)))
+
+
+# ------------------------------------------------------------------- whole runs, exactly
+def test_automatic_run_timeline_and_actions_exactly() -> None:
+    d = make()
+    d.at(Begin, 0)
+    assert d.actions == [
+        ArmTimer("run_deadline", T0 + 1000),
+        Launch("bg-1"),
+        Launch("bg-2"),
+        ArmTimer("ready_deadline", T0 + 60),
+    ]
+    assert d.machine.started_at == T0 and d.machine.phase == PHASE_STARTING
+    assert d.at(Ready, 2, "bg-1", LINE) == []
+    assert d.at(Ready, 3, "bg-2", LINE) == [
+        CancelTimer("ready_deadline"),
+        ArmTimer("start_buffer", T0 + 8),
+    ]
+    assert d.machine.timers == {"run_deadline": T0 + 1000, "start_buffer": T0 + 8}
+    assert d.at(TimerFired, 8, "start_buffer") == [Launch(MAIN)]
+    assert d.machine.timers == {"run_deadline": T0 + 1000}
+    assert d.at(Ready, 9, MAIN, LINE) == []
+    d.loadgen = {
+        MAIN: power(9.5, 19.5),
+        "bg-1": {"power_begin": T0 + 2.5},
+        "bg-2": power(3.5, 20.9),
+    }
+    assert d.at(Exited, 20, MAIN, 0) == [
+        SignalGroup("bg-1", "SIGTERM"),
+        ArmTimer("kill:bg-1", T0 + 22),
+        SignalGroup("bg-2", "SIGTERM"),
+        ArmTimer("kill:bg-2", T0 + 22),
+    ]
+    assert d.machine.phase == PHASE_STOPPING
+    assert d.at(Exited, 20.5, "bg-1", None, "SIGTERM") == [CancelTimer("kill:bg-1")]
+    out = d.at(Exited, 21, "bg-2", None, "SIGTERM")
+    assert out == [
+        CancelTimer("kill:bg-2"),
+        CancelTimer("run_deadline"),
+        Collect(),
+        Finish(VALID, (), ()),
+    ]
+    assert d.machine.timers == {} and d.machine.finished_at == T0 + 21
+    assert d.timeline() == [
+        (0.0, "phase", None, "starting_backgrounds"),
+        (0.0, "launch", "bg-1", "pid 1001"),
+        (0.0, "launch", "bg-2", "pid 1002"),
+        (2.0, "ready", "bg-1", LINE),
+        (2.5, "timed_begin", "bg-1", "LoadGen power_begin"),
+        (3.0, "ready", "bg-2", LINE),
+        (3.0, "phase", None, "all backgrounds ready"),
+        (3.0, "phase", None, "start_buffer"),
+        (3.5, "timed_begin", "bg-2", "LoadGen power_begin"),
+        (8.0, "phase", None, "main_running"),
+        (8.0, "launch", MAIN, "pid 1003"),
+        (9.0, "ready", MAIN, LINE),
+        (9.5, "timed_begin", MAIN, "LoadGen power_begin"),
+        (19.5, "timed_end", MAIN, "LoadGen power_end"),
+        (20.0, "exit", MAIN, "exited with code 0"),
+        (20.0, "phase", None, "stopping_backgrounds"),
+        (20.0, "kill", "bg-1", "SIGTERM"),
+        (20.0, "kill", "bg-2", "SIGTERM"),
+        (20.5, "exit", "bg-1", "was killed by SIGTERM"),
+        (20.9, "timed_end", "bg-2", "LoadGen power_end"),
+        (21.0, "exit", "bg-2", "was killed by SIGTERM"),
+        (21.0, "phase", None, "collecting"),
+        (21.0, "phase", None, "done"),
+    ]
+    assert d.machine.bench_state("bg-1") == {
+        "name": "bg-1",
+        "role": "background",
+        "state": "exited",
+        "pid": 1001,
+        "launched_at": T0,
+        "ready_at": T0 + 2,
+        "ended_at": T0 + 20.5,
+        "exit_code": None,
+        "signal": "SIGTERM",
+        "stopped_by_runner": True,
+        "failed": None,
+        "timed_window": {"begin": T0 + 2.5, "end": T0 + 20.5, "source": "power_begin/exit"},
+        "accuracy": None,
+    }
+    main = d.machine.bench_state(MAIN)
+    assert (main["role"], main["pid"], main["stopped_by_runner"], main["exit_code"]) == (
+        "main",
+        1003,
+        False,
+        0,
+    )
+    assert main["launched_at"] == T0 + 8 and main["ended_at"] == T0 + 20
+    assert d.machine.benches["bg-1"].ready_line == LINE
+    assert d.machine.label("bg-1") == "bg-1 (b1)" and d.machine.label("bg-2") == "bg-2"
+
+
+def test_kill_and_reap_timeline_exactly() -> None:
+    d = make(backgrounds=("bg-1",))
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(TimerFired, 6, "start_buffer")
+    d.at(Ready, 7, MAIN, LINE)
+    d.loadgen = {MAIN: power(7, 10)}
+    d.at(Exited, 10, MAIN, 0)
+    assert d.at(TimerFired, 12, "kill:bg-1") == [
+        SignalGroup("bg-1", "SIGKILL"),
+        ArmTimer("reap:bg-1", T0 + 13),
+    ]
+    assert d.machine.benches["bg-1"].running
+    out = d.at(TimerFired, 13, "reap:bg-1")
+    message = "bg-1 (b1) did not exit 1.0 s after SIGKILL; giving up on it"
+    assert out == [CancelTimer("run_deadline"), Collect(), Finish(INVALID, (message,), ())]
+    bench = d.machine.benches["bg-1"]
+    assert (bench.state, bench.lost, bench.ended_at) == ("exited", True, T0 + 13)
+    assert d.timeline()[-6:] == [
+        (10.0, "kill", "bg-1", "SIGTERM"),
+        (10.0, "timed_end", MAIN, "LoadGen power_end"),  # logged at the verdict, sorted by t
+        (12.0, "kill", "bg-1", "SIGKILL: still running 2.0 s after SIGTERM"),
+        (13.0, "warning", "bg-1", message),
+        (13.0, "phase", None, "collecting"),
+        (13.0, "phase", None, "done"),
+    ]
+
+
+def test_kill_and_reap_timers_of_a_benchmark_that_already_exited_do_nothing() -> None:
+    machine = make(backgrounds=("bg-1",)).machine
+    machine.handle(Begin(T0))
+    machine.handle(Launched(T0, "bg-1", 5))
+    machine.handle(AbortRequested(T0 + 1, "stop"))
+    machine.timers["kill:nobody"] = T0 + 3  # a stale key for a benchmark that does not exist
+    assert machine.handle(TimerFired(T0 + 3, "kill:nobody")) == []
+    machine.handle(Exited(T0 + 2, "bg-1", None, "SIGTERM"))
+    for key in ("kill:bg-1", "reap:bg-1"):
+        machine.timers[key] = T0 + 4  # fired late, after the exit
+        assert machine.handle(TimerFired(T0 + 4, key)) == []
+    assert not machine.benches["bg-1"].lost
+
+
+def test_steady_give_up_and_lenient_warnings_in_the_timeline() -> None:
+    d = make(start_time_buffer_mode="steady", start_time_buffer=4.0, lenient=True)
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    out = d.at(Exited, 2, "bg-2", 3)
+    warning = "bg-2 exited with code 3 before it was ready (lenient: the run goes on without it)"
+    assert out == [CancelTimer("ready_deadline"), ArmTimer("start_buffer", T0 + 6)]
+    d.at(TimerFired, 6, "start_buffer")
+    steady_warning = (
+        "backgrounds did not show steady throughput within start_time_buffer (4.0 s); launching "
+        "the main benchmark anyway"
+    )
+    assert d.machine.warnings == [warning, steady_warning]
+    tail = d.timeline()
+    assert (2.0, "warning", "bg-2", warning) in tail
+    assert tail.index((2.0, "warning", "bg-2", warning)) < tail.index(
+        (2.0, "phase", None, "all backgrounds ready")
+    )
+    assert (6.0, "warning", None, steady_warning) in tail
+    assert tail.index((6.0, "warning", None, steady_warning)) + 1 == tail.index(
+        (6.0, "phase", None, "main_running")
+    )
+
+
+def test_abort_reason_is_logged_as_a_warning_and_ordering() -> None:
+    d = make()
+    d.at(Begin, 0)
+    out = d.at(AbortRequested, 1, "lease expired")
+    assert out == [
+        CancelTimer("ready_deadline"),
+        SignalGroup("bg-1", "SIGTERM"),
+        ArmTimer("kill:bg-1", T0 + 3),
+        SignalGroup("bg-2", "SIGTERM"),
+        ArmTimer("kill:bg-2", T0 + 3),
+    ]
+    assert d.machine.phase == PHASE_ABORTING
+    assert d.timeline()[3:6] == [
+        (1.0, "warning", None, "lease expired"),
+        (1.0, "phase", None, "aborting"),
+        (1.0, "kill", "bg-1", "SIGTERM"),
+    ]
+    assert d.machine.main.state == "not_launched"
+    d.at(Exited, 1.5, "bg-1", None, "SIGTERM")
+    d.at(Exited, 1.5, "bg-2", None, "SIGTERM")
+    assert d.finish().reasons == ("lease expired", "the main benchmark was not launched")
+
+
+def test_abort_without_a_reason_adds_none() -> None:
+    d = make(backgrounds=())
+    d.at(Begin, 0)
+    d.at(AbortRequested, 1, "")
+    assert [e for e in d.timeline() if e[1] == "warning"] == []
+    d.at(Exited, 2, MAIN, None, "SIGTERM")
+    assert d.finish().reasons == (
+        "the main benchmark was stopped before it finished (was killed by SIGTERM)",
+        "no LoadGen result for the main benchmark (mlperf_log_detail.txt and "
+        "mlperf_log_summary.txt missing or incomplete)",
+    )
+
+
+def test_run_deadline_during_collecting_is_ignored_and_launch_during_collecting_aborts() -> None:
+    machine = make(backgrounds=()).machine
+    machine.handle(Begin(T0))
+    machine.handle(Launched(T0, MAIN, 7))
+    machine.handle(Exited(T0 + 1, MAIN, 0))
+    assert machine.phase == PHASE_COLLECTING
+    machine.timers["run_deadline"] = T0 + 2
+    assert machine.handle(TimerFired(T0 + 2, "run_deadline")) == []
+    assert machine.phase == PHASE_COLLECTING and machine.reasons == []
+
+    machine = make(backgrounds=("bg-1",)).machine
+    machine.handle(Begin(T0))
+    machine.handle(LaunchFailed(T0, "bg-1", "boom"))
+    assert machine.phase == PHASE_COLLECTING
+    # a launch confirmed after all (the driver's answers crossed): stop it, collect again later
+    out = machine.handle(Launched(T0 + 1, "bg-1", 9))
+    assert out == [SignalGroup("bg-1", "SIGTERM"), ArmTimer("kill:bg-1", T0 + 3)]
+    assert machine.phase == PHASE_ABORTING and machine.benches["bg-1"].running
+    assert machine.handle(ResultsCollected(T0 + 1, {})) == []  # not collecting any more
+    assert machine.handle(Exited(T0 + 2, "bg-1", None, "SIGTERM"))[-1] == Collect()
+
+
+def test_launch_failure_of_the_main_and_late_launch_of_a_background() -> None:
+    d = make(backgrounds=("bg-1",), lenient=True)
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.machine.handle(TimerFired(T0 + 6, "start_buffer"))  # Launch(main) not answered yet
+    out = d.machine.handle(LaunchFailed(T0 + 6.5, MAIN, "Permission denied"))
+    assert out == [
+        SignalGroup("bg-1", "SIGTERM"),
+        ArmTimer("kill:bg-1", T0 + 8.5),
+    ]
+    assert d.machine.main.state == "not_launched" and d.machine.main.ended_at == T0 + 6.5
+    assert d.machine.main.failed == "main (m-bench) could not be launched: Permission denied"
+    assert d.machine.timeline[-3] == {
+        "t": T0 + 6.5,
+        "event": "exit",
+        "benchmark": MAIN,
+        "detail": "main (m-bench) could not be launched: Permission denied",
+    }
+    assert d.machine.handle(LaunchFailed(T0 + 7, MAIN, "again")) == []  # not pending any more
+    d.at(Exited, 7, "bg-1", None, "SIGTERM")
+    assert d.finish().reasons == ("main (m-bench) could not be launched: Permission denied",)
+
+
+def test_background_launch_failure_with_lenient_goes_on() -> None:
+    d = make(lenient=True)
+    d.machine.handle(Begin(T0))
+    d.machine.handle(Launched(T0, "bg-1", 1))
+    d.machine.handle(LaunchFailed(T0 + 0.1, "bg-2", "no binary"))
+    assert d.machine.phase == PHASE_STARTING
+    assert d.machine.warnings == [
+        "bg-2 could not be launched: no binary (lenient: the run goes on without it)"
+    ]
+    assert d.at(Ready, 1, "bg-1", LINE) == [
+        CancelTimer("ready_deadline"),
+        ArmTimer("start_buffer", T0 + 6),
+    ]
+
+
+def test_wait_mode_transitions_exactly() -> None:
+    d = make(background_mode="wait", backgrounds=("bg-1",))
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(TimerFired, 6, "start_buffer")
+    d.at(Ready, 7, MAIN, LINE)
+    d.loadgen = {MAIN: power(7, 10), "bg-1": power(1, 20)}
+    assert d.at(Exited, 10, MAIN, 0) == []
+    assert d.timeline()[-1] == (10.0, "phase", None, "waiting_backgrounds")
+    out = d.at(Exited, 20, "bg-1", 0)
+    assert out == [CancelTimer("run_deadline"), Collect(), Finish(VALID, (), ())]
+
+
+def test_a_main_exit_while_aborting_changes_nothing() -> None:
+    d = make(backgrounds=("bg-1",))
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(TimerFired, 6, "start_buffer")
+    d.at(AbortRequested, 7, "stop")
+    assert d.machine.phase == PHASE_ABORTING
+    before = list(d.actions)
+    out = d.at(Exited, 8, MAIN, None, "SIGTERM")
+    assert out == [CancelTimer("kill:main")]
+    assert d.machine.phase == PHASE_ABORTING and d.actions[: len(before)] == before
+
+
+# ------------------------------------------------------------------------ verdict pieces
+def test_main_loadgen_errors_become_warnings_in_the_timeline() -> None:
+    d = make(backgrounds=())
+    d.at(Begin, 0)
+    d.at(Ready, 1, MAIN, LINE)
+    d.loadgen = {MAIN: dict(power(1, 2), errors=["e1", "e2"])}
+    d.at(Exited, 3, MAIN, 0)
+    assert d.finish() == Finish(
+        VALID,
+        (),
+        (
+            "LoadGen error in the main benchmark's log: e1",
+            "LoadGen error in the main benchmark's log: e2",
+        ),
+    )
+    assert (3.0, "warning", MAIN, "LoadGen error in the main benchmark's log: e2") in d.timeline()
+
+
+def test_performance_problems_in_words() -> None:
+    assert performance_problems({"result_validity": VALID}) == []
+    assert performance_problems({"result_validity": INVALID}) == [
+        "the main benchmark's LoadGen result is INVALID"
+    ]
+    assert performance_problems(
+        {
+            "result_validity": INVALID,
+            "min_duration_satisfied": True,
+            "min_queries_satisfied": False,
+            "early_stopping_met": False,
+            "performance_constraints_satisfied": None,
+            "invalid_reason": "",
+        }
+    ) == [
+        "the main benchmark's LoadGen result is INVALID: min queries not satisfied; early "
+        "stopping not satisfied"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("loadgen", "accuracy", "problems"),
+    [
+        ({"source": "d", "mode": ACCURACY_ONLY}, {"passed": True}, []),
+        ({"source": "d", "mode": None}, {"passed": True}, []),
+        (
+            {"source": None, "mode": ACCURACY_ONLY},
+            {"passed": True},
+            [
+                "no LoadGen log for the main benchmark's accuracy run (mlperf_log_detail.txt and "
+                "mlperf_log_summary.txt missing)"
+            ],
+        ),
+        (
+            {"source": "d", "mode": "PerformanceOnly"},
+            {"passed": True},
+            ["the main benchmark's LoadGen ran in PerformanceOnly mode, not AccuracyOnly"],
+        ),
+        (
+            {"source": "d", "mode": ACCURACY_ONLY},
+            None,
+            [
+                "no accuracy result for the main benchmark (its accuracy check wrote no PASS or "
+                "FAIL line)"
+            ],
+        ),
+        (
+            {"source": "d", "mode": ACCURACY_ONLY},
+            {"passed": False, "summary": "acc=1%: FAIL"},
+            ["the main benchmark's accuracy check FAILED: acc=1%: FAIL"],
+        ),
+        (
+            {},
+            {"passed": False},
+            [
+                "no LoadGen log for the main benchmark's accuracy run (mlperf_log_detail.txt and "
+                "mlperf_log_summary.txt missing)",
+                "the main benchmark's accuracy check FAILED: None",
+            ],
+        ),
+    ],
+)
+def test_accuracy_problems_in_words(
+    loadgen: dict[str, Any], accuracy: dict[str, Any] | None, problems: list[str]
+) -> None:
+    assert accuracy_problems(loadgen, accuracy) == problems
+
+
+def test_accuracy_main_verdict_goes_through_the_machine() -> None:
+    d = make(backgrounds=(), main_mode=ACCURACY_ONLY)
+    d.at(Begin, 0)
+    d.at(Ready, 1, MAIN, LINE)
+    d.loadgen = {MAIN: {"source": "mlperf_log_detail.txt", "mode": ACCURACY_ONLY}}
+    d.accuracy = {MAIN: {"passed": False, "summary": "acc: FAIL"}, "stranger": {"passed": True}}
+    d.at(Exited, 5, MAIN, 0)
+    assert d.finish().reasons == ("the main benchmark's accuracy check FAILED: acc: FAIL",)
+    assert d.machine.bench_state(MAIN)["accuracy"] == {"passed": False, "summary": "acc: FAIL"}
+    assert "stranger" not in d.machine.benches
+
+
+def test_results_for_unknown_benchmarks_and_empty_results() -> None:
+    d = make(backgrounds=())
+    d.at(Begin, 0)
+    d.at(Ready, 1, MAIN, LINE)
+    d.loadgen = {MAIN: power(1, 4), "ghost": power(0, 9)}
+    d.accuracy = {MAIN: {}}
+    d.at(Exited, 5, MAIN, 0)
+    assert d.finish().verdict == VALID and d.machine.main.accuracy == {}
+
+
+def test_windows_in_detail() -> None:
+    main = Bench(MAIN, "main", launched_at=T0, ended_at=T0 + 9)
+    main.loadgen = {"power_begin": T0 + 1}
+    assert main_window(main) == {"begin": T0, "end": T0 + 9, "source": "launch/exit"}
+    main.loadgen = {"power_end": T0 + 8}
+    assert main_window(main)["source"] == "launch/exit"
+    main.loadgen = {"power_begin": T0 + 1, "power_end": T0 + 8}
+    assert main_window(main, ACCURACY_ONLY) == {
+        "begin": T0,
+        "end": T0 + 9,
+        "source": "launch/exit",
+    }
+    assert main_window(Bench(MAIN, "main", launched_at=T0)) is None
+    assert main_window(Bench(MAIN, "main", ended_at=T0)) is None
+    bg = Bench("bg-1", "background", ready_at=T0 + 1)
+    assert background_window(bg) is None  # still running
+    bg.loadgen = {"power_end": T0 + 5}
+    bg.ended_at = T0 + 6
+    assert background_window(bg) == {"begin": T0 + 1, "end": T0 + 6, "source": "markers"}
+    assert background_window(Bench("bg-2", "background", ended_at=T0)) is None
+
+
+def test_judge_skips_the_overlap_of_failed_backgrounds_and_without_a_main_window() -> None:
+    d = make(lenient=True, background_mode="wait")
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(Ready, 1, "bg-2", LINE)
+    d.at(TimerFired, 6, "start_buffer")
+    d.at(Ready, 7, MAIN, LINE)
+    d.at(Exited, 8, "bg-2", 0)  # finished early: a warning, and no overlap reason on top
+    d.loadgen = {MAIN: power(7, 10), "bg-1": power(1, 30)}
+    d.at(Exited, 10, MAIN, 0)
+    d.at(Exited, 30, "bg-1", 0)
+    finish = d.finish()
+    assert finish.verdict == VALID and len(finish.warnings) == 1
+    assert finish.warnings[0].startswith("bg-2 finished while the main benchmark was still")
+
+
+def test_a_background_with_no_timed_phase_is_named_in_the_verdict() -> None:
+    d = make(backgrounds=("bg-1",), background_mode="wait", main_immediate_start=True)
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(Ready, 2, MAIN, LINE)
+    d.loadgen = {MAIN: power(2, 5)}
+    d.at(Exited, 5, MAIN, 0)
+    d.machine.benches["bg-1"].ready_at = None  # as if its marker had never been seen
+    d.at(Exited, 9, "bg-1", 0)
+    assert d.finish().reasons == (
+        "bg-1 (b1) never reached its timed phase, so it cannot have covered the main timed window",
+    )
+
+
+# --------------------------------------------------------------------------- configuration
+@pytest.mark.parametrize(
+    ("overrides", "problems"),
+    [
+        ({}, []),
+        (
+            {"background_start_timeout": 0, "run_timeout": -1, "steady_window": 0},
+            [
+                "background_start_timeout must be greater than 0, got 0",
+                "run_timeout must be greater than 0, got -1",
+                "steady_window must be greater than 0, got 0",
+            ],
+        ),
+        (
+            {
+                "start_time_buffer": -1,
+                "end_time_buffer_min": -0.5,
+                "stop_grace": -2,
+                "kill_grace": -3,
+            },
+            [
+                "start_time_buffer must not be negative, got -1",
+                "end_time_buffer_min must not be negative, got -0.5",
+                "stop_grace must not be negative, got -2",
+                "kill_grace must not be negative, got -3",
+            ],
+        ),
+        (
+            {"start_time_buffer": 0, "end_time_buffer_min": 0, "stop_grace": 0, "kill_grace": 0},
+            [],
+        ),
+        (
+            {"background_start_timeout": 0.001, "run_timeout": 0.001, "steady_window": 0.001},
+            [],
+        ),
+        (
+            {"start_time_buffer_mode": "sometimes", "background_mode": "never"},
+            [
+                "start_time_buffer_mode must be 'fixed' or 'steady', got 'sometimes'",
+                "background_mode must be 'automatic' or 'wait', got 'never'",
+            ],
+        ),
+        (
+            {"main_mode": "Both"},
+            ["main_mode must be PerformanceOnly or AccuracyOnly, got 'Both'"],
+        ),
+        ({"steady_windows": 1}, ["steady_windows must be at least 2, got 1"]),
+        ({"steady_windows": 2}, []),
+        ({"steady_tolerance": 0}, ["steady_tolerance must be between 0 and 1, got 0"]),
+        ({"steady_tolerance": 1}, ["steady_tolerance must be between 0 and 1, got 1"]),
+        ({"steady_tolerance": 0.999}, []),
+        ({"backgrounds": ("a", "a")}, ["background names must be unique and not 'main'"]),
+        ({"backgrounds": ("main",)}, ["background names must be unique and not 'main'"]),
+        ({"start_time_buffer_mode": "steady", "background_mode": "wait"}, []),
+        ({"main_mode": ACCURACY_ONLY}, []),
+    ],
+)
+def test_config_problems_exactly(overrides: dict[str, Any], problems: list[str]) -> None:
+    assert Config(**overrides).validate() == problems
+    if problems:
+        with pytest.raises(ValueError, match="^%s$" % re.escape("; ".join(problems))):
+            Choreography(Config(**overrides))
+
+
+def test_config_defaults() -> None:
+    config = Config()
+    assert (
+        config.background_start_timeout,
+        config.start_time_buffer,
+        config.start_time_buffer_mode,
+        config.steady_window,
+        config.steady_windows,
+        config.steady_tolerance,
+        config.main_immediate_start,
+        config.background_mode,
+        config.end_time_buffer_min,
+        config.stop_grace,
+        config.kill_grace,
+        config.run_timeout,
+        config.lenient,
+        config.main_mode,
+        config.backgrounds,
+        config.labels,
+    ) == (
+        600.0,
+        10.0,
+        "fixed",
+        2.0,
+        3,
+        0.05,
+        False,
+        "automatic",
+        30.0,
+        10.0,
+        5.0,
+        7200.0,
+        False,
+        "PerformanceOnly",
+        (),
+        (),
+    )
+
+
+# -------------------------------------------------------------------------------- helpers
+def test_wants_readiness_and_progress() -> None:
+    d = make(start_time_buffer_mode="steady", start_time_buffer=30.0)
+    assert not d.machine.wants_readiness("nobody") and not d.machine.wants_progress("nobody")
+    d.at(Begin, 0)
+    assert d.machine.wants_readiness("bg-1") and not d.machine.wants_progress("bg-1")
+    d.at(Ready, 1, "bg-1", LINE)
+    assert not d.machine.wants_readiness("bg-1")
+    assert d.machine.wants_progress("bg-1") and d.machine.phase == PHASE_STARTING
+    assert not d.machine.wants_progress("bg-2")  # not ready yet
+    d.at(Ready, 1, "bg-2", LINE)
+    assert d.machine.phase == PHASE_BUFFER and d.machine.wants_progress("bg-2")
+    d.at(TimerFired, 31, "start_buffer")
+    assert d.machine.phase == PHASE_MAIN and not d.machine.wants_progress("bg-1")
+    assert d.machine.wants_readiness(MAIN)
+
+
+def test_progress_before_the_buffer_is_kept_and_counts() -> None:
+    d = make(
+        start_time_buffer_mode="steady",
+        start_time_buffer=30.0,
+        steady_window=1.0,
+        steady_windows=2,
+    )
+    d.at(Begin, 0)
+    d.at(Ready, 0, "bg-1", LINE)
+    for t in (0.0, 1.0, 2.0):  # bg-2 not ready yet: no launch, but bg-1's history grows
+        assert d.at(Progress, t, "bg-1", 100 * t) == []
+    assert d.machine.benches["bg-1"].progress == [(T0, 0.0), (T0 + 1, 100.0), (T0 + 2, 200.0)]
+    d.at(Ready, 2, "bg-2", LINE)
+    d.at(Progress, 3, "bg-1", 300)
+    d.at(Progress, 4, "bg-1", 400)
+    d.at(Progress, 2, "bg-2", 0)
+    d.at(Progress, 3, "bg-2", 100)
+    out = d.at(Progress, 4, "bg-2", 200)
+    assert out == [CancelTimer("start_buffer"), Launch(MAIN)]
+    assert CancelTimer("start_buffer") in out and d.machine.steady_at == T0 + 4
+    assert (4.0, "phase", None, "backgrounds reached steady throughput") in d.timeline()
+    assert "start_buffer" not in d.machine.timers
+
+
+def test_progress_trim_keeps_what_the_steady_check_needs() -> None:
+    d = make(
+        backgrounds=("bg-1",),
+        start_time_buffer_mode="steady",
+        start_time_buffer=100.0,
+        steady_window=1.0,
+        steady_windows=2,
+    )
+    d.at(Begin, 0)
+    d.at(Ready, 0, "bg-1", LINE)
+    samples = [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (4.0, 0.0)]
+    for t, value in samples:  # stalled: never steady
+        d.at(Progress, t, "bg-1", value)
+    # keep_after = 4 - 1 * (2 + 2) = 0: nothing older than the window is dropped yet
+    assert [p[0] - T0 for p in d.machine.benches["bg-1"].progress] == [0, 1, 2, 3, 4]
+    d.at(Progress, 5.5, "bg-1", 0.0)  # keep_after 1.5: drop while the second sample is older
+    assert [p[0] - T0 for p in d.machine.benches["bg-1"].progress] == [1, 2, 3, 4, 5.5]
+    d.at(Progress, 100, "bg-1", 0.0)
+    assert [p[0] - T0 for p in d.machine.benches["bg-1"].progress] == [5.5, 100]
+
+
+@pytest.mark.parametrize(
+    ("samples", "now", "expected"),
+    [
+        # window edges at 0, 1, 2, 3: a sample exactly on an edge counts for that edge
+        ([(0.0, 0.0), (1.0, 100.0), (2.0, 200.0), (3.0, 300.0)], 3.0, True),
+        # edges 0.5 .. 3.5 take the samples at 0, 1, 2, 3
+        ([(0.0, 0.0), (1.0, 100.0), (2.0, 200.0), (3.0, 300.0)], 3.5, True),
+        ([(0.6, 0.0), (1.0, 100.0), (2.0, 200.0), (3.0, 300.0)], 3.5, False),  # none by 0.5
+        ([(0.001, 0.0), (1.0, 100.0), (2.0, 200.0), (3.0, 300.0)], 3.0, False),  # no 0 edge
+        # rates 100, 100, 105: spread 5 / mean 101.67 = 0.049 <= 0.05
+        ([(0.0, 0.0), (1.0, 100.0), (2.0, 200.0), (3.0, 305.0)], 3.0, True),
+        # rates 100, 100, 106: 6 / 102 = 0.0588 > 0.05
+        ([(0.0, 0.0), (1.0, 100.0), (2.0, 200.0), (3.0, 306.0)], 3.0, False),
+        # the last sample at or before each edge: 0.5 -> 50 counts for the edge at 1? no: 1.0
+        ([(0.0, 0.0), (0.5, 999.0), (1.0, 100.0), (2.0, 200.0), (3.0, 300.0)], 3.0, True),
+        ([(0.0, 0.0), (1.0, 100.0), (1.5, 7.0), (2.0, 200.0), (3.0, 300.0)], 3.0, True),
+        ([(0.0, 0.0), (1.0, 100.0), (2.0, 200.0), (2.5, 250.0), (3.0, 300.0)], 3.0, True),
+        ([(0.0, 300.0), (1.0, 200.0), (2.0, 100.0), (3.0, 0.0)], 3.0, False),  # negative
+        ([(0.0, 0.0), (1.0, 100.0), (2.0, 100.0), (3.0, 200.0)], 3.0, False),  # one zero rate
+    ],
+)
+def test_steady_edges(samples: list[tuple[float, float]], now: float, expected: bool) -> None:
+    assert steady(samples, now, 1.0, 3, 0.05) is expected
+
+
+def test_steady_with_two_windows_and_a_wider_window() -> None:
+    samples = [(0.0, 0.0), (2.0, 100.0), (4.0, 200.0)]
+    assert steady(samples, 4.0, 2.0, 2, 0.01) is True
+    assert steady(samples, 4.0, 2.0, 3, 0.01) is False
+    assert steady([(0.0, 0.0), (1.0, 10.0)], 1.0, 1.0, 1, 0.01) is True
+
+
+# -------------------------------------------------------------------------------- scanners
+def test_line_scanner_matches_the_whole_line_around_the_match() -> None:
+    scanner = LineScanner(("MARK",))
+    assert scanner.feed(b"a\nxx MARK yy  \nb\n") == "xx MARK yy"
+    scanner = LineScanner(("MARK",))
+    assert scanner.feed(b"MARK at start\n") == "MARK at start"
+    scanner = LineScanner(("first", "second"))
+    assert scanner.feed(b"second\n") == "second"
+    assert LineScanner(("^MARK$",)).feed(b"x\nMARK\ny\n") == "MARK"
+
+
+def test_line_scanner_tail_is_kept_between_chunks() -> None:
+    scanner = LineScanner(("MARK",), max_line=100)
+    assert scanner.feed(b"noise\nMA") is None
+    assert scanner._tail == b"MA"
+    assert scanner.feed(b"RK") is None and scanner._tail == b"MARK"
+    assert scanner.feed(b" end\nnext") == "MARK end"
+    assert scanner._tail == b"next"
+    assert scanner.feed(b" line\n") is None and scanner._tail == b""
+    scanner = LineScanner(("MARK",), max_line=4)
+    assert scanner.feed(b"x\n123456789") is None and scanner._tail == b"6789"
+    assert scanner.feed(b"\nMARK\n") == "MARK"
+
+
+def test_line_scanner_match_in_the_unfinished_tail_is_not_reported() -> None:
+    scanner = LineScanner(("MARK",))
+    assert scanner.feed(b"done\nMARK without newline") is None
+    assert scanner.feed(b"\n") == "MARK without newline"
+    scanner = LineScanner(("MARK",))
+    assert scanner.feed(b"x\nMARK") is None
+
+
+def test_line_scanner_decodes_bad_bytes_and_cuts_nothing_else() -> None:
+    scanner = LineScanner(("MARK",))
+    assert scanner.feed(b"\xff MARK \xfe\n") == "\ufffd MARK \ufffd"
+    assert scanner.max_line == 65536
+
+
+def test_progress_scanner_keeps_a_partial_line_and_uses_the_last_match() -> None:
+    scanner = ProgressScanner(r"n=(?P<count>\d+)")
+    assert scanner.feed(b"n=1\nn=2\nn=3") == 2.0
+    assert scanner._tail == b"n=3"
+    assert scanner.feed(b"4") is None and scanner._tail == b"n=34"
+    assert scanner.feed(b"\n") == 34.0 and scanner._tail == b""
+    scanner = ProgressScanner(r"n=(?P<count>\d+)")
+    assert scanner.feed(b"n=5 n=6\n") == 6.0
