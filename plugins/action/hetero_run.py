@@ -36,6 +36,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
+from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
     build_plan,
@@ -228,6 +229,10 @@ class ActionModule(ActionBase):
         if validation.error_messages:
             raise AnsibleActionFail("hetero_run: %s" % "; ".join(validation.error_messages))
         args = validation.validated_parameters
+        if args["run_id"] is not None:
+            problem = name_problem(args["run_id"], "run_id")
+            if problem:
+                raise AnsibleActionFail("hetero_run: %s" % problem)
         self._host = task_vars.get("inventory_hostname") or self._task.get_name()
         host = self._host
         templar = self._templar

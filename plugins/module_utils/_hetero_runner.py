@@ -89,6 +89,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._run_containment i
     leftovers,
     reap_orphans,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
 
 PLAN_FORMAT = "heteromig.hetero-plan"
 PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode
@@ -289,6 +290,13 @@ def validate_plan(plan: Any) -> List[str]:
     for key in ("run_id", "run_dir"):
         if not isinstance(plan.get(key), str) or not plan[key]:
             problems.append("plan.%s must be a non-empty string" % key)
+    run_id_problem = name_problem(plan.get("run_id"), "plan.run_id")
+    if run_id_problem and isinstance(plan.get("run_id"), str) and plan["run_id"]:
+        problems.append(run_id_problem)
+    elif isinstance(plan.get("run_dir"), str) and os.path.basename(
+        os.path.normpath(plan["run_dir"])
+    ) != plan.get("run_id"):
+        problems.append("plan.run_dir must end in the run id %r" % plan.get("run_id"))
     benchmarks = plan.get("benchmarks")
     if not isinstance(benchmarks, list) or not benchmarks:
         problems.append("plan.benchmarks must be a non-empty list")
@@ -303,11 +311,21 @@ def validate_plan(plan: Any) -> List[str]:
         argv = bench.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             problems.append("%s: argv must be a non-empty list of strings" % bench.get("name"))
+        name_issue = name_problem(bench.get("name"), "benchmark name")
+        if name_issue:
+            problems.append(name_issue)
         env = bench.get("env", {})
         if not isinstance(env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             problems.append("%s: env must map strings to strings" % bench.get("name"))
+        elif any(
+            not k or k[0].isdigit() or not all(c.isalnum() or c == "_" for c in k) or "\0" in v
+            for k, v in env.items()
+        ):
+            problems.append(
+                "%s: env holds an invalid variable name or a NUL in a value" % bench.get("name")
+            )
         if not isinstance(bench.get("log_dir"), str):
             problems.append("%s: log_dir must be a string" % bench.get("name"))
     try:
@@ -981,6 +999,12 @@ def start(
     if problems:
         raise RunnerError("the plan is not usable: " + "; ".join(problems))
     run_dir = plan["run_dir"]
+    expected_dir = os.path.join(runs_root(host_root), plan["run_id"])
+    if os.path.normpath(run_dir) != os.path.normpath(expected_dir):
+        raise RunnerError(
+            "the plan's run directory %s is not %s: a run lives in <host_root>/runs/<run_id>"
+            % (run_dir, expected_dir)
+        )
     if os.path.exists(os.path.join(run_dir, "plan.json")):
         raise RunnerError(
             "run %s already exists on this host (%s): use resume to re-attach to it, or a new "
@@ -1124,8 +1148,15 @@ def tail(path: str, size: int = 2000) -> str:
 
 
 def find_run(host_root: str, run_id: Optional[str]) -> Optional[str]:
-    """The run directory of ``run_id``; without one, the running run, else the newest."""
+    """The run directory of ``run_id``; without one, the running run, else the newest.
+
+    Raises RunnerError for a run id that is not a safe name (``..``, a path, a newline).
+    """
     root = runs_root(host_root)
+    if run_id is not None:
+        problem = name_problem(run_id, "run_id")
+        if problem:
+            raise RunnerError(problem)
     if run_id:
         path = os.path.join(root, run_id)
         return path if os.path.isdir(path) else None

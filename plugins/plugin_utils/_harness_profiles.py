@@ -31,6 +31,10 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner imp
     PLAN_FORMAT,
     PLAN_VERSION,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import (
+    SAFE_NAME_PATTERN,
+    name_problem,
+)
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness_profiles")
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
@@ -38,7 +42,8 @@ MODES = ("PerformanceOnly", "AccuracyOnly")
 ACCURACY_ONLY = "AccuracyOnly"
 GROUP_SETS = ("all", "datacenter", "edge")
 MAIN = "main"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"\A%s\Z" % SAFE_NAME_PATTERN, re.ASCII)
+_ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 _PROFILE_KEYS = {
     "name",
     "description",
@@ -594,6 +599,33 @@ def run_id_for(seed: str, when: str) -> str:
     return "%s-%s" % (when, hashlib.sha256(seed.encode()).hexdigest()[:6])
 
 
+# Optional numeric options: (name, kind, lower bound, bound included) checked before planning.
+_NUMBERS = (
+    ("main_target_qps", float, 0.0, False),
+    ("background_target_qps", float, 0.0, False),
+    ("main_target_latency_ns", int, 0, False),
+    ("main_min_query_count", int, 1, True),
+    ("steady_tolerance", float, 0.0, False),
+    ("max_output_bytes", int, 1, True),
+)
+
+
+def _check_numbers(options: Mapping[str, Any]) -> None:
+    for key, kind, low, inclusive in _NUMBERS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PlanError("%s must be a number, got %r" % (key, value))
+        if kind is int and value != int(value):
+            raise PlanError("%s must be a whole number, got %r" % (key, value))
+        if value < low or (value == low and not inclusive):
+            raise PlanError(
+                "%s must be %s %s, got %r"
+                % (key, "at least" if inclusive else "greater than", low, value)
+            )
+
+
 def _ms(options: Mapping[str, Any], key: str, positive: bool = True) -> int:
     value = options.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -626,8 +658,16 @@ def build_plan(
     profile = load_profile(
         options.get("harness") or "heteromig_synthetic", options.get("harness_profile_dirs")
     )
+    problem = name_problem(run_id, "run_id")
+    if problem:
+        raise PlanError(problem)
     main_benchmark = options.get("main_benchmark") or profile.default_main_benchmark
-    scenario = normalize_scenario(options.get("main_scenario") or "Offline")
+    given_scenario = options.get("main_scenario")
+    if given_scenario is not None and not str(given_scenario).strip():
+        raise PlanError(
+            "main_scenario is empty; scenarios are %s (default Offline)" % ", ".join(SCENARIOS)
+        )
+    scenario = normalize_scenario(given_scenario or "Offline")
     check_benchmark(profile, main_benchmark, scenario, "main")
     action = options.get("main_action") or "run_harness"
     if action not in profile.actions:
@@ -710,10 +750,16 @@ def build_plan(
         free,
         fill=bool(options.get("fill_slices", True)) and not choice.shared_gpu,
     )
+    _check_numbers(options)
     regexes = options.get("readiness_regexes") or profile.readiness_regexes or None
     if regexes is not None:
         regexes = [str(r) for r in regexes]
         for regex in regexes:
+            if not regex.strip():
+                raise PlanError(
+                    "readiness_regexes: an empty regex matches every line, so every benchmark "
+                    "would count as ready at once; give the marker line's regex"
+                )
             try:
                 re.compile(regex)
             except re.error as exc:
@@ -730,6 +776,14 @@ def build_plan(
         isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in extra_env.items()
     ):
         raise PlanError("env must map variable names to strings")
+    for key, value in extra_env.items():
+        if not _ENV_NAME_RE.match(key):
+            raise PlanError(
+                "env: %r is not a valid environment variable name (letters, digits and '_', "
+                "not starting with a digit)" % key
+            )
+        if "\0" in str(value):
+            raise PlanError("env: the value of %s holds a NUL character" % key)
     harness_vars = dict(options.get("harness_vars") or {})
     engine_dir = str(harness_vars.get("engine_dir") or os.path.join(host_root, "engines"))
     verbose_all = bool(options.get("verbose_all"))

@@ -283,6 +283,21 @@ def test_bad_input_is_refused_with_clear_messages(ssh_lab: MakeLab, tmp_path: Pa
         "Zero duration": "main_benchmark_duration must be greater than 0 ms, got 0",
         "Negative duration": "start_time_buffer must not be negative, got -1 ms",
         "Unknown option": "main_benchmark_durration. Supported parameters include:",
+        "Run id that climbs out of the runs directory": "run_id '../..' is not a safe name",
+        "Absolute run id": "run_id '/etc' is not a safe name",
+        "Run id with a newline": "run_id 'a\\nb' is not a safe name",
+        "Unicode run id": "run_id 'ünïcode' is not a safe name",
+        "Resume of a run id that climbs out": "run_id '../../..' is not a safe name",
+        "Collect through the host module with a run id that climbs out": (
+            "run_id '../../..' is not a safe name"
+        ),
+        "Stop through the host module with an absolute run id": "run_id '/tmp' is not a safe name",
+        "Negative target QPS": "main_target_qps must be greater than 0.0, got -5",
+        "Negative target latency": "main_target_latency_ns must be greater than 0, got -1",
+        "Zero min query count": "main_min_query_count must be at least 1, got 0",
+        "Empty scenario": "main_scenario is empty",
+        "Empty readiness regex": "readiness_regexes: an empty regex matches every line",
+        "Invalid environment variable name": "env: 'BAD NAME' is not a valid environment variable",
     }
     for task, message in expected.items():
         res = result_of(run, "mig", task)
@@ -297,6 +312,11 @@ def test_bad_input_is_refused_with_clear_messages(ssh_lab: MakeLab, tmp_path: Pa
         "; rm -rf / #",
         "`id`",
     ]
+    # nothing of any refused run reached the host: no run directory, nothing archived
+    assert not (lab.hostdir("mig") / "runs").exists() or not any(
+        (lab.hostdir("mig") / "runs").iterdir()
+    )
+    assert not list(lab.hostdir("mig").rglob("results.tar.gz"))
     refused = result_of(run, "nomig", "Main slice that is not a MIG device")
     assert run.outcome("Main slice that is not a MIG device", "nomig") == "failed"
     assert "the main benchmark's slice is not a MIG device" in refused["msg"]
