@@ -17,6 +17,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs impo
     DETAIL_LOG,
     SUMMARY_LOG,
     empty_accuracy,
+    empty_result,
     find_loadgen_dirs,
     find_named_file,
     judge_accuracy_lines,
@@ -617,3 +618,38 @@ def test_read_accuracy_file_then_output(tmp_path: Path) -> None:
     nested.write_text("accuracy=60%: PASS\n")
     (tmp_path / "stdout.log").write_text("noise\n")
     assert read_accuracy(str(tmp_path), ACC)["source"] == "logs/accuracy.txt"
+
+
+def test_empty_result_exactly(tmp_path: Path) -> None:
+    expected = {
+        "result_validity": None,
+        "scenario": None,
+        "mode": None,
+        "metric": None,
+        "latency_ns": {},
+        "min_duration_satisfied": None,
+        "min_queries_satisfied": None,
+        "early_stopping_met": None,
+        "performance_constraints_satisfied": None,
+        "invalid_reason": None,
+        "errors": [],
+        "power_begin": None,
+        "power_end": None,
+        "source": None,
+        "log_files": [],
+    }
+    assert empty_result() == expected
+    assert read_loadgen_dir(str(tmp_path)) == expected
+    assert result_from_detail({}) == dict(expected, source=DETAIL_LOG)
+    assert result_from_summary("") == dict(expected, source=SUMMARY_LOG)
+
+
+def test_logs_with_bytes_that_are_not_utf8_are_still_read(tmp_path: Path) -> None:
+    text = (FIXTURES / "Server" / DETAIL_LOG).read_bytes()
+    (tmp_path / DETAIL_LOG).write_bytes(b"\xff\xfe garbage\n" + text)
+    (tmp_path / "mlperf_log_trace.json").write_bytes(b"\xff")
+    result = read_loadgen_dir(str(tmp_path))
+    assert result["result_validity"] == "VALID" and result["scenario"] == "Server"
+    assert result["log_files"] == [DETAIL_LOG, "mlperf_log_trace.json"]
+    (tmp_path / "accuracy.txt").write_bytes(b"\xff accuracy=1%: PASS\n")
+    assert read_accuracy(str(tmp_path), ACC)["summary"] == "\ufffd accuracy=1%: PASS"
