@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
 from ansible.inventory.manager import InventoryManager
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
@@ -260,6 +260,17 @@ class ActionModule(ActionBase):
                 "campaign: %s belongs to no system of the plan (run operation=plan on localhost "
                 "first, registered as heteromig_campaign_plan, as playbooks/sweep.yml does)" % host
             )
+        # A host that cannot be reached claims nothing: each claim it made would fail at once
+        # and use up an attempt of a cell the system's other hosts could still run.
+        lost = self._unreachable()
+        if lost is not None:
+            return {
+                "changed": False,
+                "failed": True,
+                "msg": "campaign: %s cannot be reached (%s): it takes no cell of system %s; its "
+                "other hosts take the cells, and the same command run again resumes or retries "
+                "what this one left" % (host, lost, system_name),
+            }
         ledger = os.path.join(directory, LEDGER)
         os.makedirs(directory, exist_ok=True)
         try:
@@ -351,6 +362,16 @@ class ActionModule(ActionBase):
             out["failed"] = True
             out["msg"] = "cell %s: %s" % (cell.id, failure)
         return out
+
+    def _unreachable(self) -> str | None:
+        """Why the host cannot be reached now (one round trip over the connection), or None."""
+        try:
+            res = self._low_level_execute_command("true", sudoable=False)
+        except AnsibleConnectionFailure as exc:
+            return " ".join(str(exc).split())[:300]
+        if res.get("rc") == 255:  # ssh's own failure
+            return " ".join(str(res.get("stderr") or "ssh exited 255").split())[:300]
+        return None
 
     @staticmethod
     def _hosts_per_system(plan: Mapping[str, Any]) -> dict[str, list[str]]:
