@@ -792,3 +792,115 @@ def test_progress_scanner_keeps_a_partial_line_and_uses_the_last_match() -> None
     assert scanner.feed(b"\n") == 34.0 and scanner._tail == b""
     scanner = ProgressScanner(r"n=(?P<count>\d+)")
     assert scanner.feed(b"n=5 n=6\n") == 6.0
+
+
+# ------------------------------------------------------------- second round of survivors
+def test_steady_rate_and_spread_edges() -> None:
+    # rates 95, 100, 105: spread 10 / mean 100 is exactly the tolerance 0.1: steady
+    exact = [(0.0, 0.0), (1.0, 95.0), (2.0, 195.0), (3.0, 300.0)]
+    assert steady(exact, 3.0, 1.0, 3, 0.1) is True
+    assert steady(exact, 3.0, 1.0, 3, 0.099) is False
+    # slow but steady: rates of half a sample per second are positive
+    assert steady([(0.0, 0.0), (1.0, 0.5), (2.0, 1.0), (3.0, 1.5)], 3.0, 1.0, 3, 0.05) is True
+    # counts far above the times: the history check looks at times, not counts
+    big = [(0.0, 1000.0), (1.0, 1100.0), (2.0, 1200.0), (3.0, 1300.0)]
+    assert steady(big, 3.0, 1.0, 3, 0.05) is True
+    # a zero rate is never steady, whatever the tolerance (called directly, outside Config)
+    stalled_once = [(0.0, 0.0), (1.0, 0.0), (2.0, 100.0), (3.0, 200.0)]
+    assert steady(stalled_once, 3.0, 1.0, 3, 1.5) is False
+
+
+def test_a_failed_background_does_not_make_the_others_steady() -> None:
+    d = make(
+        lenient=True,
+        start_time_buffer_mode="steady",
+        start_time_buffer=100.0,
+        steady_window=1.0,
+        steady_windows=2,
+    )
+    d.at(Begin, 0)
+    d.at(Exited, 0.5, "bg-1", 1)  # failed (lenient) and listed first
+    d.at(Ready, 1, "bg-2", LINE)
+    assert d.machine.phase == PHASE_BUFFER
+    for t, value in ((1.0, 0.0), (2.0, 10.0), (3.0, 100.0), (4.0, 110.0)):  # never steady
+        d.at(Progress, t, "bg-2", value)
+    assert Launch(MAIN) not in d.actions and d.machine.phase == PHASE_BUFFER
+    for t, value in ((5.0, 210.0), (6.0, 310.0)):  # steady now
+        d.at(Progress, t, "bg-2", value)
+    assert Launch(MAIN) in d.actions and d.machine.steady_at == T0 + 6
+
+
+def test_progress_trim_keeps_a_sample_exactly_at_the_oldest_edge() -> None:
+    d = make(
+        backgrounds=("bg-1",),
+        start_time_buffer_mode="steady",
+        start_time_buffer=100.0,
+        steady_window=1.0,
+        steady_windows=2,
+    )
+    d.at(Begin, 0)
+    d.at(Ready, 0, "bg-1", LINE)
+    for t in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0):
+        d.at(Progress, t, "bg-1", 0.0)
+    # keep_after = 5 - 4 = 1: the sample at 1 s is not older than that, so 0 s stays before it
+    assert [p[0] - T0 for p in d.machine.benches["bg-1"].progress] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("lenient", [False, True])
+def test_two_backgrounds_hanging_at_the_readiness_deadline(lenient: bool) -> None:
+    d = make(lenient=lenient)
+    d.at(Begin, 0)
+    out = d.at(TimerFired, 60, "ready_deadline")
+    hung = "%s did not reach its timed phase within 60.0 s (no readiness marker: hung or too slow to start)"
+    if lenient:  # both stopped and tolerated; the run goes on to the buffer without them
+        assert [a for a in out if isinstance(a, SignalGroup)] == [
+            SignalGroup("bg-1", "SIGTERM"),
+            SignalGroup("bg-2", "SIGTERM"),
+        ]
+        assert d.machine.warnings == [
+            hung % "bg-1 (b1)" + " (lenient: the run goes on without it)",
+            hung % "bg-2" + " (lenient: the run goes on without it)",
+        ]
+        assert d.machine.phase == PHASE_BUFFER and ArmTimer("start_buffer", T0 + 65) in out
+    else:  # the first failure stops the run: one reason, not one per background
+        assert d.machine.reasons == [hung % "bg-1 (b1)"]
+        assert d.machine.phase == PHASE_ABORTING
+
+
+def test_a_background_killed_by_a_signal_during_the_main_is_named_so() -> None:
+    d = make(backgrounds=("bg-1",))
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(TimerFired, 6, "start_buffer")
+    d.at(Exited, 7, "bg-1", None, "SIGKILL")
+    d.at(Exited, 7.5, MAIN, None, "SIGTERM")
+    assert (
+        d.finish().reasons[0]
+        == "bg-1 (b1) was killed by SIGKILL while the main benchmark was running"
+    )
+
+
+def test_background_launch_failure_is_logged_at_its_time() -> None:
+    d = make()
+    d.machine.handle(Begin(T0))
+    d.machine.handle(Launched(T0, "bg-2", 1))
+    d.machine.handle(LaunchFailed(T0 + 0.1, "bg-1", "no binary"))
+    message = "bg-1 (b1) could not be launched: no binary"
+    assert d.timeline()[-3:] == [
+        (0.1, "exit", "bg-1", message),
+        (0.1, "phase", None, "aborting"),
+        (0.1, "kill", "bg-2", "SIGTERM"),
+    ]
+
+
+def test_progress_scanner_lines_anchors_tail_and_message() -> None:
+    scanner = ProgressScanner(r"^n=(?P<count>\d+)")
+    assert scanner.feed(b"x\nn=5\n") == 5.0  # ^ matches at each line's start
+    assert scanner.feed(b"xn=6\n") is None
+    assert ProgressScanner(r"^(?P<count>\d)").feed(b"x\n7 not finished") is None
+    scanner = ProgressScanner(r"n=(?P<count>\d+)")
+    assert scanner.feed(b"a" * 70000) is None and len(scanner._tail) == 65536
+    with pytest.raises(
+        ValueError, match=r"^progress_regex needs a named group 'count': done \\d\+$"
+    ):
+        ProgressScanner(r"done \d+")
