@@ -289,6 +289,13 @@ class ActionModule(ActionBase):
         except PlanError as exc:
             raise AnsibleActionFail(str(exc)) from None
         results_dir = os.path.join(results_root, run_id, host)
+        if args["fetch"] and not self._task.check_mode:
+            problem = results_dir_problem(results_root)
+            if problem:
+                raise AnsibleActionFail(
+                    "hetero_run on %s: %s. Nothing was started; set results_dir (or "
+                    "heteromig_results_dir) to a writable directory" % (host, problem)
+                )
         if plan["shared_gpu"]:
             display.warning(
                 "hetero_run on %s: SHARED GPU mode: every benchmark runs on the whole GPU %s "
@@ -575,15 +582,25 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(
                     "%s: cannot pack the logs of run %s: %s" % (self._host, run_id, res.get("msg"))
                 )
-        os.makedirs(results_dir, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="heteromig-fetch-") as tmpdir:
-            local = os.path.join(tmpdir, "results.tar.gz")
-            if res.get("archive_b64"):
-                with open(local, "wb") as handle:
-                    handle.write(base64.b64decode(res["archive_b64"]))
-            else:
-                self._connection.fetch_file(res["archive"], local)
-            extract_archive(local, results_dir)
+        os.makedirs(os.path.dirname(results_dir), exist_ok=True)
+        # Unpacked beside its place and renamed in: a full or read-only disk leaves no half
+        # results directory, and a re-fetch replaces the old one whole.
+        staging = "%s.partial-%d" % (results_dir, os.getpid())
+        try:
+            with tempfile.TemporaryDirectory(prefix="heteromig-fetch-") as tmpdir:
+                local = os.path.join(tmpdir, "results.tar.gz")
+                if res.get("archive_b64"):
+                    with open(local, "wb") as handle:
+                        handle.write(base64.b64decode(res["archive_b64"]))
+                else:
+                    self._connection.fetch_file(res["archive"], local)
+                os.makedirs(staging)
+                extract_archive(local, staging)
+            if os.path.isdir(results_dir):
+                shutil.rmtree(results_dir)
+            os.rename(staging, results_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return [f["path"] for f in res.get("files") or []]
 
     def _run_path(self, run_id: str) -> str:
@@ -668,12 +685,24 @@ class ActionModule(ActionBase):
             contract["reasons"] = [failure]
         contract["fetched_files"] = list(fetched or [])
         if args["fetch"]:
-            with contextlib.suppress(OSError):
-                os.makedirs(results_dir, exist_ok=True)
-                with open(
-                    os.path.join(results_dir, "result.json"), "w", encoding="utf-8"
-                ) as handle:
-                    json.dump(contract, handle, indent=1, sort_keys=True)
+            try:
+                write_json_atomic(os.path.join(results_dir, "result.json"), contract)
+            except OSError as exc:
+                if failure is None:
+                    failure = (
+                        "run %s on %s ended %s, but its result could not be written to %s: %s. "
+                        "The results are safe on the host in %s; free the directory and run "
+                        "hetero_run with resume: true and run_id: %s to fetch them again"
+                        % (
+                            contract["run_id"],
+                            self._host,
+                            contract["verdict"],
+                            results_dir,
+                            _first_line(str(exc)),
+                            self._run_path(contract["run_id"]),
+                            contract["run_id"],
+                        )
+                    )
         result.update(contract)
         result["changed"] = True
         main = contract["main"]
@@ -700,6 +729,35 @@ class ActionModule(ActionBase):
                 "; ".join(contract["reasons"]),
             )
         return result
+
+
+def results_dir_problem(results_root: str) -> str | None:
+    """Why the controller cannot keep results in ``results_root`` (None when it can)."""
+    try:
+        os.makedirs(results_root, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results_root, prefix=".heteromig-probe-") as probe:
+            probe.write(b"x")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return "cannot write the results to %s: %s" % (results_root, _first_line(str(exc)))
+    return None
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary file and a rename: never a truncated file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class ConnectionLost(Exception):

@@ -5,6 +5,7 @@ profile tests/fixtures/hetero/profiles/fake_loadgen.yml) on simulated MIG slices
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -515,3 +516,89 @@ def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: P
     assert latest_begin < earliest_end, "the mains did not all run at once: %s" % windows
     started = [line for line in run.stdout.splitlines() if "started: main" in line]
     assert len(started) == 4, run.stdout[-3000:]
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): %s" % done.stderr.strip())
+
+
+def _umount(where: Path) -> None:
+    subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def test_a_read_only_results_directory_is_refused_before_anything_starts(
+    ssh_lab: MakeLab, tmp_path: Path
+) -> None:
+    results = tmp_path / "ro-results"
+    _mount_tmpfs(results, "1m")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(results)], check=True)
+        lab = start_lab(ssh_lab, tmp_path, ["h1"], heteromig_results_dir=str(results))
+        run = lab.run_playbook(PLAYBOOK, extravars={"heteromig_hetero_run_id": "ro"})
+    finally:
+        _umount(results)
+    assert run.rc != 0
+    assert run.outcome(START_TASK, "h1") == "failed"
+    msg = result_of(run, "h1", START_TASK)["msg"]
+    assert "cannot write the results to %s" % results in msg and "Read-only file system" in msg
+    assert "Nothing was started" in msg
+    assert not run_dir(lab, "h1", "ro").exists()
+
+
+@pytest.mark.slow
+def test_a_full_results_directory_after_the_run_keeps_the_verdict_and_resume_fetches_again(
+    ssh_lab: MakeLab, tmp_path: Path
+) -> None:
+    results = tmp_path / "small-results"
+    _mount_tmpfs(results, "32m")
+    try:
+        lab = start_lab(
+            ssh_lab,
+            tmp_path,
+            ["h1"],
+            slices=2,
+            heteromig_results_dir=str(results),
+            heteromig_hetero_main_benchmark_duration=3000,
+        )
+        proc = spawn_playbook(lab, PLAYBOOK, {"heteromig_hetero_run_id": "full"})
+        try:
+            wait_for_phase(lab, "h1", "full", {"main_running"})
+            filler = results / "filler"
+            with filler.open("wb") as handle, contextlib.suppress(OSError):
+                while True:  # fill the directory to the last block (ENOSPC ends it)
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+            out = proc.communicate(timeout=120)[0]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode != 0, out[-3000:]
+        assert "hetero_run [h1] VALID" in out, out[-3000:]
+        match = re.search(r"run full on h1 ended VALID, but .*", out)
+        assert match, out[-3000:]
+        message = match.group(0)
+        assert "No space left on device" in message and "resume: true" in message
+        assert str(run_dir(lab, "h1", "full")) in message  # where the results are safe
+        host_dir = results / "full" / "h1"
+        result_json = host_dir / "result.json"
+        assert not result_json.exists() or json.loads(result_json.read_text())
+        assert not list(results.rglob("*.partial-*")) and not list(results.rglob("*.tmp.*"))
+
+        filler.unlink()
+        again = lab.run_playbook(PLAYBOOKS / "hetero_resume.yml", extravars={"run_id": "full"})
+        assert again.rc == 0, again.stdout[-3000:]
+        res = result_of(again, "h1", "Re-attach, watch to the end, fetch the results")
+        assert res["verdict"] == "VALID", res["reasons"]
+        assert json.loads(result_json.read_text())["verdict"] == "VALID"
+        assert (host_dir / "main" / "mlperf_log_detail.txt").is_file()
+    finally:
+        _umount(results)
