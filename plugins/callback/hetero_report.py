@@ -340,6 +340,13 @@ class CallbackModule(CallbackBase):
             if self._writer is None:
                 stamp = datetime.datetime.fromtimestamp(self._started_at, datetime.UTC)
                 self._open(stamp.strftime("report-%Y%m%dT%H%M%SZ"))
+            # A Ctrl-C between a record's write and its removal from the queue would write it
+            # twice: what the file already holds is not written again.
+            # (seq, received_at): the file may also hold an earlier playbook run's records
+            in_file = {(r.get("seq"), r.get("received_at")) for r in read_jsonl(self._writer.path)}
+            self._unwritten = [
+                r for r in self._unwritten if (r.get("seq"), r.get("received_at")) not in in_file
+            ]
             self._flush_unwritten()
             self._writer.close()
             if not self._unwritten:
