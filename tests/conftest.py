@@ -38,11 +38,7 @@ KEPT_ON_PURPOSE = {
 }
 # Known leaks being fixed elsewhere: (test file, name pattern) -> the issue. They are listed in
 # the report but do not fail the session; remove an entry once its fix has landed.
-KNOWN_LEAKS = {
-    ("tests/integration/test_hetero_report_sigint.py", "ansible_*_payload_*"): (
-        "issue 15: an interrupted module run leaves AnsiballZ's payload directory (fix pending)"
-    ),
-}
+KNOWN_LEAKS: dict[tuple[str, str], str] = {}
 
 
 def _temp_dirs() -> list[Path]:
