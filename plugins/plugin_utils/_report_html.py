@@ -398,7 +398,8 @@ def render_html(summary: Mapping[str, Any], title: str = "Heterogeneous MIG run 
         "<style>%s</style></head>" % _CSS,
         '<body data-report="heteromig-hetero-run" data-total="%d">' % len(rows),
         "<h1>%s</h1>" % _e(title),
-        '<p class="meta">run id(s): <code id="run-ids">%s</code> \u00b7 generated %s \u00b7 <span id="counts">%s</span>'
+        '<p class="meta">run id(s): <code id="run-ids">%s</code> \u00b7 generated %s (all times '
+        'in this report are UTC) \u00b7 <span id="counts">%s</span>'
         ' \u00b7 <span id="js-note"></span></p>'
         % (
             _e(", ".join(summary.get("run_ids") or []) or "-"),

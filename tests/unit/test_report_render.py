@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -269,3 +270,25 @@ def test_html_is_self_contained_with_a_timeline_per_run(
     uncovered = [a for t, a in tags if t == "g" and a.get("data-covered") == "false"]
     assert [a["data-lane"] for a in uncovered] == ["bg-1"]  # h2's background ended too early
     assert "No timeline: unreachable." in page
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+def test_reports_are_the_same_in_every_time_zone_and_say_utc(
+    summary: dict[str, Any], zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered under UTC and under ``zone``, every report is byte for byte the same."""
+    renderers = (render_html, render_markdown, render_csv, render_table, render_junit)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    in_utc = [render(summary) for render in renderers]
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        elsewhere = [render(summary) for render in renderers]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert elsewhere == in_utc
+    html = in_utc[0]
+    # 1795325000 is 2026-11-22 05:23:20 UTC (and 2026-11-22 00:23:20 in New York)
+    assert "generated 2026-11-22 05:23:20 UTC (all times in this report are UTC)" in html
