@@ -8,6 +8,7 @@ Markers (integration, slow, compat) and the default timeout are declared in pypr
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -111,8 +112,12 @@ def leftover_temporary_files(pytest_managed: list[Path]) -> tuple[list[str], lis
         _WATCH.attribute(before, nodeid)
     leaks: list[str] = []
     known: list[str] = []
+    # multiprocessing's own directory of this process (pymp-*), which it removes at exit
+    mp_dir = multiprocessing.process.current_process()._config.get("tempdir")
     for entry in sorted(_listing(_WATCH.dirs) - _WATCH.before):
         if entry in pytest_managed or any(fnmatch(entry.name, p) for p in KEPT_ON_PURPOSE):
+            continue
+        if mp_dir and os.path.realpath(entry) == os.path.realpath(mp_dir):
             continue
         if not os.path.lexists(entry):
             continue  # removed meanwhile
