@@ -697,7 +697,8 @@ class Choreography:
                     self._log(bw["end"], "timed_end", bench.name, "LoadGen power_end")
             if bench.failed is not None or window is None:
                 continue  # already a reason (or a tolerated warning); nothing to overlap with
-            problem = overlap_problem(bench, bw, window, self.started_at or window["begin"])
+            origin = self.started_at if self.started_at is not None else window["begin"]
+            problem = overlap_problem(bench, bw, window, origin)
             if problem:
                 reasons.append("%s %s" % (self.label(bench.name), problem))
         self.verdict = VALID if not reasons else INVALID

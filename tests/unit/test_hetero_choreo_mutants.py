@@ -904,3 +904,117 @@ def test_progress_scanner_lines_anchors_tail_and_message() -> None:
         ValueError, match=r"^progress_regex needs a named group 'count': done \\d\+$"
     ):
         ProgressScanner(r"done \d+")
+
+
+# -------------------------------------------------------------- third round of survivors
+def test_a_fresh_machine_and_unknown_events() -> None:
+    machine = make().machine
+    assert (machine.started_at, machine.finished_at, machine.verdict, machine.steady_at) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert machine.reasons == [] and machine.warnings == [] and machine.timers == {}
+    with pytest.raises(TypeError, match=r"^unknown event 'nope'$"):
+        machine.handle("nope")
+
+
+def test_a_late_launch_after_a_launch_failure_clears_the_end_time() -> None:
+    machine = make(backgrounds=("bg-1",)).machine
+    machine.handle(Begin(T0))
+    machine.handle(LaunchFailed(T0, "bg-1", "boom"))
+    assert machine.benches["bg-1"].ended_at == T0
+    machine.handle(Launched(T0 + 1, "bg-1", 9))
+    assert machine.bench_state("bg-1")["ended_at"] is None
+    assert machine.bench_state("bg-1")["launched_at"] == T0 + 1
+
+
+def test_the_ready_line_is_capped_at_500_characters() -> None:
+    d = make(backgrounds=("bg-1",))
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", "x" * 600)
+    assert d.machine.benches["bg-1"].ready_line == "x" * 500
+
+
+def test_immediate_start_logs_the_main_phase_at_the_last_marker() -> None:
+    d = make(main_immediate_start=True)
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(Ready, 2, "bg-2", LINE)
+    assert d.timeline()[-3:] == [
+        (2.0, "phase", None, "all backgrounds ready"),
+        (2.0, "phase", None, "main_running"),
+        (2.0, "launch", MAIN, "pid 1003"),
+    ]
+
+
+def test_a_stopped_main_that_exits_with_a_code_is_named_so() -> None:
+    d = make(backgrounds=())
+    d.at(Begin, 0)
+    d.at(AbortRequested, 1, "stop requested")
+    d.at(Exited, 2, MAIN, 143)
+    assert d.finish().reasons[:2] == (
+        "stop requested",
+        "the main benchmark was stopped before it finished (exited with code 143)",
+    )
+    assert d.machine.reasons == list(d.finish().reasons)
+
+
+def test_the_overlap_is_checked_for_backgrounds_after_a_failed_one() -> None:
+    d = make(lenient=True, background_mode="wait", end_time_buffer_min=0.0)
+    d.at(Begin, 0)
+    d.at(Ready, 1, "bg-1", LINE)
+    d.at(Ready, 1, "bg-2", LINE)
+    d.at(TimerFired, 6, "start_buffer")
+    d.at(Ready, 7, MAIN, LINE)
+    d.at(Exited, 8, "bg-1", 0)  # failed (lenient): skipped in the overlap check ...
+    d.loadgen = {MAIN: power(7, 10), "bg-2": power(1, 9)}
+    d.at(Exited, 10, MAIN, 0)
+    d.at(Exited, 11, "bg-2", 0)
+    assert d.finish().reasons == (  # ... but bg-2 after it is still checked
+        "bg-2 left its timed phase at +9.000 s, before the main timed window ended at +10.000 s",
+    )
+
+
+def test_verdict_times_are_relative_to_the_start_even_when_the_clock_starts_at_zero() -> None:
+    """The fake clock may start at 0: the run's start is still the origin of the messages."""
+    machine = make(backgrounds=("bg-1",), background_mode="wait").machine
+    machine.handle(Begin(0.0))
+    machine.handle(Launched(0.0, "bg-1", 1))
+    machine.handle(Ready(1.0, "bg-1", LINE))
+    machine.handle(TimerFired(6.0, "start_buffer"))
+    machine.handle(Launched(6.0, MAIN, 2))
+    machine.handle(Exited(20.0, MAIN, 0))
+    machine.handle(Exited(30.0, "bg-1", 0))
+    out = machine.handle(
+        ResultsCollected(
+            30.0,
+            {
+                MAIN: {"result_validity": VALID, "power_begin": 8.0, "power_end": 18.0},
+                "bg-1": {"power_begin": 9.0, "power_end": 29.0},
+            },
+        )
+    )
+    assert out[-1].reasons == (
+        "bg-1 (b1) entered its timed phase at +9.000 s, after the main timed window began at "
+        "+8.000 s",
+    )
+
+
+def test_line_scanner_never_matches_the_unfinished_next_line() -> None:
+    scanner = LineScanner(("^M",))
+    assert scanner.feed(b"x\nM") is None  # one character after the last newline
+    scanner = LineScanner(("^M",))
+    assert scanner.feed(b"ab") is None
+    assert scanner.feed(b"c\nM rest") is None  # with a tail: still not the next line's start
+    assert scanner.feed(b"\n") == "M rest"
+
+
+def test_line_scanner_an_empty_line_can_be_the_marker() -> None:
+    assert LineScanner(("^$",)).feed(b"\nfoo\n") == ""
+
+
+def test_line_scanner_messages() -> None:
+    with pytest.raises(ValueError, match=r"^at least one readiness regex is needed$"):
+        LineScanner(())
