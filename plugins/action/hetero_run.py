@@ -523,18 +523,13 @@ class ActionModule(ActionBase):
         self, args: Mapping[str, Any], result: dict[str, Any], results_root: str
     ) -> dict[str, Any]:
         task_vars = self._task_vars
-        res = self._call(
-            {"command": "status", "host_root": self._host_root, "run_id": args["run_id"]}, task_vars
-        )
-        if res.get("failed"):
-            raise AnsibleActionFail("resume on %s: %s" % (self._host, res.get("msg")))
+        res, plan = self._attach(args, task_vars)
         run_id = res["run_id"]
         plan_status = res.get("status") or {}
         display.display(
             "hetero_run [%s] re-attached to run %s (%s)"
             % (self._host, run_id, plan_status.get("phase"))
         )
-        plan = self._remote_plan(run_id, task_vars)
         if self._task.check_mode:
             result.update(
                 contract_result(
@@ -554,6 +549,52 @@ class ActionModule(ActionBase):
             return self._conclude(result, plan, None, results_dir, args, str(exc))
         return self._finish(result, plan, status, last, run_id, results_dir, args, task_vars)
 
+    def _attach(
+        self, args: Mapping[str, Any], task_vars: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The run's status and plan, read from the host; a dropped connection is retried.
+
+        The watch of a run started with wait=false begins here, so a host that is briefly
+        unreachable gets the same patience as during the watch: lease_timeout plus
+        reconnect_timeout.
+        """
+        budget = (args["lease_timeout"] + args["reconnect_timeout"]) / 1000.0
+        first_try = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                res = self._call(
+                    {"command": "status", "host_root": self._host_root, "run_id": args["run_id"]},
+                    task_vars,
+                )
+                if res.get("failed"):
+                    raise AnsibleActionFail("resume on %s: %s" % (self._host, res.get("msg")))
+                return res, self._remote_plan(res["run_id"], task_vars)
+            except (AnsibleConnectionFailure, OSError) as exc:
+                failures += 1
+                if time.monotonic() - first_try > budget:
+                    raise AnsibleActionFail(
+                        "cannot reach %s to re-attach to run %s for %.0f s (lease_timeout + "
+                        "reconnect_timeout): %s. The run's results stay in %s on the host; "
+                        "hetero_run with resume: true and run_id: %s fetches them later"
+                        % (
+                            self._host,
+                            args["run_id"],
+                            budget,
+                            _first_line(str(exc)),
+                            self._run_path(str(args["run_id"])),
+                            args["run_id"],
+                        )
+                    ) from None
+                if failures == 1:
+                    display.warning(
+                        "hetero_run [%s] cannot re-attach yet (%s); retrying for up to %.0f s"
+                        % (self._host, _first_line(str(exc), 200), budget)
+                    )
+                with contextlib.suppress(Exception):
+                    self._connection.reset()
+                time.sleep(min(2.0, 0.25 * failures))
+
     def _remote_plan(self, run_id: str, task_vars: dict[str, Any]) -> dict[str, Any]:
         """The run's plan.json, read back from the host (for resume)."""
         path = os.path.join(self._host_root, "runs", run_id, "plan.json")
@@ -563,6 +604,8 @@ class ActionModule(ActionBase):
                 self._connection.fetch_file(path, local)
                 with open(local, encoding="utf-8") as handle:
                     return json.load(handle)
+            except AnsibleConnectionFailure:
+                raise  # the caller retries a dropped connection
             except (AnsibleError, OSError, ValueError) as exc:
                 raise AnsibleActionFail(
                     "cannot read %s from %s: %s" % (path, self._host, exc)
