@@ -653,3 +653,36 @@ def test_logs_with_bytes_that_are_not_utf8_are_still_read(tmp_path: Path) -> Non
     assert result["log_files"] == [DETAIL_LOG, "mlperf_log_trace.json"]
     (tmp_path / "accuracy.txt").write_bytes(b"\xff accuracy=1%: PASS\n")
     assert read_accuracy(str(tmp_path), ACC)["summary"] == "\ufffd accuracy=1%: PASS"
+
+
+def test_a_record_whose_value_quotes_the_prefix_is_read_from_the_first_prefix() -> None:
+    values = parse_detail(':::MLLOG {"key": "generic_message", "value": ":::MLLOG {} x"}')
+    assert values["generic_message"] == ":::MLLOG {} x"
+
+
+def test_read_respects_its_byte_limit(tmp_path: Path) -> None:
+    from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import _read
+
+    path = tmp_path / "log.txt"
+    path.write_bytes(b"0123456789")
+    assert _read(str(path), 4) == "0123"
+    assert _read(str(path)) == "0123456789"
+    assert _read(str(tmp_path / "missing")) is None
+
+
+def test_find_dirs_with_mtimes_below_one_second(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, mtime in ((a, 0.0), (b, 0.5)):
+        d.mkdir()
+        (d / DETAIL_LOG).write_text("x")
+        os.utime(d / DETAIL_LOG, (mtime, mtime))
+    assert find_loadgen_dirs(str(tmp_path)) == [str(b), str(a)]
+
+
+def test_files_that_vanish_or_dangle_are_skipped(tmp_path: Path) -> None:
+    """A log or accuracy file that cannot be stat'ed (a dangling link, a file removed between
+    the walk and the stat) does not break the search."""
+    (tmp_path / DETAIL_LOG).symlink_to(tmp_path / "gone")
+    assert find_loadgen_dirs(str(tmp_path)) == [str(tmp_path)]
+    (tmp_path / "accuracy.txt").symlink_to(tmp_path / "gone")
+    assert find_named_file(str(tmp_path), "accuracy.txt") is None
