@@ -69,7 +69,7 @@ options:
   lease:
     description:
       - With C(status), renew the run's lease for this many seconds (0 leaves it).
-      - With C(start), the first lease in seconds (0 takes the plan's C(lease_s)): a controller
+      - With C(start), the first lease in seconds (0 takes the plan's C(lease_s)). A controller
         that starts a run and watches it later (M(heteromig.fleet.hetero_run) with
         O(heteromig.fleet.hetero_run#module:wait=false)) gives it a lease that lasts until it
         comes back.

@@ -211,7 +211,7 @@ class StrictLoader(yaml.SafeLoader):
 
 def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
+    for key_node, _value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue
         key = loader.construct_object(key_node, deep=True)
@@ -699,7 +699,7 @@ def _rule(
                 )
             match[key] = value
         elif key == "benchmark":
-            names = [b for b, _, _ in matrix]
+            names = [b for b, _scenarios, _modes in matrix]
             if value not in names:
                 raise check.error(
                     place,

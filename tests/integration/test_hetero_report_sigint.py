@@ -50,7 +50,7 @@ REPLAY_PAYLOAD = "ansible_*hetero_run_replay_payload_*"
 def _system_temp_entries() -> set[Path]:
     """What is in /tmp and in this process's temporary directory (when that is elsewhere)."""
     found: set[Path] = set()
-    for directory in {Path("/tmp"), Path(tempfile.gettempdir())}:
+    for directory in sorted({Path("/tmp"), Path(tempfile.gettempdir())}):
         found.update(directory.iterdir())
     return found
 

@@ -378,11 +378,11 @@ def _race(ledger: str, camp: Campaign, hosts: int) -> list[str]:
     ]
     for proc in procs:
         proc.start()
-    results = [out.get(timeout=60) for _ in procs]
+    results = [out.get(timeout=60) for _proc in procs]
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
-    return [cell for _, got in results for cell in got]
+    return [cell for _host, got in results for cell in got]
 
 
 def test_concurrent_claimers_never_share_a_cell(ledger: str) -> None:

@@ -168,7 +168,7 @@ def test_power_window_lies_inside_the_clock_read_around_the_real_run(
     assert clock["tz"] == written_in
     result = read_loadgen_dir(str(capture))
     begin, end = result["power_begin"], result["power_end"]
-    assert begin is not None and end is not None
+    assert isinstance(begin, float) and isinstance(end, float)
     assert clock["before"] - 0.001 <= begin <= end <= clock["after"] + 0.001, (
         "power window %.3f..%.3f outside the clock bracket %.3f..%.3f (off by %.0f s)"
         % (begin, end, clock["before"], clock["after"], begin - clock["before"])
