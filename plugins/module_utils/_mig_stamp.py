@@ -45,7 +45,7 @@ _PLANNER_SOURCES = (
     ("modules", "mig_layout.py"),
 )
 # Options that change what a run returns, not what it plans.
-_NOT_PLANNING = frozenset(("return_mig_devices", "return_gpu_states", "stamp"))
+_NOT_PLANNING = frozenset(("return_mig_devices", "return_gpu_states", "stamp", "deprecated_variables"))
 
 
 def default_stamp_path(backend: str, sim_state: Optional[str]) -> str:

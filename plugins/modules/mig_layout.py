@@ -219,6 +219,32 @@ options:
       - V(false) neither reads nor writes it. O(operation=export) never does.
     type: bool
     default: true
+  deprecated_variables:
+    description:
+      - For the C(heteromig.fleet.mig_partition) role, which passes the deprecated variable
+        names (C(mig_partition_*)) a host still sets, so that their warnings and conflicts
+        cost no task of their own. Rarely set by hand.
+      - Each entry names an old variable (C(name)) and the one that replaces it
+        (C(replacement)); the task shows a deprecation warning naming both.
+      - An entry with C(conflict=true) (both names set, to different values) fails the task
+        before any GPU is read or changed.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+    suboptions:
+      name:
+        description: The deprecated variable.
+        type: str
+        required: true
+      replacement:
+        description: The variable to set instead.
+        type: str
+        required: true
+      conflict:
+        description: Whether both are set to different values.
+        type: bool
+        default: false
 notes:
   - A reboot (needed where a GPU cannot be reset) destroys every MIG instance of the host, and
     Hopper GPUs also lose their MIG mode; run the module again afterwards (the
@@ -558,8 +584,38 @@ def _argument_spec():
         return_mig_devices=dict(type="bool", default=True),
         return_gpu_states=dict(type="bool", default=True),
         stamp=dict(type="bool", default=True),
+        deprecated_variables=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                name=dict(type="str", required=True),
+                replacement=dict(type="str", required=True),
+                conflict=dict(type="bool", default=False),
+            ),
+        ),
     )
     return spec
+
+
+DEPRECATED_VARIABLES_REMOVED_IN = "1.0.0"
+
+
+def _variable_conflicts(module):
+    """Warn about each deprecated variable; the message for those that conflict, or None."""
+    conflicts = []
+    for entry in module.params["deprecated_variables"]:
+        if entry["conflict"]:
+            conflicts.append(
+                "%s and its deprecated old name %s are both set, to different values"
+                % (entry["replacement"], entry["name"]))
+        else:
+            module.deprecate(
+                "the variable %s is deprecated: set %s instead" % (entry["name"], entry["replacement"]),
+                version=DEPRECATED_VARIABLES_REMOVED_IN, collection_name="heteromig.fleet")
+    if not conflicts:
+        return None
+    return "%s; set only the new name. Nothing was changed." % "; ".join(conflicts)
 
 
 def _entries(params, file_text):
@@ -670,7 +726,7 @@ def _run(module, backend, file_text):
 def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
     params = module.params
-    error = _option_error(params)
+    error = _variable_conflicts(module) or _option_error(params)
     if error is not None:
         module.fail_json(msg=error, changed=False)
     file_text = None

@@ -84,7 +84,7 @@ PLAYBOOK = [{
     "hosts": "h100",
     "gather_facts": False,
     "module_defaults": MODULE_DEFAULTS,
-    "vars": {"mig_partition_layout": "all-1g", "mig_partition_end_play_if_unchanged": True},
+    "vars": {"heteromig_mig_layout": "all-1g", "heteromig_mig_end_play_if_unchanged": True},
     "tasks": [{"name": "Apply the MIG layout",
                "ansible.builtin.import_role": {"name": "heteromig.fleet.mig_partition"}}],
 } for number in (1, 2)]

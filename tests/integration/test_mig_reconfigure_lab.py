@@ -14,7 +14,10 @@ of issue 3 in its inventory variables, and one run of the real playbook serves t
 - fault (2 x H100): an NVML failure injected midway; the previous layout is restored;
 - badinput (1 x H100): a profile the GPU does not have, which fails in the planning play and
   again, reported and counted, in its batch;
-- gone (1 x H100): its sshd is down, so it is unreachable when planned and gets no batch.
+- gone (1 x H100): its sshd is down, so it is unreachable when planned and gets no batch;
+- oldnames (1 x H100): the deprecated mig_partition_* variable names, which still work and warn;
+- conflict (1 x H100): heteromig_mig_layout and mig_partition_layout set to different values,
+  which fails before anything changes.
 
 GPU client services are a fake service manager per host (a shell script keeping "running"
 marker files in the host's directory), so the tests see exactly which were stopped and started.
@@ -55,7 +58,7 @@ RUNNING = ("nvidia-dcgm", "dcgm-exporter")  # nvsm is installed but not running
 ONE_BATCH = {"mig_reconfigure_hosts": "lab", "mig_reconfigure_serial": "100%",
              "mig_reconfigure_max_fail_percentage": 100}
 SUCCEEDS = ["h100", "a100", "a30", "uneven", "noreset", "drain"]
-FAILS = ["busy", "fault", "noreset-deny", "badinput"]
+FAILS = ["busy", "fault", "noreset-deny", "badinput", "conflict"]
 
 FAKE_SERVICE = """#!/bin/sh
 # fake service manager of a lab host: <status|stop|start> <service>
@@ -69,39 +72,45 @@ esac
 """
 
 SCENARIOS: dict[str, dict[str, Any]] = {
-    "h100": {"heteromig_sim_gpus": "8xH100-SXM5-80GB", "mig_partition_layout": "all-1g"},
+    "h100": {"heteromig_sim_gpus": "8xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g"},
     "a100": {
         "heteromig_sim_gpus": "4xA100-SXM4-80GB",
-        "mig_partition_gpus": [{"devices": [0, 2], "layout": "all-balanced"}],
+        "heteromig_mig_gpus": [{"devices": [0, 2], "layout": "all-balanced"}],
     },
-    "a30": {"heteromig_sim_gpus": "4xA30-24GB", "mig_partition_layout": "all-1g"},
+    "a30": {"heteromig_sim_gpus": "4xA30-24GB", "heteromig_mig_layout": "all-1g"},
     "uneven": {
         "heteromig_sim_gpus": "1xH200-141GB",
-        "mig_partition_layout": ["3g.71gb", "2g.35gb", "1g.18gb", "1g.18gb"],
+        "heteromig_mig_layout": ["3g.71gb", "2g.35gb", "1g.18gb", "1g.18gb"],
     },
     "noreset": {
         "heteromig_sim_gpus": [{"model": "A100-SXM4-40GB", "count": 2, "reset_supported": False}],
-        "mig_partition_layout": "all-1g",
-        "mig_partition_allow_reboot": True,
+        "heteromig_mig_layout": "all-1g",
+        "heteromig_mig_allow_reboot": True,
     },
     "noreset-deny": {
         "heteromig_sim_gpus": [{"model": "A100-SXM4-40GB", "count": 2, "reset_supported": False}],
-        "mig_partition_layout": "all-1g",
+        "heteromig_mig_layout": "all-1g",
     },
-    "busy": {"heteromig_sim_gpus": "2xH100-SXM5-80GB", "mig_partition_layout": "all-7g"},
+    "busy": {"heteromig_sim_gpus": "2xH100-SXM5-80GB", "heteromig_mig_layout": "all-7g"},
     "drain": {
         "heteromig_sim_gpus": "1xH100-SXM5-80GB",
-        "mig_partition_layout": "all-7g",
-        "mig_partition_drain": True,
-        "mig_partition_drain_timeout": 2,
+        "heteromig_mig_layout": "all-7g",
+        "heteromig_mig_drain": True,
+        "heteromig_mig_drain_timeout": 2,
     },
     "fault": {
         "heteromig_sim_gpus": "2xH100-SXM5-80GB",
-        "mig_partition_gpus": [{"devices": [0], "layout": "all-2g"}],
+        "heteromig_mig_gpus": [{"devices": [0], "layout": "all-2g"}],
     },
-    "badinput": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": ["5g.50gb"]},
+    "badinput": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": ["5g.50gb"]},
     # down before the first run: unreachable when planned, so no batch and no change
-    "gone": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": "all-1g"},
+    "gone": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g"},
+    # the old names of release 0.1 (layout, drain timeout, reboot permission); the services
+    # options of every host use the new names, and this host's old names must not disturb them
+    "oldnames": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": "all-2g",
+                 "mig_partition_drain_timeout": 5, "mig_partition_allow_reboot": False},
+    "conflict": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g",
+                 "mig_partition_layout": "all-7g"},
 }
 
 
@@ -204,9 +213,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         svc = str(base / name / "svc.sh")
         specs.append(HostSpec(name, {
             "heteromig_gpu_backend": "sim",
-            "mig_partition_service_manager": "command",
-            "mig_partition_services": list(SERVICES),
-            "mig_partition_service_commands": {
+            "heteromig_mig_service_manager": "command",
+            "heteromig_mig_services": list(SERVICES),
+            "heteromig_mig_service_commands": {
                 "status": [svc, "status"], "stop": [svc, "stop"], "start": [svc, "start"]},
             **hostvars,
         }))
@@ -223,8 +232,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         # a30 has no GPU 3 of that model: its layout already matches, so it never reaches a batch
         fleet.runs["one-gpu"] = lab.run_playbook(
             PLAYBOOK,
-            extravars={**ONE_BATCH, "mig_partition_layout": None,
-                       "mig_partition_gpus": [{"devices": [3], "model": "H100-SXM5-80GB",
+            extravars={**ONE_BATCH, "heteromig_mig_layout": None,
+                       "heteromig_mig_gpus": [{"devices": [3], "model": "H100-SXM5-80GB",
                                                "layout": "all-balanced", "optional": True}]},
             limit="h100,a30", timeout=240)
         yield fleet
@@ -237,7 +246,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 # ------------------------------------------------------------------------ apply, re-apply
 def test_first_run_outcomes(fleet: Fleet) -> None:
     run = fleet.runs["first"]
-    assert run.hosts(SUMMARY, "ok") == set(SUCCEEDS), run.stdout[-3000:]
+    assert run.hosts(SUMMARY, "ok") == {*SUCCEEDS, "oldnames"}, run.stdout[-3000:]
     assert run.hosts(SUMMARY, "failed") == set(FAILS)
 
 
@@ -352,7 +361,7 @@ def test_reset_impossible_reboots_when_allowed_then_continues(fleet: Fleet) -> N
 def test_reset_impossible_without_permission_names_the_gpus(fleet: Fleet) -> None:
     msg = fleet.failure("first", "noreset-deny")
     assert "GPU(s) 0, 1 could not be reset to apply a MIG mode change" in msg
-    assert "Not Supported" in msg and "mig_partition_allow_reboot=true" in msg
+    assert "Not Supported" in msg and "heteromig_mig_allow_reboot=true" in msg
     gpus = fleet.gpus("noreset-deny")
     assert [(g["mig_current"], g["mig_pending"]) for g in gpus] == [(0, 1), (0, 1)]
     assert fleet.runs["first"].results("Reboot the simulated GPUs", "noreset-deny") == [] or \
@@ -430,3 +439,36 @@ def test_bad_input_fails_in_its_batch_and_changes_nothing(fleet: Fleet) -> None:
     assert fleet.gpus("badinput") == fleet.before["badinput"]
     assert fleet.service_log("badinput") == []
     assert fleet.runs["first"].results(APPLY, "badinput") == []
+
+
+# ------------------------------------------------------------------ old variable names
+def test_old_variable_names_still_work_and_warn(fleet: Fleet) -> None:
+    run = fleet.runs["first"]
+    result = fleet.ok("first", APPLY, "oldnames")
+    assert [d["profile"] for d in result["mig_devices"]] == ["2g.20gb"] * 3
+    assert fleet.ok("first", SUMMARY, "oldnames")["msg"].startswith(
+        "oldnames: changed GPU 0 (H100-SXM5-80GB) to all-2g;")
+    # the planning task warns once per old name, naming the new variable (the module's
+    # deprecation, the same in both plays)
+    plan = run.results(PLAN, "oldnames")[0].res
+    messages = sorted(d["msg"] for d in plan["deprecations"])
+    assert messages == [
+        "the variable mig_partition_allow_reboot is deprecated: set heteromig_mig_allow_reboot instead",
+        "the variable mig_partition_drain_timeout is deprecated: set heteromig_mig_drain_timeout instead",
+        "the variable mig_partition_layout is deprecated: set heteromig_mig_layout instead",
+    ]
+    assert "[DEPRECATION WARNING]: the variable mig_partition_layout is deprecated: " \
+        "set heteromig_mig_layout instead" in run.stdout
+    # hosts that set the new names only get no warning
+    assert "deprecations" not in run.results(PLAN, "h100")[0].res or \
+        run.results(PLAN, "h100")[0].res["deprecations"] == []
+
+
+def test_old_and_new_name_set_differently_fails_and_changes_nothing(fleet: Fleet) -> None:
+    msg = fleet.failure("first", "conflict")
+    assert ("heteromig_mig_layout and its deprecated old name mig_partition_layout are both set, "
+            "to different values; set only the new name. Nothing was changed.") in msg
+    assert fleet.gpus("conflict") == fleet.before["conflict"]
+    assert fleet.service_log("conflict") == []
+    assert fleet.runs["first"].results(APPLY, "conflict") == []
+    assert fleet.runs["first"].results(PLAN, "conflict")[0].outcome == "failed"
