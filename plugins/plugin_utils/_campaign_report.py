@@ -67,9 +67,7 @@ KINDS = {
 def _utc(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(
-        "%Y-%m-%d %H:%M:%S UTC"
-    )
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _write(path: str, text: str) -> None:
@@ -124,9 +122,120 @@ def cell_rows(campaign: Campaign, records: Sequence[Mapping[str, Any]]) -> list[
                 "metric": last.get("metric") if finished else None,
                 "reasons": list(last.get("reasons") or []) if finished else [],
                 "results_dir": last.get("results_dir") if finished else None,
+                "tuning": _tuning(records, cell.id, state),
             }
         )
     return rows
+
+
+def _tuning(
+    records: Sequence[Mapping[str, Any]], cell_id: str, state: Any
+) -> dict[str, Any] | None:
+    """A tuned cell's search (docs/campaign.md, "Tuning"): the ``trial`` records of its latest
+    claim, in order, and the value its ``finished`` record gives; None for other cells."""
+    if state is None:
+        return None
+    run_id = state.run_id
+    trials = [
+        {
+            k: r.get(k)
+            for k in ("kind", "index", "target", "verdict", "metric", "trial_run_id", "failed")
+        }
+        for r in records
+        if r.get("event") == "trial" and r.get("cell") == cell_id and r.get("run_id") == run_id
+    ]
+    last = state.last or {}
+    given = last.get("tuning") if last.get("event") == "finished" else None
+    if not trials and not isinstance(given, Mapping):
+        return None
+    given = dict(given) if isinstance(given, Mapping) else {}
+    return {
+        "value": given.get("value"),
+        "start": given.get("start"),
+        "start_from": given.get("start_from"),
+        "from_file": given.get("from_file"),
+        "reason": given.get("reason"),
+        "trials": trials,
+    }
+
+
+def _tuning_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown: one section listing every tuned cell's trials and its value."""
+    tuned = [r for r in rows if r.get("tuning")]
+    if not tuned:
+        return []
+    out = ["## Tuning", ""]
+    for row in tuned:
+        info = row["tuning"]
+        value = info.get("value")
+        out.append(
+            "### %s: main_target_qps %s" % (row["id"], "%g" % value if value else "not found")
+        )
+        out.append("")
+        if info.get("from_file"):
+            out += ["From the tuned file %s." % info["from_file"], ""]
+            continue
+        if info.get("start") is not None:
+            out += [
+                "Start %g (%s). %s" % (info["start"], info["start_from"], info["reason"] or ""),
+                "",
+            ]
+        out.append("| # | run | target | verdict | metric |")
+        out.append("|---|---|---|---|---|")
+        for trial in info["trials"]:
+            out.append(
+                "| %s | %s | %s | %s | %s |"
+                % (
+                    trial["index"],
+                    trial["kind"],
+                    "Offline" if trial["target"] is None else "%g" % trial["target"],
+                    "FAILED" if trial["failed"] else trial["verdict"],
+                    _metric_text(trial["metric"]),
+                )
+            )
+        out.append("")
+    return out
+
+
+def _tuning_html(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    e = html.escape
+    tuned = [r for r in rows if r.get("tuning")]
+    if not tuned:
+        return []
+    out = ["<h2>Tuning</h2>"]
+    for row in tuned:
+        info = row["tuning"]
+        value = info.get("value")
+        out.append(
+            '<h3 data-tuned="%s">%s: main_target_qps %s</h3>'
+            % (e(row["id"]), e(row["id"]), e("%g" % value if value else "not found"))
+        )
+        if info.get("from_file"):
+            out.append("<p>From the tuned file %s.</p>" % e(str(info["from_file"])))
+            continue
+        if info.get("start") is not None:
+            out.append(
+                "<p>Start %s (%s). %s</p>"
+                % (e("%g" % info["start"]), e(str(info["start_from"])), e(info["reason"] or ""))
+            )
+        out.append(
+            "<table><tr><th>#</th><th>run</th><th>target</th><th>verdict</th><th>metric</th></tr>"
+        )
+        for trial in info["trials"]:
+            verdict = "FAILED" if trial["failed"] else str(trial["verdict"])
+            out.append(
+                '<tr><td>%s</td><td>%s</td><td>%s</td><td class="%s">%s</td><td>%s</td></tr>'
+                % (
+                    e(str(trial["index"])),
+                    e(str(trial["kind"])),
+                    e("Offline" if trial["target"] is None else "%g" % trial["target"]),
+                    e(verdict),
+                    e(verdict),
+                    e(_metric_text(trial["metric"])),
+                )
+            )
+        out.append("</table>")
+    return out
 
 
 def _metric_text(metric: Mapping[str, Any] | None) -> str:
@@ -179,6 +288,9 @@ def render_markdown(campaign: Campaign, rows: Sequence[Mapping[str, Any]], now: 
         "%d cell(s): %s"
         % (len(rows), ", ".join("%s=%d" % (k, v) for k, v in sorted(counts.items())))
     )
+    tuning = _tuning_lines(rows)
+    if tuning:
+        out += ["", *tuning[:-1]]
     return "\n".join(out) + "\n"
 
 
@@ -303,6 +415,7 @@ def render_campaign_html(
                 )
             out.append("</tr>")
         out.append("</table>")
+    out += _tuning_html(rows)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -21,7 +21,7 @@ import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -58,6 +58,7 @@ DEFAULT_MODES = ("performance",)
 # Scenarios whose main_target_qps may be 'auto' (tuned by the campaign before the cell runs).
 TUNABLE_SCENARIOS = ("Server", "SingleStream", "MultiStream")
 AUTO = "auto"
+TUNED = "tuned"  # main_target_qps: tuned -> the value of the tuned file (docs/campaign.md)
 # Seconds a cell costs on top of its main duration and start buffer in Cell.expected_s: starting
 # the host runner, loading models and warming up before the start buffer counts, the end of the
 # run (end_time_buffer_min, stopping the backgrounds) and fetching the logs. A round figure from
@@ -68,7 +69,15 @@ CELL_OVERHEAD_S = 60.0
 CELL_OPTIONS = ("main_benchmark", "main_scenario", "main_mode", "main_action")
 RESERVED_OPTIONS = (*CELL_OPTIONS, "run_id", "resume")
 TOP_LEVEL_OPTIONS = ("harness", "harness_profile_dirs")
-EXTRA_KEYS = ("retries",)  # not hetero_run options, accepted next to them
+# Tuning settings (docs/campaign.md, "Tuning"): not hetero_run options, kept in Cell.tuning.
+TUNING_KEYS = (
+    "tune_start",
+    "tune_trial_duration",
+    "tune_tolerance",
+    "tune_max_trials",
+    "tuned_file",
+)
+EXTRA_KEYS = ("retries", *TUNING_KEYS)  # not hetero_run options, accepted next to them
 
 _TOP_KEYS = (
     "version",
@@ -121,6 +130,8 @@ class Cell:
     retries: int
     expected_s: float
     tune: bool
+    # tune_* settings given for the cell, and "use_tuned": true for main_target_qps: tuned
+    tuning: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -345,6 +356,9 @@ class _Checker:
             if not _is_int(value) or value < 0:
                 raise self.error(where, "must be a whole number >= 0, got %r" % (value,))
             return
+        if name in TUNING_KEYS:
+            self.tuning_key(name, value, where)
+            return
         spec = self.options.get(name) if isinstance(name, str) else None
         if spec is None:
             known = [*self.options, *EXTRA_KEYS]
@@ -356,7 +370,7 @@ class _Checker:
             )
         if value is None:  # null: back to hetero_run's default
             return
-        if name == "main_target_qps" and value == AUTO:
+        if name == "main_target_qps" and value in (AUTO, TUNED):
             return
         if name == "background_benchmark_duration":
             if isinstance(value, str) and value.strip().lower() == "automatic":
@@ -373,7 +387,7 @@ class _Checker:
                 "must be %s%s, got %r (%s)"
                 % (
                     _TYPE_WORDS.get(kind, kind),
-                    " or 'auto'" if name == "main_target_qps" else "",
+                    " or 'auto' or 'tuned'" if name == "main_target_qps" else "",
                     value,
                     _type_name(value),
                 ),
@@ -398,6 +412,31 @@ class _Checker:
                 raise self.error(where, "must not be negative, got %r" % (value,))
             if name in ("main_target_qps", "background_target_qps") and value <= 0:
                 raise self.error(where, "must be greater than 0, got %r" % (value,))
+
+    def tuning_key(self, name: str, value: Any, where: str) -> None:
+        """A tune_* setting (null: back to the default)."""
+        if value is None:
+            return
+        if name == "tune_start":
+            if not _is_number(value) or value <= 0:
+                raise self.error(
+                    where,
+                    "must be a number > 0 (a target QPS, e.g. from isolation), got %r" % (value,),
+                )
+        elif name == "tune_trial_duration":
+            if not _is_int(value) or value <= 0:
+                raise self.error(where, "must be a whole number of ms > 0, got %r" % (value,))
+        elif name == "tune_tolerance":
+            if not _is_number(value) or not 0.001 <= value <= 0.15:
+                raise self.error(
+                    where,
+                    "must be a fraction between 0.001 and 0.15 (0.025 is 2.5%%), got %r" % (value,),
+                )
+        elif name == "tune_max_trials":
+            if not _is_int(value) or not 1 <= value <= 30:
+                raise self.error(where, "must be a whole number from 1 to 30, got %r" % (value,))
+        elif not isinstance(value, str) or not value.strip():
+            raise self.error(where, "must be a path (a non-empty string), got %r" % (value,))
 
     def option_map(self, value: Any, where: str) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -746,15 +785,19 @@ def _cell(
     if retries is None:
         retries = DEFAULT_RETRIES
     options = {k: v for k, v in merged.items() if v is not None}
+    tuning = {k: options.pop(k) for k in TUNING_KEYS if k in options}
     tune = options.get("main_target_qps") == AUTO
-    if tune:
+    use_tuned = options.get("main_target_qps") == TUNED
+    if tune or use_tuned:
         if scenario not in TUNABLE_SCENARIOS:
             raise check.error(
                 origin["main_target_qps"],
-                "main_target_qps: auto (tuning) applies to %s cells only; cell %s is %s"
-                % ("/".join(TUNABLE_SCENARIOS), cell_id, scenario),
+                "main_target_qps: %s (tuning) applies to %s cells only; cell %s is %s"
+                % (options["main_target_qps"], "/".join(TUNABLE_SCENARIOS), cell_id, scenario),
             )
         del options["main_target_qps"]
+    if use_tuned:
+        tuning["use_tuned"] = True
     action, main_mode = MODE_ACTIONS[mode]
     options.update(
         harness=harness,
@@ -782,6 +825,7 @@ def _cell(
         retries=int(retries),
         expected_s=expected_seconds(options, check.options),
         tune=tune,
+        tuning=tuning,
     )
 
 
