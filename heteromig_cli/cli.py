@@ -336,12 +336,12 @@ def cmd_sweep(args: argparse.Namespace, collection: Collection, out: TextIO) -> 
         return EXIT_VALID
     lines, _warnings = views.campaign_cells(directory, collection, cells)
     session = plan.get("session")
-    ran = [c for c in run.campaign_results if isinstance(c.get("campaign"), Mapping)]
+    claimed = _claimed_in(directory, collection, session)
     views.print_cells(lines, out, "campaign %s" % plan.get("campaign"))
     _say(
         out,
-        "heteromig sweep: %d cell(s) run in this session (%s); ledger %s"
-        % (len(ran), session, directory / views.LEDGER),
+        "heteromig sweep: %d cell(s) claimed in this session (%s); ledger %s"
+        % (claimed, session, directory / views.LEDGER),
     )
     html = directory / "campaign.html"
     if html.is_file() and run.signal is None:
@@ -353,7 +353,6 @@ def cmd_sweep(args: argparse.Namespace, collection: Collection, out: TextIO) -> 
             "command resumes them",
         )
         return _interrupted(run)
-    claimed = _claimed_in(directory, collection, session)
     if run.rc != 0 and not claimed:
         _say(out, "heteromig sweep: the campaign stopped before any cell ran:")
         _failures(run, out)

@@ -223,7 +223,7 @@ def run_playbook(
             runner = ansible_runner.run(**kwargs)
         run.rc = int(runner.rc) if runner.rc is not None else -1
         run.status = str(runner.status)
-        if run.rc != 0 and not run.stats:
+        if run.rc != 0 and not run.stats and interrupts.signal is None:
             # ansible-playbook stopped before its first play (bad inventory, syntax, options)
             with contextlib.suppress(OSError), runner.stdout as out:
                 tail = [line.rstrip() for line in out.read().splitlines() if line.strip()]
