@@ -1018,3 +1018,7 @@ def test_line_scanner_an_empty_line_can_be_the_marker() -> None:
 def test_line_scanner_messages() -> None:
     with pytest.raises(ValueError, match=r"^at least one readiness regex is needed$"):
         LineScanner(())
+
+
+def test_progress_scanner_starts_with_an_empty_tail() -> None:
+    assert ProgressScanner(r"^n=(?P<count>\d+)").feed(b"n=1\n") == 1.0
