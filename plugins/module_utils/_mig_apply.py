@@ -41,6 +41,11 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog impor
     CI_PROFILE_INDEX_BY_SLICES,
     model_for_nvml_name,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils._mig_commands import (
+    nvidia_smi_commands,
+    plan_text,
+    planned_slices,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     CurrentGpu,
     CurrentInstance,
@@ -135,6 +140,8 @@ class GpuOutcome:
             "reboot_required": self.reboot_required,
             "drained": list(self.drained),
             "mig_device_count": self.mig_device_count(),
+            "planned_slices": planned_slices(plan) if plan.changed else [],
+            "nvidia_smi_commands": nvidia_smi_commands(plan),
             "before": _state_dict(gpu),
             "after": _state_dict(self.after) if self.after is not None else _planned_dict(plan),
         }
@@ -745,6 +752,9 @@ def _result(
         "diff": {"before": before + "\n" if before else "",
                  "after": "\n".join(after_lines) + "\n" if after_lines else ""},
     }
+    prepared = "".join(plan_text(outcomes[i].plan) for i in sorted(outcomes) if outcomes[i].plan.changed)
+    if prepared:
+        result["diff"]["prepared"] = prepared
     if run.with_devices:
         result["mig_devices"] = [d for i in sorted(run.devices) for d in run.devices[i]]
     return result

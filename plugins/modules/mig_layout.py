@@ -64,6 +64,15 @@ attributes:
     description:
       - Shows one line per managed GPU before and after (MIG mode and every GPU instance as
         C(profile@start), with its compute split if not the default).
+      - Then, for every GPU that changes, its planned slices (profile, GPU-instance profile id,
+        placement start and size in memory slices, which ones are kept) and the equivalent
+        C(nvidia-smi) commands an admin would type for the same change, in the module's order
+        (C(nvidia-smi -i 0 -mig 1); C(nvidia-smi mig -i 0 -gi 7,8 -dci) then C(-dgi) for the
+        instances that go; C(nvidia-smi mig -i 0 -cgi 14:0,9:4 -C), profile id and placement
+        start of each new GPU instance, C(-C) creating its default compute instance; a split
+        GPU instance gets C(-cci <CI profile id>:<start>,...) on the GPU instance id nvidia-smi
+        prints for it). Also returned as RV(gpus[].planned_slices) and
+        RV(gpus[].nvidia_smi_commands).
 options:
   layout:
     description:
@@ -326,6 +335,17 @@ EXAMPLES = r"""
     layout: all-1g
     operation: assert
 
+- name: Show what a change would do, with the nvidia-smi commands an admin would type
+  heteromig.fleet.mig_layout:
+    layout: all-balanced
+  check_mode: true
+  diff: true
+  register: mig_preview
+
+- name: The commands for GPU 0
+  ansible.builtin.debug:
+    msg: "{{ mig_preview.gpus[0].nvidia_smi_commands }}"
+
 - name: Export the current state as a mig-parted config
   heteromig.fleet.mig_layout:
     operation: export
@@ -427,6 +447,29 @@ gpus:
       description: MIG devices (compute instances) the GPU has after the run (in check mode, would have).
       type: int
       sample: 7
+    planned_slices:
+      description:
+        - For a GPU that changes (empty otherwise), the planned GPU instances by placement
+          start, each with C(profile), C(profile_id) (the C(nvidia-smi mig -lgip) id),
+          C(placement) (C(start), C(size) in memory slices), C(compute_instances) and C(kept)
+          (already there, left alone).
+      type: list
+      elements: dict
+      version_added: 0.2.0
+      sample:
+        - {profile: 3g.40gb, profile_id: 9, placement: {start: 4, size: 4},
+           compute_instances: [{start: 0, size: 3}], kept: false}
+    nvidia_smi_commands:
+      description:
+        - The C(nvidia-smi) commands that make the same change by hand (empty for a GPU that
+          does not change), in the order the module makes the change (see diff mode).
+      type: list
+      elements: str
+      version_added: 0.2.0
+      sample:
+        - nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dci
+        - nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dgi
+        - nvidia-smi mig -i 0 -cgi 14:0,9:4 -C
     before:
       description: MIG mode (C(mig_enabled), C(mig_pending)) and C(instances) before.
       type: dict

@@ -45,6 +45,8 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes 
     register_process,
 )
 from lab import HostSpec, LabRun, SshLab
+from lab.runner import ANSIBLE_CFG
+from lab.sshlab import LAB_MARKER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -205,6 +207,31 @@ def _prepare(lab: SshLab, fleet: Fleet) -> None:
         fleet.before[host] = fleet.gpus(host)
 
 
+def _check_diff(lab: SshLab, extravars: dict[str, Any], limit: str) -> LabRun:
+    """``ansible-playbook --check --diff`` of the playbook (lab.run_playbook has no cmdline)."""
+    import sys
+
+    import ansible_runner
+
+    rundir = lab.labdir / "runs" / "check-diff"
+    rundir.mkdir(parents=True)
+    runner = ansible_runner.run(
+        private_data_dir=str(rundir), project_dir=str(Path(ANSIBLE_CFG).parent),
+        playbook=str(Path(ANSIBLE_CFG).parent / PLAYBOOK), inventory=str(lab.inventory),
+        extravars=extravars, limit=limit, cmdline="--check --diff", quiet=True, timeout=240,
+        cancel_callback=lambda: False,
+        envvars={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                 "ANSIBLE_CONFIG": str(ANSIBLE_CFG), "ANSIBLE_NOCOLOR": "1",
+                 "HETEROMIG_REPORT_DIR": str(rundir / "reports"), LAB_MARKER: str(lab.labdir),
+                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
+                 "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
+                 "ANSIBLE_PARAMIKO_LOOK_FOR_KEYS": "False"})
+    with runner.stdout as out:
+        stdout = out.read()
+    return LabRun(rc=int(runner.rc if runner.rc is not None else -1), status=str(runner.status),
+                  stdout=stdout, events=list(runner.events), private_data_dir=rundir)
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     base = tmp_path_factory.mktemp("mig-lab")
@@ -236,6 +263,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                        "heteromig_mig_gpus": [{"devices": [3], "model": "H100-SXM5-80GB",
                                                "layout": "all-balanced", "optional": True}]},
             limit="h100,a30", timeout=240)
+        fleet.before["h100-check"] = fleet.gpus("h100")
+        fleet.logs["h100-check"] = fleet.service_log("h100")
+        fleet.runs["check-diff"] = _check_diff(
+            lab, {**ONE_BATCH, "heteromig_mig_layout": None,
+                  "heteromig_mig_gpus": [{"devices": [0], "layout": "all-balanced"}]}, "h100")
         yield fleet
     finally:
         for worker in fleet.workers.values():
@@ -472,3 +504,37 @@ def test_old_and_new_name_set_differently_fails_and_changes_nothing(fleet: Fleet
     assert fleet.service_log("conflict") == []
     assert fleet.runs["first"].results(APPLY, "conflict") == []
     assert fleet.runs["first"].results(PLAN, "conflict")[0].outcome == "failed"
+
+
+# --------------------------------------------------------------------- --check --diff
+def test_check_diff_shows_slices_and_nvidia_smi_commands_and_changes_nothing(fleet: Fleet) -> None:
+    run = fleet.runs["check-diff"]
+    assert run.rc == 0, run.stdout[-3000:]
+    result = fleet.ok("check-diff", APPLY, "h100")
+    gpu0 = result["gpus"][0]
+    # GPU 0 carries 7 x 1g.10gb (GPU instances 7..13 at starts 0..6): the balanced layout keeps
+    # the 1g at 2 and 3, and creates 2g.20gb (id 14) at 0 and 3g.40gb (id 9) at 4
+    commands = ["nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dci",
+                "nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dgi",
+                "nvidia-smi mig -i 0 -cgi 14:0,9:4 -C"]
+    assert gpu0["nvidia_smi_commands"] == commands
+    assert [(s["profile"], s["placement"]["start"], s["kept"]) for s in gpu0["planned_slices"]] == [
+        ("2g.20gb", 0, False), ("1g.10gb", 2, True), ("1g.10gb", 3, True), ("3g.40gb", 4, False)]
+    out = run.stdout
+    assert "equivalent nvidia-smi commands:" in out
+    for command in commands:
+        assert f"    {command}\n" in out
+    assert "  3g.40gb  id 9   placement 4:4  memory slices 4-7" in out
+    # nothing changed, no service stopped or started
+    assert fleet.gpus("h100") == fleet.before["h100-check"]
+    assert fleet.service_log("h100") == fleet.logs["h100-check"]
+    # the summary counts the planned MIG devices: GPU 0 goes from 7 to 4; GPU 3 has 4 and the
+    # six others 7 each (53 now, 50 planned)
+    summary = fleet.ok("check-diff", SUMMARY, "h100")["msg"]
+    assert summary.startswith("h100: would change GPU 0 (H100-SXM5-80GB) to all-balanced;"), summary
+    assert summary.endswith("50 MIG devices planned (53 now)"), summary
+
+
+def test_the_summary_counts_applied_devices_after_a_change(fleet: Fleet) -> None:
+    assert fleet.ok("first", SUMMARY, "h100")["msg"].endswith("56 MIG devices applied")
+    assert fleet.ok("first", SUMMARY, "a30")["msg"].endswith("16 MIG devices applied")
