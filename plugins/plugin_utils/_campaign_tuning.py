@@ -180,7 +180,8 @@ def search(
             target = lo * step**exponent
             exponent *= 2
         else:  # every trial INVALID so far: step down, not below the floor
-            assert hi is not None
+            if hi is None:
+                raise AssertionError("no trial ran: the first one is always recorded")
             if hi <= rounded(floor, digits) * (1.0 + 1e-9):
                 return None, hi, True, trials
             target = max(floor, hi / step**exponent)

@@ -71,7 +71,7 @@ def test_an_upper_bound_below_the_capacity_steps_up(capacity: float) -> None:
     result = tune(device, 450.0, tolerance=0.03)
     assert device.calls[0] == (TRIAL, 1, 450.0)
     assert result.trials[0].verdict == "VALID"
-    assert any(t > 450.0 for _, _, t in device.calls), "never tried above the start"
+    assert any(t > 450.0 for _kind, _number, t in device.calls), "never tried above the start"
     assert result.value is not None and capacity * 0.97 <= result.value <= capacity
     assert result.short_trials <= 8
 
@@ -90,10 +90,10 @@ def test_a_capacity_below_every_probe_finds_nothing_and_confirms_nothing() -> No
     device = Device(0.5)  # below the floor: 5% of 100
     result = tune(device, 100.0, floor_fraction=0.05)
     assert result.value is None and result.found is None
-    assert all(kind == TRIAL for kind, _, _ in device.calls)
+    assert all(kind == TRIAL for kind, _number, _target in device.calls)
     assert {t.verdict for t in result.trials} == {"INVALID"}
     # it went down to the floor (5.0) and stopped there
-    assert min(t for _, _, t in device.calls) == 5.0
+    assert min(t for _kind, _number, t in device.calls) == 5.0
     assert len(device.calls) <= 8
     assert "no short trial was VALID" in result.reason
 

@@ -170,8 +170,8 @@ def test_power_window_lies_inside_the_clock_read_around_the_real_run(
     begin, end = result["power_begin"], result["power_end"]
     assert isinstance(begin, float) and isinstance(end, float)
     assert clock["before"] - 0.001 <= begin <= end <= clock["after"] + 0.001, (
-        "power window %.3f..%.3f outside the clock bracket %.3f..%.3f (off by %.0f s)"
-        % (begin, end, clock["before"], clock["after"], begin - clock["before"])
+        f"power window {begin:.3f}..{end:.3f} outside the clock bracket "
+        f"{clock['before']:.3f}..{clock['after']:.3f} (off by {begin - clock['before']:.0f} s)"
     )
 
 
