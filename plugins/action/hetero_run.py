@@ -66,6 +66,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     },
     "main_accuracy_target": {"type": "str", "default": "default", "choices": ["default", "high"]},
     "main_benchmark_duration": {"type": "int", "default": 600000},
+    "main_benchmark_timeout": {"type": "int"},
     "main_benchmark_runargs": {"type": "raw"},
     "main_benchmark_cmd_prefix": {"type": "raw"},
     "main_min_query_count": {"type": "int"},

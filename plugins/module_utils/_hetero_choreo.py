@@ -200,6 +200,8 @@ class Config:
     stop_grace: float = 10.0
     kill_grace: float = 5.0
     run_timeout: float = 7200.0
+    # seconds from the main's launch after which a main still running stops the run (0: none)
+    main_timeout: float = 0.0
     lenient: bool = False
     # AccuracyOnly: LoadGen judges no validity; the harness's accuracy check is the verdict
     main_mode: str = PERFORMANCE_ONLY
@@ -215,7 +217,13 @@ class Config:
         ):
             if getattr(self, key) <= 0:
                 problems.append("%s must be greater than 0, got %r" % (key, getattr(self, key)))
-        for key in ("start_time_buffer", "end_time_buffer_min", "stop_grace", "kill_grace"):
+        for key in (
+            "start_time_buffer",
+            "end_time_buffer_min",
+            "stop_grace",
+            "kill_grace",
+            "main_timeout",
+        ):
             if getattr(self, key) < 0:
                 problems.append("%s must not be negative, got %r" % (key, getattr(self, key)))
         if self.start_time_buffer_mode not in ("fixed", "steady"):
@@ -300,6 +308,9 @@ class Choreography:
         self.timers: Dict[str, float] = {}
         self.verdict: Optional[str] = None
         self.steady_at: Optional[float] = None
+        # Set when the run was stopped for a reason already recorded (a background failed, an
+        # abort, a timeout): what the stop did to the main is a consequence, not a reason.
+        self.stopped_for: Optional[str] = None
         self._actions: List[Action] = []
 
     # ------------------------------------------------------------------------- inspection
@@ -476,10 +487,17 @@ class Choreography:
                 self.reasons.append(message)
                 self._log(t, "warning", bench.name, message)
                 self._maybe_collect(t)
+        elif key == "main_deadline" and self.main.running:
+            self._abort(
+                t,
+                "the main benchmark was still running %s after its launch "
+                "(main_benchmark_timeout): it hung, or runs far longer than its min_duration; "
+                "the run was stopped" % _fmt(self.config.main_timeout),
+            )
         elif key == "run_deadline" and self.phase not in (PHASE_COLLECTING, PHASE_DONE):
             self._abort(
                 t,
-                "the run exceeded its timeout (background_timeout, %s)"
+                "the run exceeded its timeout (background_benchmark_timeout, %s)"
                 % _fmt(self.config.run_timeout),
             )
 
@@ -527,6 +545,8 @@ class Choreography:
     def _launch_main(self, t: float) -> None:
         self._set_phase(t, PHASE_MAIN)
         self._emit(Launch(MAIN))
+        if self.config.main_timeout > 0:
+            self._arm("main_deadline", t + self.config.main_timeout)
 
     def _stop(self, t: float, bench: Bench) -> None:
         if not bench.running or bench.stop_requested_at is not None:
@@ -550,6 +570,8 @@ class Choreography:
         if reason:
             self.reasons.append(reason)
             self._log(t, "warning", None, reason)
+            if self.stopped_for is None:
+                self.stopped_for = reason
         self._stop_all(t)
 
     def _maybe_collect(self, t: float) -> None:
@@ -571,6 +593,8 @@ class Choreography:
             return
         self.reasons.append(message)
         if self.phase not in (PHASE_ABORTING, PHASE_COLLECTING):
+            if self.stopped_for is None:
+                self.stopped_for = message
             self._stop_all(t)
 
     def _maybe_all_ready(self, t: float) -> None:
@@ -636,6 +660,7 @@ class Choreography:
                 )
 
     def _main_exited(self, t: float, bench: Bench) -> None:
+        self._cancel("main_deadline")
         failed = bench.exit_code != 0 or bench.signal is not None
         if self.phase in (PHASE_ABORTING, PHASE_COLLECTING):
             return
@@ -663,7 +688,15 @@ class Choreography:
     def _judge(self, t: float) -> None:
         reasons = list(self.reasons)
         main = self.main
-        if main.state == NOT_LAUNCHED and main.failed is None:
+        # The run was stopped for a recorded reason before the main finished by itself: that
+        # reason says it all; the main's stop, its missing result and the backgrounds' early
+        # end are what the stop did, not further reasons.
+        consequence = self.stopped_for is not None and (
+            main.state == NOT_LAUNCHED or main.stop_requested_at is not None
+        )
+        if consequence:
+            pass
+        elif main.state == NOT_LAUNCHED and main.failed is None:
             reasons.append("the main benchmark was not launched")
         elif (
             main.launched_at is not None and not main.lost and (main.signal or main.exit_code != 0)
@@ -677,7 +710,9 @@ class Choreography:
                 reasons.append("the main benchmark %s" % _exit_text(main.exit_code, main.signal))
         loadgen = main.loadgen
         if main.launched_at is not None:
-            if self.config.main_mode == ACCURACY_ONLY:
+            if consequence:
+                pass
+            elif self.config.main_mode == ACCURACY_ONLY:
                 reasons.extend(accuracy_problems(loadgen, main.accuracy))
             else:
                 reasons.extend(performance_problems(loadgen))
@@ -695,7 +730,7 @@ class Choreography:
                 self._log(bw["begin"], "timed_begin", bench.name, "LoadGen power_begin")
                 if bw["source"] == "power_begin/power_end":
                     self._log(bw["end"], "timed_end", bench.name, "LoadGen power_end")
-            if bench.failed is not None or window is None:
+            if bench.failed is not None or window is None or consequence:
                 continue  # already a reason (or a tolerated warning); nothing to overlap with
             origin = self.started_at if self.started_at is not None else window["begin"]
             problem = overlap_problem(bench, bw, window, origin)

@@ -131,6 +131,14 @@ options:
     description: The main benchmark's min_duration in milliseconds (anchor default).
     type: int
     default: 600000
+  main_benchmark_timeout:
+    description:
+      - Milliseconds from the main benchmark's launch after which a main still running stops the
+        run, with one reason (it hung, or runs far longer than its min_duration).
+      - Without it, a V(PerformanceOnly) main gets O(main_benchmark_duration) plus as much again,
+        and at least 600000 ms more; an V(AccuracyOnly) main, which goes over the whole data set,
+        only the run's own limit O(background_benchmark_timeout).
+    type: int
   main_benchmark_runargs:
     description:
       - Extra arguments for the main benchmark (anchor C(--main_benchmark_runargs)), a list, or

@@ -626,6 +626,28 @@ def _check_numbers(options: Mapping[str, Any]) -> None:
             )
 
 
+# Without main_benchmark_timeout, a PerformanceOnly main may run its min_duration plus as much
+# again (min_query_count can outlast min_duration), and at least 10 minutes more, before the run
+# is stopped as hung. An AccuracyOnly main goes over the whole data set: only the run's own limit.
+MAIN_TIMEOUT_MARGIN_MS = 600000
+
+
+def _main_timeout(options: Mapping[str, Any], duration: int, mode: str, run_limit: int) -> int:
+    """main_benchmark_timeout in ms (0: none but the run's limit); given or derived."""
+    if options.get("main_benchmark_timeout") is not None:
+        given = _ms(options, "main_benchmark_timeout")
+        if given <= duration:
+            raise PlanError(
+                "main_benchmark_timeout (%d ms) must be longer than main_benchmark_duration "
+                "(%d ms): LoadGen runs at least that long" % (given, duration)
+            )
+        return given if given < run_limit else 0
+    if mode == ACCURACY_ONLY:
+        return 0
+    derived = duration + max(duration, MAIN_TIMEOUT_MARGIN_MS)
+    return derived if derived < run_limit else 0
+
+
 def _ms(options: Mapping[str, Any], key: str, positive: bool = True) -> int:
     value = options.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -718,6 +740,7 @@ def build_plan(
                 "before the main benchmark; use 'automatic' to stop them when it ends"
                 % (bg_duration, needed)
             )
+    main_timeout = _main_timeout(options, main_duration, mode, bg_timeout)
     if main_duration >= bg_timeout:
         raise PlanError(
             "main_benchmark_duration (%d ms) must be shorter than background_benchmark_timeout "
@@ -905,6 +928,7 @@ def build_plan(
         "run_timeout": bg_timeout / 1000.0,
         "lenient": bool(options.get("lenient")),
         "main_mode": mode,
+        "main_timeout": main_timeout / 1000.0,
     }
     expected = (
         main_duration + (start_buffer if not options.get("main_benchmark_immediate_start") else 0)

@@ -285,11 +285,31 @@ def test_background_crash_after_the_main_started(host: Host) -> None:
     wait_until(plan, main_running)
     trigger.touch()
     result = host.wait(plan)
-    assert (
+    # one reason: the main's stop and its missing LoadGen result follow from it
+    assert result["reasons"] == [
         "bg-2 (fake-bg-2) exited with code 4 while the main benchmark was running"
-        in result["reasons"]
-    )
+    ]
     assert bench(result, "main")["stopped_by_runner"]
+
+
+def test_a_hung_main_is_stopped_at_its_timeout_with_one_reason(host: Host) -> None:
+    """A main that reached its timed phase and then runs on (600 s of LoadGen here) is stopped
+    at main_timeout from its launch; the backgrounds, stopped with it, give no false reason."""
+    plan = host.plan(
+        "hung",
+        ["--duration-ms", "600000"],
+        [["--duration-ms", "600000"], ["--duration-ms", "600000"]],
+        main_timeout=3.0,
+    )
+    host.start(plan)
+    result = host.wait(plan)
+    assert result["reasons"] == [
+        "the main benchmark was still running 3.0 s after its launch (main_benchmark_timeout): "
+        "it hung, or runs far longer than its min_duration; the run was stopped"
+    ]
+    main = bench(result, "main")
+    assert main["stopped_by_runner"] and main["ready_at"] is not None
+    assert 3.0 <= main["ended_at"] - main["launched_at"] < 3.0 + FAST["stop_grace"] + 2.0
 
 
 def test_main_crash(host: Host) -> None:

@@ -249,10 +249,8 @@ def test_background_crash_before_ready_fails_and_stops_everything() -> None:
     d.stop_all_after(2.5)
     finish = d.finish()
     assert finish.verdict == INVALID
-    assert finish.reasons == (
-        "bg-1 (b1) exited with code 3 before it was ready",
-        "the main benchmark was not launched",
-    )
+    # one reason: the main not launched is what the failure did, not a second reason
+    assert finish.reasons == ("bg-1 (b1) exited with code 3 before it was ready",)
     assert d.machine.benches[MAIN].state == "not_launched"
 
 
@@ -324,14 +322,10 @@ def test_background_crash_after_the_main_started_fails_and_stops_the_main() -> N
     d.stop_all_after(10.5)
     finish = d.finish()
     assert finish.verdict == INVALID
-    assert (
-        finish.reasons[0] == "bg-2 (b2) exited with code 139 while the main benchmark was running"
+    # one reason: the main's stop and its missing LoadGen result follow from it
+    assert finish.reasons == (
+        "bg-2 (b2) exited with code 139 while the main benchmark was running",
     )
-    assert (
-        "the main benchmark was stopped before it finished (was killed by SIGTERM)"
-        in finish.reasons
-    )
-    assert "no LoadGen result for the main benchmark" in " ".join(finish.reasons)
 
 
 def test_background_finishing_during_the_main_run_is_too_short() -> None:
@@ -513,7 +507,10 @@ def test_run_deadline_aborts() -> None:
     run_to_main(d)
     d.fire("run_deadline")
     d.stop_all_after(30.5)
-    assert d.finish().reasons[0] == "the run exceeded its timeout (background_timeout, 30.0 s)"
+    assert (
+        d.finish().reasons[0]
+        == "the run exceeded its timeout (background_benchmark_timeout, 30.0 s)"
+    )
 
 
 def test_launch_failures() -> None:

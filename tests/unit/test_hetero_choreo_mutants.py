@@ -287,7 +287,7 @@ def test_abort_reason_is_logged_as_a_warning_and_ordering() -> None:
     assert d.machine.main.state == "not_launched"
     d.at(Exited, 1.5, "bg-1", None, "SIGTERM")
     d.at(Exited, 1.5, "bg-2", None, "SIGTERM")
-    assert d.finish().reasons == ("lease expired", "the main benchmark was not launched")
+    assert d.finish().reasons == ("lease expired",)
 
 
 def test_abort_without_a_reason_adds_none() -> None:
@@ -949,15 +949,12 @@ def test_immediate_start_logs_the_main_phase_at_the_last_marker() -> None:
     ]
 
 
-def test_a_stopped_main_that_exits_with_a_code_is_named_so() -> None:
+def test_a_main_stopped_for_a_reason_adds_no_second_reason() -> None:
     d = make(backgrounds=())
     d.at(Begin, 0)
     d.at(AbortRequested, 1, "stop requested")
     d.at(Exited, 2, MAIN, 143)
-    assert d.finish().reasons[:2] == (
-        "stop requested",
-        "the main benchmark was stopped before it finished (exited with code 143)",
-    )
+    assert d.finish().reasons == ("stop requested",)
     assert d.machine.reasons == list(d.finish().reasons)
 
 
