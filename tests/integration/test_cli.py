@@ -128,6 +128,7 @@ class Lab:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
         )
         self.assert_no_runner_dirs()
         return done
@@ -243,7 +244,7 @@ def run_on_terminal(lab: Lab, *args: str | Path, timeout: float = 90) -> tuple[i
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
+            ready = select.select([master], [], [], 1.0)[0]
             if ready:
                 try:
                     data = os.read(master, 65536)
@@ -342,18 +343,18 @@ def test_sweep_ctrl_c_then_resume_then_nothing_left(lab: Lab) -> None:
     # 2. the same command: the cell is resumed (same run), the other one runs, every cell VALID
     resumed = lab.run(*args)
     assert resumed.returncode == 0, explain(resumed)
-    out = resumed.stdout
-    assert "campaign [localhost] resumes cell %s (attempt 1, run %s)" % (first_cell, run_id) in out
+    text = resumed.stdout
+    assert "campaign [localhost] resumes cell %s (attempt 1, run %s)" % (first_cell, run_id) in text
     assert re.search(
         r"^campaign \[localhost\] sim/synth-conv-1d/SingleStream/performance VALID .*\| campaign 2/2 done, 2 VALID",
-        out,
+        text,
         re.M,
-    ), out
+    ), text
     assert re.search(
-        r"^\[\d+:\d\d\] play 3/4, task \d+: Run the next cell of the system$", out, re.M
+        r"^\[\d+:\d\d\] play 3/4, task \d+: Run the next cell of the system$", text, re.M
     )
-    assert "heteromig sweep: 2 cell(s) claimed in this session" in out
-    assert "summary %s (HTML: %s)" % (campaign / "campaign.md", campaign / "campaign.html") in out
+    assert "heteromig sweep: 2 cell(s) claimed in this session" in text
+    assert "summary %s (HTML: %s)" % (campaign / "campaign.md", campaign / "campaign.html") in text
 
     # 3. status and report of the campaign
     status = lab.run("status", campaign)
