@@ -180,7 +180,7 @@ def main() -> int:
         inventory = write_inventory(workdir, args.hosts, args.gpus)
         trivial = workdir / "trivial.yml"
         trivial.write_text(TRIVIAL)
-        layout = ["-e", f"mig_partition_layout={args.layout}"]
+        layout = ["-e", f"heteromig_mig_layout={args.layout}"]
         for extra in args.extra_vars:
             layout += ["-e", extra]
 
