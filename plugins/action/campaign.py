@@ -330,6 +330,19 @@ class ActionModule(ActionBase):
                 run_result = self._hetero_run(hetero_args, task_vars)
             except AnsibleError as exc:
                 failure = str(exc)
+                if claim.resume and "no hetero run" in failure:
+                    # the controller died between the claim and the start: nothing ran on the
+                    # host, so the claimed attempt starts now under its own run id
+                    display.display(
+                        "campaign [%s] %s never started on the host; starting it now"
+                        % (host, claim.run_id)
+                    )
+                    hetero_args["resume"] = False
+                    failure = None
+                    try:
+                        run_result = self._hetero_run(hetero_args, task_vars)
+                    except AnsibleError as again:
+                        failure = str(again)
         if run_result.get("failed") and failure is None:
             failure = str(run_result.get("msg") or "hetero_run failed")
         verdict = run_result.get("verdict") or "INVALID"
