@@ -617,7 +617,7 @@ class ActionModule(ActionBase):
             if start is not None:
                 tuning.update(start=float(start), start_from="tune_start")
             else:
-                probe, _ = one_run("probe", 1, None)
+                probe, _probe_failure = one_run("probe", 1, None)
                 value = _metric_value(probe.metric)
                 if value is None or value <= 0:
                     message = (
