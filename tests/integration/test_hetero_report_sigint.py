@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,15 +58,24 @@ def _system_temp_entries() -> set[Path]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_playbook_keeps_finished_results(
-    ssh_lab: MakeLab, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sig: signal.Signals
+    ssh_lab: MakeLab,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    sig: signal.Signals,
+    request: pytest.FixtureRequest,
 ) -> None:
     samples = hetero_samples.build_samples(tmp_path_factory.getbasetemp() / "hetero-samples")
     sources = replay_sources(
         samples, {"h1": "valid", "h2": "server", "h3": "valid"}, tmp_path / "replay"
     )
-    temp = {name: tmp_path / "tmp" / name for name in ("controller", "h1", "h2", "h3")}
+    temp = {name: tmp_path / "tmp" / name for name in ("h1", "h2", "h3")}
+    # The controller's TMPDIR holds ansible-core's RPC socket: an AF_UNIX path must stay under
+    # 108 bytes, which a TMPDIR inside tmp_path (a long test name) exceeds. A short directory of
+    # its own instead, removed at the end like everything else of this test.
+    temp["controller"] = Path(tempfile.mkdtemp(prefix="hmsig-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(temp["controller"], ignore_errors=True))
     for directory in temp.values():
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)
     before = _system_temp_entries()
     lab = ssh_lab(
         [

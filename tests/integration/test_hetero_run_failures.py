@@ -85,6 +85,14 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) ->
         time.sleep(0.05)
 
 
+def lease_seconds(path: Path) -> float | None:
+    """The lease length the runner's lease file holds now (None while it cannot be read)."""
+    try:
+        return float(json.loads(path.read_text())["lease_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def assert_failed_with(run: LabRun, host: str, run_id: str, reason: str | re.Pattern[str]) -> str:
     """The hetero_run task failed on ``host`` with one reason (matching ``reason``), also in
     hetero_report's record (results.jsonl) and row (summary.json); returns the reason."""
@@ -215,6 +223,10 @@ def test_connection_lost_for_longer_than_lease_and_reconnect(
         lambda: lab.run_playbook(PLAYBOOK, extravars={"heteromig_hetero_run_id": "cut"})
     )
     wait_for_phase(lab, "h1", "cut", {"main_running"})
+    # hetero_run.yml starts the run with a lease for the whole run (wait: false); the cut is
+    # made once the watching task holds it with its own 5 s lease
+    lease = run_dir(lab, "h1", "cut") / "lease"
+    wait_until(lambda: lease_seconds(lease) == 5.0, "the watching task's 5 s lease")
     lab.cut_off("h1")  # refused from now on; the runner and benchmarks keep running
     assert benchmark_pids(run_dir(lab, "h1", "cut"))
     run = play.result()
