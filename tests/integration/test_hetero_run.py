@@ -107,12 +107,28 @@ def gpu_hosts_inventory(lab: SshLab) -> None:
 def start_lab(
     ssh_lab: MakeLab, tmp_path: Path, names: list[str], slices: int = 3, **extra: Any
 ) -> SshLab:
-    lab = ssh_lab([HostSpec(n, hostvars(tmp_path / "results", **extra)) for n in names])
+    # Each host's sessions get a TMPDIR of their own: a module killed with its host (a reboot,
+    # a SIGKILL) leaves its AnsiballZ payload there, not in the machine's /tmp.
+    temps = {n: tmp_path / "host-tmp" / n for n in names}
+    for directory in temps.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    lab = ssh_lab(
+        [
+            HostSpec(n, hostvars(tmp_path / "results", **extra), {"TMPDIR": str(temps[n])})
+            for n in names
+        ]
+    )
     for name in names:
         if slices:
             make_mig_slices(lab.hostdir(name) / "nvml-sim.json", slices)
     gpu_hosts_inventory(lab)
     return lab
+
+
+def controller_tmp(lab: SshLab) -> Path:
+    path = lab.labdir / "t"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def spawn_playbook(lab: SshLab, playbook: Path, extravars: dict[str, Any]) -> subprocess.Popen[str]:
@@ -127,6 +143,9 @@ def spawn_playbook(lab: SshLab, playbook: Path, extravars: dict[str, Any]) -> su
             LAB_MARKER: str(lab.labdir),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
             "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
+            # a controller killed on purpose leaves multiprocessing's pymp-* directory in its
+            # TMPDIR: the lab's, short enough for ansible-core's RPC socket (AF_UNIX, 108 bytes)
+            "TMPDIR": str(controller_tmp(lab)),
         }
     )
     return subprocess.Popen(
