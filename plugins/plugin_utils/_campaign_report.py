@@ -91,7 +91,7 @@ def _read_result(results_dir: str | None) -> dict[str, Any] | None:
 
 def cell_rows(campaign: Campaign, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per cell of the spec, in spec order, from the ledger's latest word on it."""
-    states = cell_states(records)
+    states = cell_states([dict(record) for record in records])
     rows = []
     for cell in campaign.cells:
         state = states.get(cell.id)
@@ -273,10 +273,11 @@ def render_markdown(campaign: Campaign, rows: Sequence[Mapping[str, Any]], now: 
         for line, by_mode in lines.items():
             cells = []
             for mode in modes:
-                row = by_mode.get(mode)
-                if row is None:
+                found = by_mode.get(mode)
+                if found is None:
                     cells.append("")
                     continue
+                row = found
                 metric = _metric_text(row["metric"]) if mode == "performance" else ""
                 cells.append(row["verdict"] + (" (%s)" % metric if metric else ""))
             out.append("| %s | %s |" % (line, " | ".join(cells)))
@@ -392,10 +393,11 @@ def render_campaign_html(
         for line, by_mode in lines.items():
             out.append("<tr><td>%s</td>" % e(line))
             for mode in modes:
-                row = by_mode.get(mode)
-                if row is None:
+                found = by_mode.get(mode)
+                if found is None:
                     out.append("<td></td>")
                     continue
+                row = found
                 label = e(row["verdict"])
                 if row["results_dir"]:
                     target = os.path.relpath(
