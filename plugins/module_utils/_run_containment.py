@@ -232,8 +232,7 @@ class Containment:
             self.run_dir, self.cgroup, exclude=[os.getpid()], grace=grace, keep=keep
         )
         if self.cgroup is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.cgroup)
+            remove_cgroup(self.cgroup, grace)
         return killed
 
 
@@ -301,14 +300,37 @@ def end_processes(
     return killed
 
 
+def remove_cgroup(path: str, grace: float = 2.0) -> None:
+    """Remove a run's cgroup once it is empty.
+
+    A killed process stays in its cgroup until it is reaped (a zombie), and ``cgroup.kill``
+    works asynchronously: wait up to ``grace`` for ``cgroup.procs`` to empty, reaping this
+    process's exited children meanwhile (the run is over: no exit status is needed any more).
+    """
+    deadline = time.time() + grace
+    while True:
+        reap_orphans(keep=[])
+        try:
+            with open(os.path.join(path, "cgroup.procs"), encoding="utf-8") as handle:
+                empty = not handle.read().split()
+        except OSError:
+            return  # gone already
+        if empty:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            return
+        if time.time() >= deadline:
+            return
+        time.sleep(0.02)
+
+
 def end_leftovers_of_dead_run(run_dir: str) -> List[Dict[str, Any]]:
     """For a run whose runner is gone: kill what it left; [] when nothing was left."""
     record = read_json(os.path.join(run_dir, CONTAINMENT_FILE))
     cgroup = record.get("cgroup") if isinstance(record, dict) else None
     killed = end_processes(run_dir, cgroup if isinstance(cgroup, str) else None)
     if isinstance(cgroup, str):
-        with contextlib.suppress(OSError):
-            os.rmdir(cgroup)
+        remove_cgroup(cgroup)
     return killed
 
 

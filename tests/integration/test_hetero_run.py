@@ -422,6 +422,9 @@ def test_sigint_at_the_controller_leaves_no_orphans(ssh_lab: MakeLab, tmp_path: 
     while benchmark_pids(run_dir(lab, "h1", "ctrlc")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert benchmark_pids(run_dir(lab, "h1", "ctrlc")) == [], "orphans after the lease expired"
+    record = json.loads((run_dir(lab, "h1", "ctrlc") / "containment.json").read_text())
+    if record["cgroup"]:  # the run's cgroup goes with it (one left per run would pile up)
+        assert not os.path.exists(record["cgroup"]), record["cgroup"]
     signals = {b["name"]: b["signal"] for b in status["result"]["benchmarks"]}
     assert signals == {"main": "SIGTERM", "bg-1": "SIGTERM", "bg-2": "SIGTERM"}
 

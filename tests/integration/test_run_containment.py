@@ -139,6 +139,13 @@ def escaping(log_dir_of: str, marker: str, *extra: str) -> list[str]:
     return ["sh", "-c", script]
 
 
+def assert_no_cgroup_left(run_dir: Path) -> None:
+    """The run's cgroup (if it had one) is gone: an empty cgroup left per run would pile up."""
+    record = json.loads((run_dir / "containment.json").read_text())
+    if record["cgroup"]:
+        assert not os.path.exists(record["cgroup"]), "cgroup %s left behind" % record["cgroup"]
+
+
 def start(host_root: Path, the_plan: dict) -> dict[str, Any]:
     return R.start(the_plan, str(host_root), sys.executable, PYTHONPATH, check_layout_first=False)
 
@@ -177,6 +184,7 @@ def test_a_double_forked_session_escapee_is_ended_and_named(host_root: Path, met
     assert result["ended_processes"][0]["benchmark"] == "bg-1"
     assert any("pid %d" % escaped in w and "bg-1" in w for w in result["warnings"]), result
     assert pids_with(str(host_root)) == []
+    assert_no_cgroup_left(run_dir)
 
 
 def test_a_sigkilled_runner_leaves_nothing_running_and_the_next_start_says_so(
@@ -219,6 +227,7 @@ def test_a_sigkilled_runner_leaves_nothing_running_and_the_next_start_says_so(
     assert sleeper in ended, status.get("ended_processes")
     leftovers = json.loads((run_dir / "leftovers.json").read_text())
     assert {e["pid"] for e in leftovers} == ended
+    assert_no_cgroup_left(run_dir)
 
     second = plan(
         host_root, "next", fake(str(host_root / "runs/next/main"), "--duration-ms", "300"), []
@@ -256,3 +265,27 @@ def test_the_next_start_ends_what_a_dead_runner_left_and_the_new_result_names_it
     warning = next(w for w in result["warnings"] if w.startswith("before this run started"))
     assert "run dead" in warning and "pid %d" % sleeper in warning, warning
     assert pids_with(str(host_root)) == []
+
+
+def test_a_stopped_run_leaves_no_process_and_no_cgroup(host_root: Path, method: str) -> None:
+    """The stop path (SIGTERM, then SIGKILL after the grace) ends in an empty, removed cgroup."""
+    run_dir = host_root / "runs" / "stopped"
+    the_plan = plan(
+        host_root,
+        "stopped",
+        fake(str(run_dir / "main"), "--duration-ms", "600000"),
+        [fake(str(run_dir / "bg-1"), "--duration-ms", "600000", "--ignore-term")],
+    )
+    start(host_root, the_plan)
+    wait_for(
+        lambda: (
+            (R.read_status(the_plan["run_dir"]).get("benchmarks") or {}).get("main", {}).get("pid")
+        ),
+        30,
+        "the main benchmark to launch",
+    )
+    R.request_stop(the_plan["run_dir"], "stopped by the test")
+    result = finish(the_plan)
+    assert result["verdict"] == "INVALID" and result["reasons"] == ["stopped by the test"]
+    assert pids_with(str(host_root)) == []
+    assert_no_cgroup_left(run_dir)
