@@ -55,6 +55,7 @@ _PROFILE_KEYS = {
     "progress_regex",
     "verbose_args",
     "command",
+    "build",
     "accuracy",
 }
 # What a profile's ``accuracy`` section holds: the file its accuracy check writes (looked for in
@@ -98,6 +99,7 @@ class Profile:
     verbose_args: list[str]
     command: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, str] | None = None
+    build: dict[str, Any] | None = None  # engine builds: plugin_utils/_harness_build.py
 
     def scenarios(self, benchmark: str) -> list[str]:
         return list(self.benchmarks[benchmark].get("scenarios", SCENARIOS))
@@ -217,14 +219,15 @@ def parse_profile(data: Any, path: str) -> Profile:
         if "(?P<count>" not in progress:
             raise bad("progress_regex needs a named group 'count' (the cumulative sample count)")
     command = data.get("command")
-    if not isinstance(command, dict) or not isinstance(command.get("argv"), list):
-        raise bad("command.argv must be a list")
-    if set(command) - {"argv", "env", "cwd"}:
-        raise bad("command may only hold argv, env and cwd")
-    _check_items(command["argv"], "command.argv", bad)
-    env = command.get("env") or {}
-    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise bad("command.env must map names to template strings")
+    _check_command(command, "command", ("argv", "env", "cwd"), bad)
+    build = data.get("build")
+    if build is not None:
+        _check_command(build, "build", ("argv", "env", "cwd", "check", "stamp"), bad)
+        if build.get("check") is not None:
+            _check_command(build["check"], "build.check", ("argv", "env", "cwd"), bad)
+        stamp = build.get("stamp") or {}
+        if not isinstance(stamp, dict) or not all(isinstance(v, str) for v in stamp.values()):
+            raise bad("build.stamp must map names to template strings")
     accuracy = data.get("accuracy")
     if accuracy is not None:
         if (
@@ -253,6 +256,7 @@ def parse_profile(data: Any, path: str) -> Profile:
         verbose_args=_str_list(data.get("verbose_args") or [], "verbose_args"),
         command=command,
         accuracy=dict(accuracy) if accuracy else None,
+        build=dict(build) if build is not None else None,
     )
 
 
@@ -263,6 +267,20 @@ def _check_regex(regex: str, where: str, path: str) -> None:
         raise PlanError(
             "%s in %s: %r is not a valid regex: %s" % (where, path, regex, exc)
         ) from exc
+
+
+def _check_command(section: Any, where: str, keys: tuple[str, ...], bad: Any) -> None:
+    """command, build and build.check: argv items, env templates, a cwd template."""
+    if not isinstance(section, dict) or not isinstance(section.get("argv"), list):
+        raise bad("%s.argv must be a list" % where)
+    if set(section) - set(keys) - {"env"}:
+        raise bad("%s may only hold %s" % (where, ", ".join(sorted(set(keys) | {"env"}))))
+    _check_items(section["argv"], where + ".argv", bad)
+    env = section.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise bad("%s.env must map names to template strings" % where)
+    if not isinstance(section.get("cwd") or "", str):
+        raise bad("%s.cwd must be a template string" % where)
 
 
 def _check_items(items: list[Any], where: str, bad: Any) -> None:
