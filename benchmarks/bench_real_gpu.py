@@ -1,18 +1,27 @@
-"""Issue 5's two real-GPU figures, on a host whose GPU has MIG disabled (shared-GPU mode).
+"""Interference and runner overhead on a real GPU with MIG disabled (shared-GPU mode), issue 18.
 
-    python3 benchmarks/bench_real_gpu.py --out DIR [--model synth-mlp-large] [--duration-ms 10000]
+    python3 benchmarks/bench_real_gpu.py --out DIR [--main synth-resnet50]
+        [--backgrounds synth-bert-large,synth-resnet50] [--duration-ms 5000] [--reps 5]
+        [--accuracy] [--deadline-s 540]
 
 Read-only towards the GPU's configuration: it never touches MIG mode, instances, clocks or
-resets; it only runs CUDA work through the embedded harness (PyTorch on the GPU).
+resets; it queries NVML and nvidia-smi and runs CUDA work through the embedded harness.
 
-Three measurements of the same main benchmark (Offline, the GPU's UUID as CUDA_VISIBLE_DEVICES):
-  A  alone, launched by hand;
-  C  launched by hand while the background benchmarks (started by hand, Offline) are in their
-     timed phase;
-  B  launched by heteromig's runner through playbooks/hetero_run.yml (allow_shared_gpu), with
-     the same backgrounds.
-Interference ratio = B / A. Runner overhead = B / C (target >= 0.98).
-Prints one JSON document and writes it to DIR/real_gpu.json.
+Three measurements of the same main benchmark (Offline, the GPU's UUID as CUDA_VISIBLE_DEVICES,
+--allow-shared-gpu), interleaved for --reps repetitions in a rotating order (ACB, CBA, BAC, ...):
+  A  the main alone, launched by hand;
+  C  the main launched by hand once the backgrounds (launched by hand as the runner launches
+     them: Offline, min_query_count 1, min_duration --bg-duration-ms) are all in their timed
+     phase, after the runner's start_time_buffer;
+  B  the main launched by heteromig's runner (playbooks/hetero_run.yml, allow_shared_gpu) with
+     the same backgrounds, as a list.
+Each measurement keeps the main's LoadGen samples/s and validity, and the GPU's utilisation and
+memory (nvidia-smi --query-gpu=utilization.gpu,memory.used -lms 250, sampled all along) during
+the main's timed phase. Figures: median and min-max of A, C, B; interference C/A and runner
+overhead B/C at the median; A's noise band (max-min)/median against the interference.
+
+--accuracy first runs AccuracyOnly for each GPU model and target (float64 reference).
+Writes DIR/real_gpu.json after every measurement (a killed run keeps what it measured).
 """
 
 from __future__ import annotations
@@ -22,19 +31,25 @@ import glob
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = "ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness"
-BACKGROUNDS = ["synth-conv-1d", "synth-mlp-large", "synth-mlp-small"]
 MARKER = re.compile(rb"running actual test\.\s*$", re.M)
+START_BUFFER_S = 2.0  # tests/hardware/shared-gpu.yml's heteromig_hetero_start_time_buffer
+ORDERS = ("ACB", "CBA", "BAC")
 
 
-def gpu_uuid() -> str:
+# ------------------------------------------------------------------------------ the GPU
+def gpu_facts() -> dict[str, Any]:
+    """Read-only: name, UUID, driver, memory and MIG mode of GPU 0 (refuses MIG enabled)."""
     import pynvml
 
     pynvml.nvmlInit()
@@ -42,24 +57,90 @@ def gpu_uuid() -> str:
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         if pynvml.nvmlDeviceGetMigMode(handle)[0]:
             sys.exit("this benchmark is for a GPU with MIG disabled (shared-GPU mode)")
-        return str(pynvml.nvmlDeviceGetUUID(handle))
+        return {
+            "name": str(pynvml.nvmlDeviceGetName(handle)),
+            "uuid": str(pynvml.nvmlDeviceGetUUID(handle)),
+            "driver": str(pynvml.nvmlSystemGetDriverVersion()),
+            "memory_total_mib": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total) >> 20,
+            "mig_mode": "disabled",
+        }
     finally:
         pynvml.nvmlShutdown()
 
 
-def harness(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
+class Sampler:
+    """nvidia-smi's utilisation and memory every 250 ms, stamped on arrival."""
+
+    def __init__(self, path: Path) -> None:
+        self.samples: list[tuple[float, int, int]] = []
+        self.path = path
+        self.proc = subprocess.Popen(
+            [
+                "nvidia-smi",
+                "--query-gpu=utilization.gpu,memory.used",
+                "--format=csv,noheader,nounits",
+                "-lms",
+                "250",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with open(self.path, "w", encoding="utf-8") as log:
+            log.write("time,utilization_gpu_pct,memory_used_mib\n")
+            for line in self.proc.stdout:
+                parts = [p.strip() for p in line.split(",")]
+                try:
+                    sample = (time.time(), int(parts[0]), int(parts[1]))
+                except (ValueError, IndexError):
+                    continue
+                self.samples.append(sample)
+                log.write("%.3f,%d,%d\n" % sample)
+                log.flush()
+
+    def window(self, start: float, end: float) -> dict[str, Any]:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if not inside:
+            return {"samples": 0}
+        util = sorted(s[1] for s in inside)
+        return {
+            "samples": len(inside),
+            "util_median": statistics.median(util),
+            "util_p10": util[len(util) // 10],
+            "util_min": util[0],
+            "util_busy_ge_90_fraction": round(sum(u >= 90 for u in util) / len(util), 3),
+            "memory_used_max_mib": max(s[2] for s in inside),
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# ------------------------------------------------------------------------------ the harness
+def harness(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", HARNESS, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        **kwargs,
     )
 
 
 def run_args(
-    model: str, log_dir: Path, engines: Path, duration_ms: int, background: bool
+    model: str,
+    log_dir: Path,
+    engines: Path,
+    duration_ms: int,
+    background: bool,
+    mode: str = "PerformanceOnly",
+    accuracy: str = "99",
 ) -> list[str]:
+    """The arguments heteromig_synthetic.yml renders for a main or a background."""
     args = [
         "run",
         "--model",
@@ -67,26 +148,51 @@ def run_args(
         "--scenario",
         "Offline",
         "--mode",
-        "PerformanceOnly",
+        mode,
+        "--accuracy-target",
+        accuracy,
         "--min-duration-ms",
         str(duration_ms),
+    ]
+    if background:
+        args += ["--min-query-count", "1"]
+    return [
+        *args,
+        "--allow-shared-gpu",
+        "--print-timestamps",
         "--log-dir",
         str(log_dir),
         "--engine-dir",
         str(engines),
-        "--allow-shared-gpu",
     ]
-    if background:
-        args += ["--min-query-count", "1"]
-    return args
 
 
-def samples_per_second(log_dir: Path) -> float:
-    text = (log_dir / "mlperf_log_summary.txt").read_text()
-    match = re.search(r"Samples per second\s*:\s*([0-9.e+]+)", text)
-    if not match:
-        raise SystemExit("no 'Samples per second' in %s" % log_dir)
-    return float(match.group(1))
+def main_result(log_dir: Path) -> dict[str, Any]:
+    """samples/s, validity and the timed window from the harness's record of the main."""
+    record = json.loads((log_dir / "heteromig_harness.json").read_text())
+    loadgen = record.get("loadgen") or {}
+    return {
+        "samples_per_second": loadgen.get("samples_per_second"),
+        "result_validity": loadgen.get("result_validity"),
+        "test_started_at": record.get("test_started_at"),
+        "test_ended_at": record.get("test_ended_at"),
+        "compute": (record.get("compute") or {}).get("description"),
+        "batch": (record.get("warmup") or {}).get("batch_size"),
+        "log_dir": str(log_dir),
+    }
+
+
+def finish(proc: subprocess.Popen[bytes], what: str, timeout: float) -> str:
+    try:
+        output = proc.communicate(timeout=timeout)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output = proc.communicate()[0].decode(errors="replace")
+        message = "%s did not finish in %.0f s:\n%s" % (what, timeout, output[-3000:])
+        raise RuntimeError(message) from None
+    if proc.returncode:
+        raise RuntimeError("%s exited %d:\n%s" % (what, proc.returncode, output[-3000:]))
+    return output
 
 
 def wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -97,135 +203,287 @@ def wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
         os.set_blocking(proc.stdout.fileno(), False)  # type: ignore[union-attr]
     while not all(ready):
         if time.time() > deadline:
-            raise SystemExit("backgrounds not ready in %.0f s" % timeout)
+            raise RuntimeError("backgrounds not ready in %.0f s" % timeout)
         for index, proc in enumerate(procs):
             chunk = proc.stdout.read() or b""  # type: ignore[union-attr]
             seen[index] += chunk
             if MARKER.search(seen[index]):
                 ready[index] = True
             elif proc.poll() is not None:
-                raise SystemExit("background %d exited early:\n%s" % (index, seen[index][-2000:]))
+                raise RuntimeError("background %d exited early:\n%s" % (index, seen[index][-2000:]))
         time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------ A, C, B
+class Bench:
+    def __init__(self, opts: argparse.Namespace, gpu: dict[str, Any]) -> None:
+        self.opts = opts
+        self.out: Path = opts.out
+        self.host_root = self.out / "host"
+        self.engines = self.host_root / "engines"
+        self.env = dict(
+            os.environ,
+            CUDA_VISIBLE_DEVICES=gpu["uuid"],
+            HETEROMIG_GPU_BACKEND="nvml",
+            PYTHONPATH=str(REPO / "collections"),
+            PYTHONUNBUFFERED="1",
+        )
+        self.backgrounds: list[str] = opts.backgrounds
+
+    def build(self, models: set[str], accuracy: str = "99") -> None:
+        for model in sorted(models):
+            args = ["build-engine", "--model", model, "--scenario", "Offline"]
+            args += ["--accuracy-target", accuracy, "--engine-dir", str(self.engines)]
+            finish(harness([*args, "--allow-shared-gpu"], self.env), "build " + model, 120)
+
+    def accuracy(self, model: str, target: str) -> dict[str, Any]:
+        self.build({model}, target)
+        log_dir = self.out / ("accuracy-%s-%s" % (model, target))
+        args = run_args(model, log_dir, self.engines, 1000, False, "AccuracyOnly", target)
+        started = time.time()
+        proc = harness(args, self.env)
+        try:
+            finish(proc, "AccuracyOnly %s %s" % (model, target), 300)
+        except RuntimeError as exc:
+            if proc.returncode != 3:  # 3: the check failed (recorded below)
+                return {"model": model, "target": target, "error": str(exc)[-1500:]}
+        record = json.loads((log_dir / "heteromig_harness.json").read_text())
+        return {
+            "model": model,
+            "target": target,
+            "seconds": round(time.time() - started, 1),
+            "compute": (record.get("compute") or {}).get("description"),
+            "accuracy": record.get("accuracy"),
+        }
+
+    def measure_a(self, rep: int) -> dict[str, Any]:
+        log_dir = self.out / ("r%d-A" % rep)
+        proc = harness(
+            run_args(self.opts.main, log_dir, self.engines, self.opts.duration_ms, False), self.env
+        )
+        finish(proc, "A main", 300)
+        return main_result(log_dir)
+
+    def measure_c(self, rep: int) -> dict[str, Any]:
+        bgs = [
+            harness(
+                run_args(
+                    model,
+                    self.out / ("r%d-C-bg-%d" % (rep, index + 1)),
+                    self.engines,
+                    self.opts.bg_duration_ms,
+                    True,
+                ),
+                self.env,
+            )
+            for index, model in enumerate(self.backgrounds)
+        ]
+        try:
+            wait_ready(bgs, 180)
+            time.sleep(START_BUFFER_S)
+            log_dir = self.out / ("r%d-C-main" % rep)
+            proc = harness(
+                run_args(self.opts.main, log_dir, self.engines, self.opts.duration_ms, False),
+                self.env,
+            )
+            finish(proc, "C main", 300)
+            alive = [bg.poll() is None for bg in bgs]
+        finally:
+            for bg in bgs:
+                if bg.poll() is None:
+                    bg.terminate()
+            for bg in bgs:
+                try:
+                    bg.wait(30)
+                except subprocess.TimeoutExpired:
+                    bg.kill()
+                    bg.wait()
+        result = main_result(log_dir)
+        result["backgrounds_alive_at_main_end"] = alive
+        return result
+
+    def measure_b(self, rep: int) -> dict[str, Any]:
+        run_id = "realgpu-%d-r%d" % (int(time.time()), rep)
+        extra = {
+            "heteromig_host_root": str(self.host_root),
+            "heteromig_hetero_run_id": run_id,
+            "heteromig_hetero_main_benchmark": self.opts.main,
+            "heteromig_hetero_main_benchmark_duration": self.opts.duration_ms,
+            "heteromig_hetero_background_benchmarks": self.backgrounds,
+            "heteromig_hetero_background_benchmark_timeout": self.opts.bg_duration_ms,
+            "ansible_python_interpreter": sys.executable,
+        }
+        playbook = subprocess.run(
+            [
+                os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+                "playbooks/hetero_run.yml",
+                "-i",
+                "tests/hardware/shared-gpu.yml",
+                "-e",
+                json.dumps(extra),
+            ],
+            cwd=REPO,
+            env=dict(
+                os.environ,
+                HETEROMIG_REPORT_DIR=str(self.out / "reports"),
+                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=400,
+        )
+        (self.out / ("r%d-B-playbook.log" % rep)).write_text(playbook.stdout + playbook.stderr)
+        if playbook.returncode:
+            raise RuntimeError("hetero_run.yml exited %d" % playbook.returncode)
+        records = glob.glob(
+            str(REPO / "results" / run_id / "**" / "main" / "heteromig_harness.json"),
+            recursive=True,
+        )
+        if len(records) != 1:
+            raise RuntimeError("expected one fetched main record, found %s" % records)
+        result = main_result(Path(records[0]).parent)
+        result["run_id"] = run_id
+        verdicts = re.findall(r"\b(VALID|INVALID)\b", playbook.stdout)
+        result["run_verdicts_in_output"] = sorted(set(verdicts))
+        return result
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    median = statistics.median(values)
+    return {
+        "n": len(values),
+        "median": round(median, 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "spread_pct_of_median": round((max(values) - min(values)) / median * 100, 2),
+        "values": [round(v, 2) for v in values],
+    }
+
+
+def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
+    by_kind: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": []}
+    for item in measurements:
+        if item.get("samples_per_second"):
+            by_kind[item["kind"]].append(item)
+    summary: dict[str, Any] = {}
+    for kind, items in by_kind.items():
+        summary[kind] = spread([i["samples_per_second"] for i in items])
+        summary[kind]["validity"] = sorted({str(i.get("result_validity")) for i in items})
+        utils = [i["gpu"]["util_median"] for i in items if i.get("gpu", {}).get("samples")]
+        summary[kind]["gpu_util_median_of_medians"] = statistics.median(utils) if utils else None
+        summary[kind]["gpu_util_min_of_medians"] = min(utils) if utils else None
+    a, b, c = (summary[k].get("median") for k in "ABC")
+    if a and c:
+        summary["interference_C_over_A"] = round(c / a, 4)
+        summary["interference_outside_A_noise"] = summary["C"]["max"] < summary["A"]["min"]
+    if b and c:
+        summary["runner_overhead_B_over_C"] = round(b / c, 4)
+    return summary
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--model", default="synth-mlp-large")
-    parser.add_argument("--duration-ms", type=int, default=10000)
+    parser.add_argument("--main", default="synth-resnet50")
+    parser.add_argument(
+        "--backgrounds",
+        default="synth-bert-large,synth-resnet50",
+        type=lambda text: [part for part in text.split(",") if part],
+    )
+    parser.add_argument("--duration-ms", type=int, default=5000)
+    parser.add_argument("--bg-duration-ms", type=int, default=300000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--kinds", default="ACB", help="which of A, C, B to measure")
+    parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument(
+        "--deadline-s", type=float, default=0, help="start no repetition after this many seconds"
+    )
     opts = parser.parse_args()
-    out = opts.out.resolve()
-    host_root = out / "host"
-    engines = host_root / "engines"
-    engines.mkdir(parents=True, exist_ok=True)
-    uuid = gpu_uuid()
-    env = dict(
-        os.environ,
-        CUDA_VISIBLE_DEVICES=uuid,
-        HETEROMIG_GPU_BACKEND="nvml",
-        PYTHONPATH=str(REPO / "collections"),
-    )
+    opts.out = opts.out.resolve()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    began = time.time()
+    gpu = gpu_facts()
+    bench = Bench(opts, gpu)
+    import torch
+
     figures: dict[str, Any] = {
-        "gpu_uuid": uuid,
-        "model": opts.model,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": os.environ.get("HM_COMMIT", "unknown"),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "uptime_before": uptime(),
+        "main": opts.main,
+        "backgrounds": bench.backgrounds,
         "duration_ms": opts.duration_ms,
-        "backgrounds": BACKGROUNDS,
+        "bg_duration_ms": opts.bg_duration_ms,
+        "accuracy": [],
+        "measurements": [],
+        "errors": [],
     }
+    path = opts.out / "real_gpu.json"
+    sampler = Sampler(opts.out / "gpu_samples.csv")
 
-    for model in sorted({opts.model, *BACKGROUNDS}):
-        build = harness(
-            [
-                "build-engine",
-                "--model",
-                model,
-                "--scenario",
-                "Offline",
-                "--engine-dir",
-                str(engines),
-                "--allow-shared-gpu",
-            ],
-            env,
-        )
-        output = build.communicate()[0]
-        if build.returncode:
-            raise SystemExit(output.decode(errors="replace"))
+    def save() -> None:
+        figures["summary"] = summarise(figures["measurements"])
+        figures["uptime_after"] = uptime()
+        path.write_text(json.dumps(figures, indent=1))
 
-    alone = out / "A-alone"
-    main_proc = harness(run_args(opts.model, alone, engines, opts.duration_ms, False), env)
-    main_out = main_proc.communicate()[0]
-    if main_proc.returncode:
-        raise SystemExit(main_out.decode(errors="replace")[-3000:])
-    figures["A_alone_samples_per_second"] = samples_per_second(alone)
-
-    bg_ms = opts.duration_ms * 6
-    bgs = [
-        harness(run_args(m, out / ("C-bg-%d" % i), engines, bg_ms, True), env)
-        for i, m in enumerate(BACKGROUNDS)
-    ]
     try:
-        wait_ready(bgs, 300)
-        by_hand = out / "C-main-by-hand"
-        main_proc = harness(run_args(opts.model, by_hand, engines, opts.duration_ms, False), env)
-        main_out = main_proc.communicate()[0]
-        if main_proc.returncode:
-            raise SystemExit(main_out.decode(errors="replace")[-3000:])
-        figures["C_by_hand_under_load_samples_per_second"] = samples_per_second(by_hand)
+        if opts.accuracy:
+            for model in sorted({opts.main, *bench.backgrounds}):
+                for target in ("99", "99.9"):
+                    figures["accuracy"].append(bench.accuracy(model, target))
+                    print(json.dumps(figures["accuracy"][-1]), flush=True)
+                    save()
+        bench.build({opts.main, *bench.backgrounds})
+        measure = {"A": bench.measure_a, "B": bench.measure_b, "C": bench.measure_c}
+        for rep in range(1, opts.reps + 1):
+            if opts.deadline_s and time.time() - began > opts.deadline_s:
+                figures["errors"].append("deadline: stopped before repetition %d" % rep)
+                break
+            order = [k for k in ORDERS[(rep - 1) % len(ORDERS)] if k in opts.kinds]
+            for kind in order:
+                started = time.time()
+                try:
+                    result = measure[kind](rep)
+                except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                    figures["errors"].append("rep %d %s: %s" % (rep, kind, str(exc)[-2000:]))
+                    print("rep %d %s failed: %s" % (rep, kind, str(exc)[-800:]), flush=True)
+                    save()
+                    continue
+                if result.get("test_started_at"):
+                    result["gpu"] = sampler.window(
+                        result["test_started_at"], result["test_ended_at"]
+                    )
+                result.update(kind=kind, rep=rep, wall_s=round(time.time() - started, 1))
+                figures["measurements"].append(result)
+                print(
+                    "rep %d %s: %s samples/s %s, GPU %s"
+                    % (
+                        rep,
+                        kind,
+                        result.get("samples_per_second"),
+                        result.get("result_validity"),
+                        result.get("gpu"),
+                    ),
+                    flush=True,
+                )
+                save()
     finally:
-        for proc in bgs:
-            proc.terminate()
-        for proc in bgs:
-            proc.wait(30)
-
-    run_id = "realgpu-%d" % int(time.time())
-    playbook = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "playbooks/hetero_run.yml",
-            "-i",
-            "tests/hardware/shared-gpu.yml",
-            "-e",
-            "heteromig_host_root=%s" % host_root,
-            "-e",
-            "heteromig_hetero_run_id=%s" % run_id,
-            "-e",
-            "heteromig_hetero_main_benchmark=%s" % opts.model,
-            "-e",
-            "heteromig_hetero_main_benchmark_duration=%d" % opts.duration_ms,
-            "-e",
-            "ansible_python_interpreter=%s" % sys.executable,
-        ],
-        cwd=REPO,
-        env=dict(
-            os.environ,
-            HETEROMIG_REPORT_DIR=str(out / "reports"),
-            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    (out / "playbook.log").write_text(playbook.stdout + playbook.stderr)
-    if playbook.returncode:
-        raise SystemExit("hetero_run.yml failed:\n" + playbook.stdout[-4000:])
-    mains = glob.glob(
-        str(REPO / "results" / run_id / "**" / "main" / "mlperf_log_summary.txt"), recursive=True
-    )
-    if len(mains) != 1:
-        raise SystemExit("expected one fetched main summary, found %s" % mains)
-    figures["B_runner_under_load_samples_per_second"] = samples_per_second(Path(mains[0]).parent)
-    figures["interference_ratio_B_over_A"] = round(
-        figures["B_runner_under_load_samples_per_second"] / figures["A_alone_samples_per_second"], 4
-    )
-    figures["runner_overhead_B_over_C"] = round(
-        figures["B_runner_under_load_samples_per_second"]
-        / figures["C_by_hand_under_load_samples_per_second"],
-        4,
-    )
-    figures["shared_gpu_stdout"] = [
-        line for line in playbook.stdout.splitlines() if "SHARED" in line.upper() or "VALID" in line
-    ][:20]
-    (out / "real_gpu.json").write_text(json.dumps(figures, indent=1))
-    print(json.dumps(figures, indent=1))
+        sampler.stop()
+        save()
+    print(json.dumps(figures["summary"], indent=1))
+    reports = sorted(glob.glob(str(REPO / "results" / "realgpu-*")))
+    if reports:  # keep the last runner report beside the figures
+        shutil.copytree(reports[-1], opts.out / "last-runner-report", dirs_exist_ok=True)
 
 
 if __name__ == "__main__":

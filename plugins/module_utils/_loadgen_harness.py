@@ -43,6 +43,8 @@ import threading
 import time
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
+from ansible_collections.heteromig.fleet.plugins.module_utils import _harness_accuracy as _accuracy
+from ansible_collections.heteromig.fleet.plugins.module_utils import _torch_models
 from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store import (
     ENV_SIM_STATE,
     HARNESS_VERSION,
@@ -51,8 +53,10 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
     TargetError,
     batch_size,
     build_engine,
+    compute_slices,
     load_tensors,
     locate_engine,
+    precision_for,
     read_engine,
     resolve_target,
     shared_gpu_banner,
@@ -61,13 +65,13 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_PROG
 from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
     ACCURACY_TARGETS,
-    MODELS,
+    ALL_MODELS,
     MULTI_STREAM_SAMPLES,
-    REQUIRED_ACCURACY,
     ModelError,
     SyntheticModel,
     TorchForward,
     check_combination,
+    is_torch_model,
     normalize_scenario,
 )
 
@@ -82,7 +86,7 @@ MODES = ("PerformanceOnly", "AccuracyOnly")
 # right before LoadGen's StartTest, after warm-up; launch_heterogeneous_mig.py waits for it.
 MARKER = "[I] [%s] Starting running actual test." % PROG
 RESULT_FILE = "heteromig_harness.json"
-ACCURACY_FILE = "accuracy.txt"
+ACCURACY_FILE = _accuracy.ACCURACY_FILE
 LOADGEN_FILES = (
     "mlperf_log_summary.txt",
     "mlperf_log_detail.txt",
@@ -350,10 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--compute",
-        choices=("auto", "numpy", "torch"),
+        choices=_torch_models.COMPUTE_CHOICES,
         default="auto",
         help="auto (default): torch on the CUDA device if torch with CUDA is "
-        "present and the device is real, else numpy on the CPU",
+        "present and the device is real, else numpy on the CPU (the GPU models "
+        "synth-resnet50 and synth-bert-large need torch with CUDA); torch-cpu: "
+        "a GPU model on the CPU (float32, slow)",
     )
     run.add_argument(
         "--threads",
@@ -551,6 +557,32 @@ class TorchCompute(Compute):
             self.forward.device,
             torch.cuda.get_device_name(0),
         )
+
+
+def _plan_torch(
+    model: Any, choice: str, target: SliceTarget, scenario: str, mode: str, args: Any
+) -> Optional[_torch_models.TorchPlan]:
+    """A GPU model's plan (None for the numpy models); choice 'build' checks the memory only."""
+    if not is_torch_model(model):
+        return None
+    precision = precision_for(args.accuracy_target)
+    try:
+        if choice == "build":
+            if target.kind != "cpu" and target.memory_total_mib:
+                _torch_models.memory_plan(
+                    model,
+                    precision,
+                    scenario,
+                    mode,
+                    int(target.memory_total_mib),
+                    compute_slices(target.profile),
+                    target.shared_gpu,
+                    target.describe(),
+                )
+            return None
+        return _torch_models.plan_run(model, choice, target, scenario, mode, precision)
+    except _torch_models.GpuModelError as exc:
+        raise HarnessError(str(exc)) from None
 
 
 def make_compute(
@@ -836,66 +868,13 @@ def parse_summary(path: str) -> Dict[str, Any]:
 
 
 def check_accuracy(
-    model: SyntheticModel, log_dir: str, data: Any, accuracy_target: str
+    model: Any, log_dir: str, data: Any, accuracy_target: str, reference: Any = None
 ) -> Dict[str, Any]:
-    """Compare the outputs LoadGen logged against the float64 reference; write accuracy.txt."""
-    np = _import_numpy()
-    path = os.path.join(log_dir, "mlperf_log_accuracy.json")
+    """The accuracy check of _harness_accuracy (LoadGen's outputs against float64)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            entries = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise HarnessError(
-            "cannot read LoadGen's accuracy log %s: %s" % (path, exc), EXIT_FAILED
-        ) from None
-    logged: Dict[int, str] = {}
-    for entry in entries:
-        logged.setdefault(int(entry["qsl_idx"]), entry["data"])
-    indices = sorted(logged)
-    outputs = np.zeros((len(indices), model.outputs), dtype=np.float32)
-    sized = np.ones(len(indices), dtype=bool)
-    for row, index in enumerate(indices):
-        values = np.frombuffer(bytes.fromhex(logged[index]), dtype=np.float32)
-        if values.size == model.outputs:
-            outputs[row] = values
-        else:
-            sized[row] = False
-    correct = model.within_tolerance(outputs, model.reference(indices, data)) & sized
-    checked = len(indices)
-    good = int(correct.sum())
-    accuracy = good / checked if checked else 0.0
-    required = REQUIRED_ACCURACY[accuracy_target]
-    complete = checked == model.qsl_total
-    passed = complete and accuracy >= required
-    result = {
-        "checked_samples": checked,
-        "expected_samples": model.qsl_total,
-        "within_tolerance": good,
-        "accuracy": round(accuracy, 6),
-        "required": required,
-        "tolerance": model.tolerance,
-        "reference": "float64 forward pass with the unrounded weights",
-        "passed": passed,
-    }
-    verdict = "PASS" if passed else "FAIL"
-    text = (
-        "accuracy=%.4f%% (%d of %d samples within relative tolerance %g of the float64 reference; "
-        "target %s%% needs %.1f%%%s): %s\n"
-        % (
-            accuracy * 100,
-            good,
-            checked,
-            model.tolerance,
-            accuracy_target,
-            required * 100,
-            "" if complete else "; only %d of %d samples were logged" % (checked, model.qsl_total),
-            verdict,
-        )
-    )
-    with open(os.path.join(log_dir, ACCURACY_FILE), "w", encoding="utf-8") as handle:
-        handle.write(text)
-    result["summary"] = text.strip()
-    return result
+        return _accuracy.check_accuracy(model, log_dir, data, accuracy_target, reference)
+    except _accuracy.AccuracyLogError as exc:
+        raise HarnessError(str(exc), EXIT_FAILED) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -906,6 +885,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_dir = prepare_log_dir(args.log_dir)
     record_path = os.path.join(log_dir, RESULT_FILE)
     target = _resolve(args)
+    torch_plan = _plan_torch(model, args.compute, target, args.scenario, args.mode, args)
     try:
         engine_path, header, payload = locate_engine(
             args.engine_dir, args.engine, args.model, args.scenario, args.accuracy_target, target
@@ -918,8 +898,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _import_numpy()
     lg = _import_loadgen()
     tensors = load_tensors(header, payload, engine_path)
-    data = model.inputs()
-    compute = make_compute(args.compute, model, tensors, data, target)
+    data = None if torch_plan else model.inputs()
+    if torch_plan:
+        compute: Any = _torch_models.TorchModelCompute(model, torch_plan)
+    else:
+        compute = make_compute(args.compute, model, tensors, data, target)
     record: Dict[str, Any] = {
         "harness": "heteromig_synthetic",
         "harness_version": HARNESS_VERSION,
@@ -966,7 +949,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sut = SystemUnderTest(
         lg,
         compute,
-        int(header.get("batch_size") or batch_size(args.scenario, target.profile)),
+        getattr(compute, "max_batch", None)
+        or int(header.get("batch_size") or batch_size(args.scenario, target.profile)),
         model.outputs,
         args.inject_output_errors,
     )
@@ -1076,7 +1060,13 @@ def _run_test(
         raise HarnessError(record["error"], EXIT_FAILED)
     code = EXIT_OK
     if args.mode == "AccuracyOnly":
-        accuracy = check_accuracy(model, log_dir, data, args.accuracy_target)
+        accuracy = check_accuracy(
+            model,
+            log_dir,
+            data,
+            args.accuracy_target,
+            getattr(sut.compute, "accuracy_reference", None),
+        )
         record["accuracy"] = accuracy
         record["log_files"]["accuracy.txt"] = os.path.join(log_dir, ACCURACY_FILE)
         info(accuracy["summary"])
@@ -1101,6 +1091,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     target = _resolve(args)
     started = time.time()
     spec = spec_for_target(args.model, args.scenario, args.accuracy_target, target)
+    _plan_torch(_check_combination(args), "build", target, args.scenario, "PerformanceOnly", args)
     registered = _register_on_simulator(target, 256 << 20)
     _import_numpy()
     try:
@@ -1126,7 +1117,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    described = [MODELS[name].describe() for name in sorted(MODELS)]
+    described = [ALL_MODELS[name].describe() for name in sorted(ALL_MODELS)]
     if args.json:
         sys.stdout.write(json.dumps(described, indent=1, sort_keys=True) + "\n")
         return EXIT_OK

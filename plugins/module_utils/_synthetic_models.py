@@ -14,6 +14,9 @@ by the data in its ``SyntheticModel`` entry (layer sizes, seeds, version):
   AccuracyOnly runs are checked against;
 - ``TorchForward`` runs the same model with PyTorch on a CUDA device when the host has one.
 
+The GPU-bound models (``synth-resnet50``, ``synth-bert-large``) are defined in _torch_models;
+``ALL_MODELS`` and ``get_model`` cover both kinds.
+
 This module imports numpy (and torch) only inside functions: modules on the controller side of a
 target (engine_build) read the model definitions without numpy installed.
 
@@ -23,7 +26,12 @@ Private module (leading underscore): not a public API of the collection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._torch_models import (
+    TORCH_MODELS,
+    TorchModel,
+)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 ACCURACY_TARGETS = ("99", "99.9")
@@ -249,20 +257,32 @@ MODELS: Dict[str, SyntheticModel] = {
 }
 
 
+# Every model the embedded harness offers: the numpy models above (any host) and the GPU-bound
+# ones of _torch_models (PyTorch with CUDA).
+AnyModel = Union[SyntheticModel, TorchModel]
+ALL_MODELS: Dict[str, AnyModel] = {**MODELS, **TORCH_MODELS}
+
+
 class ModelError(ValueError):
     """An unknown model, or a scenario or accuracy target the model does not support."""
 
 
-def get_model(name: str) -> SyntheticModel:
-    model = MODELS.get(name)
+def get_model(name: str) -> AnyModel:
+    model: Optional[AnyModel] = MODELS.get(name) or TORCH_MODELS.get(name)
     if model is None:
         raise ModelError(
-            "unknown model %r: the embedded harness offers %s" % (name, ", ".join(sorted(MODELS)))
+            "unknown model %r: the embedded harness offers %s"
+            % (name, ", ".join(sorted(ALL_MODELS)))
         )
     return model
 
 
-def check_combination(name: str, scenario: str, accuracy_target: str) -> SyntheticModel:
+def is_torch_model(model: Any) -> bool:
+    """Whether ``model`` is one of the GPU-bound models that run on PyTorch only."""
+    return isinstance(model, TorchModel)
+
+
+def check_combination(name: str, scenario: str, accuracy_target: str) -> AnyModel:
     """The model, if it supports ``scenario`` and ``accuracy_target``; ModelError otherwise."""
     model = get_model(name)
     if scenario not in SCENARIOS:

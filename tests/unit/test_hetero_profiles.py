@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import MODELS
+from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+    ALL_MODELS,
+    MODELS,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils._torch_models import TORCH_MODELS
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
     available_profiles,
@@ -92,13 +96,15 @@ def test_builtin_profiles() -> None:
 
 def test_synthetic_profile_agrees_with_the_harness_models() -> None:
     profile = load_profile("heteromig_synthetic")
-    assert set(profile.benchmarks) == set(MODELS)
-    for name, model in MODELS.items():
+    assert set(profile.benchmarks) == set(ALL_MODELS)
+    for name, model in ALL_MODELS.items():
         assert set(profile.scenarios(name)) == set(model.scenarios), name
+    # the default sets hold the numpy models (any host); 'gpu' the PyTorch/CUDA ones
     for category in ("datacenter", "edge"):
         expected = sorted(n for n, m in MODELS.items() if category in m.categories)
         assert sorted(profile.background_sets[category]) == expected
     assert sorted(profile.background_sets["all"]) == sorted(MODELS)
+    assert sorted(profile.background_sets["gpu"]) == sorted(TORCH_MODELS)
 
 
 def test_nvidia_profile_matches_the_anchor_tables() -> None:

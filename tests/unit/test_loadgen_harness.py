@@ -536,8 +536,14 @@ def test_read_only_log_dir(host: Host, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ small commands
 def test_models_version_and_inspect(host: Host) -> None:
     listed = json.loads(host.run(["models", "--json"], None).stdout)
-    assert [m["name"] for m in listed] == ["synth-conv-1d", "synth-mlp-large", "synth-mlp-small"]
-    assert listed[1]["scenarios"] == ["Server", "Offline"]
+    assert [m["name"] for m in listed] == [
+        "synth-bert-large",
+        "synth-conv-1d",
+        "synth-mlp-large",
+        "synth-mlp-small",
+        "synth-resnet50",
+    ]
+    assert listed[2]["scenarios"] == ["Server", "Offline"]
     version = host.run(["--version"], None)
     assert version.stdout.strip() == "heteromig_harness %s" % store.HARNESS_VERSION
     path = store.EngineSpec("synth-mlp-small", "Server", "99", "H100-SXM5-80GB", "1g.10gb").path(
