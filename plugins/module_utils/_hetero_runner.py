@@ -46,6 +46,11 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_activity import (
+    ActivitySampler,
+    activity_result,
+    interval_from_plan,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
     DEFAULT_READINESS_REGEXES,
     MAIN,
@@ -328,6 +333,9 @@ def validate_plan(plan: Any) -> List[str]:
             )
         if not isinstance(bench.get("log_dir"), str):
             problems.append("%s: log_dir must be a string" % bench.get("name"))
+    problem = interval_from_plan(plan)[1]
+    if problem:
+        problems.append("plan: %s" % problem)
     try:
         choreo_config(plan).validate()
     except (TypeError, ValueError) as exc:
@@ -437,6 +445,7 @@ class Runner:
         self.stop_reason: Optional[str] = None
         self.containment = Containment(run_dir, str(plan["run_id"]), self._log)
         self.ended_processes: List[Dict[str, Any]] = []
+        self.activity = ActivitySampler(plan)  # GPU activity, sampled from Begin to _finish
 
     # ---------------------------------------------------------------------- main loop
     def run(self) -> int:
@@ -451,6 +460,7 @@ class Runner:
         self._raise_priority()
         self.containment.setup()
         self._dispatch(Begin(time.time()))
+        self.activity.open()  # after the first launches: NVML's start-up does not delay them
         while not self.machine.done:
             now = time.time()
             self._housekeeping(now)
@@ -463,6 +473,7 @@ class Runner:
                     self.next_heartbeat,
                     *self.timers.values(),
                     *self.paused.values(),
+                    self.activity.next_due,
                 ]
             )
             timeout = max(0.0, deadline - time.time())
@@ -474,6 +485,8 @@ class Runner:
             self._resume_paused()
             self._reap()
             self._fire_timers()
+            if self.activity.due(time.time()):
+                self.activity.sample()
         self._finish()
         return 0
 
@@ -799,6 +812,7 @@ class Runner:
         return results
 
     def _finish(self) -> None:
+        self.activity.close()
         # close every output; a benchmark still running here survived SIGKILL ("lost")
         for name, proc in self.procs.items():
             if proc.poll() is None:
@@ -894,6 +908,9 @@ class Runner:
             "benchmarks": benchmarks,
             "timeline": machine.sorted_timeline(),
             "stop_reason": self.stop_reason,
+            "gpu_activity": activity_result(
+                self.activity, machine.bench_state(MAIN)["timed_window"]
+            ),
         }
 
     def release_lock(self) -> None:

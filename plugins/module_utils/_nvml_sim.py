@@ -138,7 +138,9 @@ def parse_gpu_spec(spec: Any) -> List[Dict[str, Any]]:
             raise SimulatorError(
                 "GPU count for %s must be a whole number from 1 to 64, got %r" % (name, count)
             )
-        gpus.extend({"model": model.key, "reset_supported": reset_supported} for _copy in range(count))
+        gpus.extend(
+            {"model": model.key, "reset_supported": reset_supported} for _copy in range(count)
+        )
     if len(gpus) > 64:
         raise SimulatorError("at most 64 simulated GPUs per host, got %d" % len(gpus))
     return gpus
@@ -182,7 +184,7 @@ class StateFile:
             ) from exc
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise SimulatorError(
-                "%s is not a heteromig simulator state file (no '\"format\": \"%s\"'); move it "
+                '%s is not a heteromig simulator state file (no \'"format": "%s"\'); move it '
                 "away to start from a fresh simulated host" % (self.path, STATE_FORMAT)
             )
         version = state.get("version")
@@ -275,6 +277,8 @@ class SimulatedNvml:
         self._file = StateFile(state_path)
         self._gpu_spec = parse_gpu_spec(gpus) if gpus is not None else None
         self._initialised = 0
+        # utilisation periods and GPM samples of this NVML (see _nvml_sim_activity)
+        self._activity_memory: Dict[Any, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         # Constants (NVML_*), error classes (NVMLError*), structures (c_nvml*) come from pynvml.
@@ -528,8 +532,12 @@ class SimulatedNvml:
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
         _state, gpu, mig = self._device_or_mig(handle)
-        if mig is not None or not gpu["mig_current"]:
+        if mig is not None:
             raise_nvml(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if not gpu["mig_current"]:
+            # a real H200 with MIG disabled answers Not Found
+            # (tests/fixtures/real-h200/gpu_activity_capture.json)
+            raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
         devices = self._mig_devices(gpu)
         if index < 0 or index >= len(devices):
             raise_nvml(pynvml.NVML_ERROR_NOT_FOUND)
@@ -572,13 +580,17 @@ class SimulatedNvml:
         info.memorySizeMB = profile.memory_mib
         return info
 
-    def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: Any, profile: int, version: int = 2) -> Any:
+    def nvmlDeviceGetGpuInstanceProfileInfo(
+        self, handle: Any, profile: int, version: int = 2
+    ) -> Any:
         _state, gpu, mig = self._device_or_mig(handle)
         if mig is not None:
             raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         model = self._model(gpu)
         if version == 2:
-            info = self._profile_info_fill(pynvml.c_nvmlGpuInstanceProfileInfo_v2_t(), model, profile)
+            info = self._profile_info_fill(
+                pynvml.c_nvmlGpuInstanceProfileInfo_v2_t(), model, profile
+            )
             gi_profile = model.profile_by_index(profile)
             info.name = ("MIG " + (gi_profile.name if gi_profile else "")).encode()
             return info
@@ -678,7 +690,9 @@ class SimulatedNvml:
         self._gi(gpu, gi_id)
         return self._handle(KIND_GPU_INSTANCE, gpu["index"], gi_id, 0, pynvml.c_nvmlGpuInstance_t)
 
-    def _gi_from_handle(self, gi_handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    def _gi_from_handle(
+        self, gi_handle: Any
+    ) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
         _kind, index, gi_id, _ci = self._decode(gi_handle, KIND_GPU_INSTANCE)
         state = self._read()
         gpu = self._gpu(state, index)
@@ -706,7 +720,9 @@ class SimulatedNvml:
         _state, gpu, gi = self._gi_from_handle(gi_handle)
         gi_slices, gi_profile = self._ci_sizes(gpu, gi)
         model = self._model(gpu)
-        sizes = {CI_PROFILE_INDEX_BY_SLICES[s]: s for s in compute_instance_slice_options(gi_slices)}
+        sizes = {
+            CI_PROFILE_INDEX_BY_SLICES[s]: s for s in compute_instance_slice_options(gi_slices)
+        }
         if eng_profile != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
             raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if profile not in sizes:
@@ -744,7 +760,9 @@ class SimulatedNvml:
                 return size
         raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
-    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, gi_handle: Any, profile_id: int) -> int:
+    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(
+        self, gi_handle: Any, profile_id: int
+    ) -> int:
         _state, gpu, gi = self._gi_from_handle(gi_handle)
         gi_slices, _gi_profile = self._ci_sizes(gpu, gi)
         size = self._ci_slices_for_id(gpu, gi, profile_id)
@@ -792,7 +810,10 @@ class SimulatedNvml:
         if instances_ref is not None:
             for position, ci in enumerate(matching):
                 instances_ref[position] = self._handle(
-                    KIND_COMPUTE_INSTANCE, gpu["index"], gi["id"], ci["id"],
+                    KIND_COMPUTE_INSTANCE,
+                    gpu["index"],
+                    gi["id"],
+                    ci["id"],
                     pynvml.c_nvmlComputeInstance_t,
                 )
         count.value = len(matching)
@@ -824,6 +845,36 @@ class SimulatedNvml:
 
     nvmlComputeInstanceGetInfo_v2 = nvmlComputeInstanceGetInfo
 
+    # ------------------------------------------------------------------ utilisation
+    # Derived from the CPU time of the processes registered on a GPU or GPU instance; in
+    # _nvml_sim_activity, imported on the first call (as _nvml_sim_changes is).
+    @staticmethod
+    def _activity() -> Any:
+        from ansible_collections.heteromig.fleet.plugins.module_utils import _nvml_sim_activity
+
+        return _nvml_sim_activity
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        return self._activity().utilization_rates(self, handle)
+
+    def nvmlGpmQueryDeviceSupport(self, handle: Any) -> Any:
+        return self._activity().gpm_query_device_support(self, handle)
+
+    def nvmlGpmSampleAlloc(self) -> Any:
+        return self._activity().gpm_sample_alloc(self)
+
+    def nvmlGpmSampleFree(self, sample: Any) -> None:
+        self._activity().gpm_sample_free(self, sample)
+
+    def nvmlGpmSampleGet(self, handle: Any, sample: Any) -> Any:
+        return self._activity().gpm_sample_get(self, handle, sample)
+
+    def nvmlGpmMigSampleGet(self, handle: Any, gi_id: int, sample: Any) -> Any:
+        return self._activity().gpm_mig_sample_get(self, handle, gi_id, sample)
+
+    def nvmlGpmMetricsGet(self, request: Any) -> Any:
+        return self._activity().gpm_metrics_get(self, request)
+
     # ------------------------------------------------------------------ changes
     # Every call that changes the host is in _nvml_sim_changes, imported on the first one, so
     # that a run that only reads does not compile it (see that module).
@@ -838,24 +889,34 @@ class SimulatedNvml:
 
     def nvmlDeviceCreateGpuInstance(self, handle: Any, profile_id: int) -> Any:
         return self._changes().create_gpu_instance(
-            self, handle, profile_id, None, "nvmlDeviceCreateGpuInstance")
+            self, handle, profile_id, None, "nvmlDeviceCreateGpuInstance"
+        )
 
-    def nvmlDeviceCreateGpuInstanceWithPlacement(self, handle: Any, profile_id: int, placement: Any) -> Any:
+    def nvmlDeviceCreateGpuInstanceWithPlacement(
+        self, handle: Any, profile_id: int, placement: Any
+    ) -> Any:
         return self._changes().create_gpu_instance(
-            self, handle, profile_id, placement, "nvmlDeviceCreateGpuInstanceWithPlacement")
+            self, handle, profile_id, placement, "nvmlDeviceCreateGpuInstanceWithPlacement"
+        )
 
     def nvmlGpuInstanceDestroy(self, gi_handle: Any) -> int:
         return self._changes().destroy_gpu_instance(self, gi_handle)
 
     def nvmlGpuInstanceCreateComputeInstance(self, gi_handle: Any, profile_id: int) -> Any:
         return self._changes().create_compute_instance(
-            self, gi_handle, profile_id, None, "nvmlGpuInstanceCreateComputeInstance")
+            self, gi_handle, profile_id, None, "nvmlGpuInstanceCreateComputeInstance"
+        )
 
     def nvmlGpuInstanceCreateComputeInstanceWithPlacement(
         self, gi_handle: Any, profile_id: int, placement: Any
     ) -> Any:
         return self._changes().create_compute_instance(
-            self, gi_handle, profile_id, placement, "nvmlGpuInstanceCreateComputeInstanceWithPlacement")
+            self,
+            gi_handle,
+            profile_id,
+            placement,
+            "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+        )
 
     def nvmlComputeInstanceDestroy(self, ci_handle: Any) -> int:
         return self._changes().destroy_compute_instance(self, ci_handle)

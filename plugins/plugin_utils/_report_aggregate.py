@@ -26,6 +26,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_activity import (
+    activity_row,
+)
+
 VERDICTS = ("VALID", "INVALID", "DRY_RUN", "FAILED", "UNREACHABLE", "SKIPPED", "NO_RESULT")
 FAILING = frozenset(("INVALID", "FAILED"))
 ERRORS = frozenset(("UNREACHABLE", "NO_RESULT"))
@@ -293,6 +297,7 @@ def row_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
         "expected_duration_s": result.get("expected_duration_s"),
         "timeline": None,
         "interference": None,
+        "gpu_activity": None,
     }
     msg = record.get("msg")
     if not result:
@@ -329,6 +334,7 @@ def row_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
         row["gpu_label"] += " SHARED GPU, NO MIG ISOLATION"
     timeline = timeline_of(result)
     row["timeline"] = timeline
+    row["gpu_activity"] = activity_row(result)
     main_times = timeline["lanes"][0]["times"] if timeline["lanes"] and main else {}
     backgrounds = []
     for bench in result.get("backgrounds") or []:

@@ -9,7 +9,9 @@ complete without it) and inline SVG. A Content-Security-Policy forbids every ext
 Per host and run: verdict, reasons, GPU, and a timeline with one lane per slice (the main
 benchmark first), the phases launch / ready / timed / end as coloured bars, exit/kill markers,
 and the main benchmark's timed window as a highlighted band across every lane, so one sees at a
-glance whether the backgrounds covered it. Elements carry ``data-*`` attributes (absolute epoch
+glance whether the backgrounds covered it. Under the slices, one GPU activity lane per GPU or
+MIG GPU instance the run used (NVML utilisation and memory samples, _report_activity), with
+the median utilisation during the main's timed window stated above the timeline. Elements carry ``data-*`` attributes (absolute epoch
 seconds, phase names, verdicts) for tools and tests.
 """
 
@@ -20,6 +22,10 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_activity import (
+    activity_facts,
+    render_activity_lanes,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_aggregate import (
     PHASES,
 )
@@ -70,6 +76,10 @@ svg .main-window { fill: var(--band); fill-opacity: .55; stroke: var(--bandline)
 svg .marker { stroke: var(--bad); stroke-width: 2; } svg .marker-exit { stroke: var(--ink); }
 svg .uncovered .lane-bg { fill: #ffebe9; }
 svg .legend { font-size: 11px; fill: var(--ink); }
+svg .activity-bg { fill: #f6f8fa; } svg .activity-util { fill: var(--timed); fill-opacity: .45;
+  stroke: var(--timed); stroke-width: 1; } svg .activity-mem { fill: none; stroke: var(--bad);
+  stroke-width: 1.2; } svg .activity-why { font-size: 11px; fill: var(--mute); }
+div.activity p { margin: 2px 0; } div.activity { margin: 4px 0 8px; }
 .cov-no { color: var(--bad); font-weight: 600; } .cov-yes { color: var(--ok); }
 .small { color: var(--mute); font-size: 12px; }
 """
@@ -156,7 +166,16 @@ def render_timeline(row: Mapping[str, Any]) -> str:
     def x(t: float) -> float:
         return LABEL_W + (float(t) - float(t0)) / span * PLOT_W
 
-    height = TOP + len(lanes) * (LANE_H + LANE_GAP) + BOTTOM
+    activity_svg, activity_h = render_activity_lanes(
+        row.get("gpu_activity"),
+        x,
+        float(t0),
+        float(t1),
+        TOP + len(lanes) * (LANE_H + LANE_GAP),
+        LABEL_W,
+        PLOT_W,
+    )
+    height = TOP + len(lanes) * (LANE_H + LANE_GAP) + activity_h + BOTTOM
     width = LABEL_W + PLOT_W + 20
     out = [
         '<svg class="timeline" xmlns="http://www.w3.org/2000/svg" role="img" data-host="%s" '
@@ -247,6 +266,7 @@ def render_timeline(row: Mapping[str, Any]) -> str:
                 )
             )
         out.append("</g>")
+    out.extend(activity_svg)
     window = tl.get("main_window")
     if window:
         wx0, wx1 = x(window["begin"]), x(window["end"])
@@ -259,7 +279,7 @@ def render_timeline(row: Mapping[str, Any]) -> str:
                 wx0,
                 TOP - 4,
                 max(wx1 - wx0, 1.0),
-                len(lanes) * (LANE_H + LANE_GAP),
+                len(lanes) * (LANE_H + LANE_GAP) + activity_h,
                 _rel(window["begin"], t0),
                 _rel(window["end"], t0),
             )
@@ -370,6 +390,12 @@ def _article(index: int, row: Mapping[str, Any]) -> str:
     if row.get("reasons"):
         parts.append(
             '<ul class="reasons">%s</ul>' % "".join("<li>%s</li>" % _e(r) for r in row["reasons"])
+        )
+    facts_activity = activity_facts(row.get("gpu_activity"))
+    if facts_activity:
+        parts.append(
+            '<div class="activity">%s</div>'
+            % "".join('<p class="activity-fact">%s</p>' % f for f in facts_activity)
         )
     svg = render_timeline(row)
     if svg:
