@@ -7,6 +7,7 @@ plugins/modules/submission_export.py). Thin over plugin_utils/_submission_layout
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -36,12 +37,31 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "system_desc": {"type": "dict", "default": {}},
     "implementation": {"type": "str"},
     "implementation_desc": {"type": "dict", "default": {}},
+    "host_facts": {"type": "dict"},
     "only_valid": {"type": "bool", "default": True},
     "replace": {"type": "bool", "default": False},
     "layout_version": {"type": "str", "default": "v5.1", "choices": list(LAYOUT_VERSIONS)},
     "required_tests": {"type": "list", "elements": "str", "default": ["TEST01", "TEST04"]},
     "fail_on_problems": {"type": "bool", "default": False},
 }
+
+
+FACT_NAMES = ("heteromig_host", "heteromig_nvml")
+
+
+def facts_from_hostvars(task_vars: Mapping[str, Any], hosts: set[str]) -> dict[str, dict[str, Any]]:
+    """{host: {heteromig_host, heteromig_nvml}} of the result hosts whose facts this playbook
+    run gathered (host_facts and gpu_facts); hosts without them are left out."""
+    hostvars = task_vars.get("hostvars") or {}
+    found: dict[str, dict[str, Any]] = {}
+    for host in sorted(hosts):
+        if host not in hostvars:
+            continue
+        facts = hostvars[host].get("ansible_facts") or {}
+        picked = {name: facts[name] for name in FACT_NAMES if isinstance(facts.get(name), Mapping)}
+        if picked:
+            found[host] = picked
+    return found
 
 
 class ActionModule(ActionBase):
@@ -71,6 +91,16 @@ class ActionModule(ActionBase):
         if not results:
             raise AnsibleActionFail("no hetero_run results given (results / results_jsonl)")
 
+        host_facts = args["host_facts"]
+        if host_facts is None:
+            host_facts = facts_from_hostvars(task_vars or {}, {str(r.get("host")) for r in results})
+        else:
+            bad = sorted(str(h) for h, f in host_facts.items() if not isinstance(f, Mapping))
+            if bad:
+                raise AnsibleActionFail(
+                    "host_facts: the facts of %s are not a dict (expected host -> "
+                    "{heteromig_host, heteromig_nvml})" % ", ".join(bad)
+                )
         try:
             plan = plan_export(
                 results,
@@ -83,6 +113,7 @@ class ActionModule(ActionBase):
                 implementation=args["implementation"],
                 implementation_desc=args["implementation_desc"],
                 only_valid=args["only_valid"],
+                host_facts=host_facts,
             )
         except ValueError as exc:
             raise AnsibleActionFail(str(exc)) from exc
@@ -97,6 +128,7 @@ class ActionModule(ActionBase):
             exported=plan.exported,
             left_out=plan.skipped,
             systems=sorted(plan.systems),
+            system_fields=plan.system_info,
             files=len(written),
             problems=problems,
         )

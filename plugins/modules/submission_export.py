@@ -13,6 +13,9 @@ description:
   - Files the LoadGen logs of heteromig.fleet.hetero_run results into the MLPerf Inference
     submission layout (v5.0 and v5.1) under O(dest)C(/<division>/<submitter>/), and checks the
     tree the way the MLPerf submission checker does.
+  - The system description is filled from the results and from the hosts' facts
+    (M(heteromig.fleet.host_facts), M(heteromig.fleet.gpu_facts)); what they cannot tell is
+    left empty and named in RV(system_fields), never invented.
   - Every heterogeneous run becomes a one-slice system named
     C(<platform>_<accelerator>-MIG_1x<profile>_<software>_HeteroMultiUse), for example
     C(DGX-A100_A100-SXM-80GB-MIG_1x1g.10gb_TRT_HeteroMultiUse), with C(systems/<system>.json).
@@ -63,13 +66,29 @@ options:
     type: str
   system_desc:
     description:
-      - Fields of C(systems/<system>.json) (host processor, memory, storage, framework,
-        operating system, ...). The action fills division, submitter, system_name,
-        number_of_nodes, accelerators_per_node, accelerator_model_name and
-        accelerator_memory_capacity from the results; what the submission checker requires and
-        nobody set is reported in RV(problems).
+      - Fields of C(systems/<system>.json) the facts cannot tell, or values of your own; they
+        win over the gathered ones (but not over division, submitter and system_name). Fields
+        no fact tells are C(status) (V(available), V(preview) or V(rdi)), C(system_type)
+        (V(datacenter), V(edge) or V(datacenter,edge)), C(host_memory_configuration),
+        C(host_networking_topology), C(accelerator_host_interconnect),
+        C(accelerator_interconnect) and C(cooling); RV(system_fields) names the ones still
+        empty.
+      - The description has every field of the MLPerf Inference submission checker (v5.x),
+        filled from the results (the accelerator and its MIG slice), from O(host_facts) (CPU,
+        memory, storage, network, operating system, driver, CUDA, framework and software
+        versions) or left empty; RV(problems) says what the checker would reject.
     type: dict
     default: {}
+  host_facts:
+    description:
+      - The facts of the results' hosts, as a dict C(host -> {heteromig_host, heteromig_nvml})
+        where C(heteromig_host) comes from M(heteromig.fleet.host_facts) and C(heteromig_nvml)
+        from M(heteromig.fleet.gpu_facts).
+      - By default they are taken from the facts this playbook run gathered on those hosts
+        (run both modules on them first, as C(playbooks/export_submission.yml) does). A system
+        takes its host fields from the first of its hosts with facts; hosts of one system that
+        disagree are listed in RV(system_fields).
+    type: dict
   implementation:
     description: Implementation id in C(<system>_<implementation>_<Scenario>.json). Default the harness name.
     type: str
@@ -117,6 +136,14 @@ author:
 """
 
 EXAMPLES = r"""
+# in a play on the GPU hosts: the facts the system description is filled from
+- name: Read the host facts
+  heteromig.fleet.host_facts:
+
+- name: Read the GPU facts (driver, CUDA)
+  heteromig.fleet.gpu_facts:
+
+# then, in a play on localhost
 - name: Export the VALID heterogeneous runs of one playbook run
   heteromig.fleet.submission_export:
     results_jsonl: [results/20261122T051500Z-ab12cd/results.jsonl]
@@ -124,9 +151,10 @@ EXAMPLES = r"""
     submitter: ACME
     platform: DGX-H100
     system_desc:
-      host_processor_model_name: Intel Xeon Platinum 8480C
-      framework: TensorRT 10
-      operating_system: Ubuntu 22.04
+      status: available
+      system_type: datacenter
+      cooling: air
+      host_memory_configuration: 32x 64 GB DDR5
   register: export
 
 - name: Show what the submission checker would still complain about
@@ -158,6 +186,20 @@ files:
   description: Number of files written.
   returned: success
   type: int
+system_fields:
+  description:
+    - Per system, C(host) (the host whose facts filled it, or null), C(sources) (field -> where
+      its value came from), C(unknown) (the fields the checker needs a value for that nobody
+      could fill; set them in O(system_desc)) and C(conflicts) (fields on which the hosts of
+      the system disagree).
+  returned: success
+  type: dict
+  sample:
+    DGX-H100_H100-SXM5-80GB-MIG_1x1g.10gb_TRT_HeteroMultiUse:
+      host: dgx-h100-01
+      sources: {host_processor_model_name: host_facts (/proc/cpuinfo)}
+      unknown: [status, system_type, cooling]
+      conflicts: []
 problems:
   description: What the submission check found (severity error or warning, path, message).
   returned: success

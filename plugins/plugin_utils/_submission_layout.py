@@ -43,6 +43,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc import (
+    REQUIRED_FIELDS,
+    SystemDesc,
+    check_desc,
+    compare_hosts,
+    describe,
+    host_fields,
+)
+
 HETERO_SUFFIX = "_HeteroMultiUse"
 LAYOUT_VERSIONS = ("v5.0", "v5.1")
 SCENARIOS = {
@@ -60,26 +69,8 @@ ACC_FILES = (SUMMARY, DETAIL, ACC_JSON, "accuracy.txt")
 TEST01_ACC_FILES = ("baseline_accuracy.txt", "compliance_accuracy.txt", ACC_JSON)
 COMPLIANCE_TESTS = {"run_audit_test01": "TEST01", "run_audit_test04": "TEST04"}
 MIN_DURATION_MS = 600000
-# the submission checker's SYSTEM_DESC_REQUIRED_FIELDS (v5.x)
-SYSTEM_REQUIRED = (
-    "division",
-    "submitter",
-    "status",
-    "system_name",
-    "number_of_nodes",
-    "host_processor_model_name",
-    "host_processors_per_node",
-    "host_processor_core_count",
-    "host_memory_capacity",
-    "host_storage_capacity",
-    "host_storage_type",
-    "accelerators_per_node",
-    "accelerator_model_name",
-    "accelerator_memory_capacity",
-    "framework",
-    "operating_system",
-    "system_type",
-)
+# the submission checker's SYSTEM_DESC_REQUIRED_FIELDS (v5.x); the rules are in _system_desc
+SYSTEM_REQUIRED = REQUIRED_FIELDS
 # the checker's SYSTEM_IMP_REQUIRED_FILES: fields of measurements/.../<system>_<impl>_<Scenario>.json
 IMPLEMENTATION_REQUIRED = (
     "input_data_types",
@@ -159,7 +150,10 @@ class Plan:
     writes: dict[str, str] = field(default_factory=dict)  # dest rel. path -> text
     exported: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
-    systems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    systems: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> systems/<name>.json
+    # name -> where each field came from, the meaningful fields nobody could fill, and the
+    # fields on which the hosts of the system disagree
+    system_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _slot(action: str, mode: str | None) -> str | None:
@@ -171,37 +165,6 @@ def _slot(action: str, mode: str | None) -> str | None:
         if mode in (None, "PerformanceOnly", "SubmissionRun"):
             return "performance"
     return None
-
-
-def _system_desc(
-    name: str,
-    *,
-    division: str,
-    submitter: str,
-    gpu: Mapping[str, Any],
-    profile: str,
-    overrides: Mapping[str, Any],
-) -> dict[str, Any]:
-    desc: dict[str, Any] = {
-        "division": division,
-        "submitter": submitter,
-        "status": "available",
-        "system_name": name,
-        "system_type": "datacenter",
-        "number_of_nodes": 1,
-        "accelerators_per_node": 1,
-        "accelerator_model_name": "%s (1x%s MIG)"
-        % (str(gpu.get("name") or accelerator_name(gpu)), profile),
-        "accelerator_memory_capacity": profile_memory(profile) or "",
-        "accelerator_memory_configuration": "",
-        "sw_notes": "Heterogeneous MIG run: the benchmark ran on one %s slice while background "
-        "benchmarks kept the GPU's other slices busy (heteromig.fleet)." % profile,
-    }
-    desc.update(overrides)
-    desc["system_name"] = name
-    desc["division"] = division
-    desc["submitter"] = submitter
-    return desc
 
 
 def _readme(result: Mapping[str, Any], system: str, benchmark: str, scenario: str) -> str:
@@ -239,6 +202,65 @@ def _readme(result: Mapping[str, Any], system: str, benchmark: str, scenario: st
     return "\n".join(lines)
 
 
+def _facts_of(host_facts: Mapping[str, Mapping[str, Any]], host: Any) -> Mapping[str, Any]:
+    facts = host_facts.get(str(host)) or {}
+    return facts if isinstance(facts, Mapping) else {}
+
+
+def _describe_system(
+    plan: Plan,
+    system: str,
+    result: Mapping[str, Any],
+    *,
+    division: str,
+    submitter: str,
+    profile: str,
+    host_facts: Mapping[str, Mapping[str, Any]],
+    overrides: Mapping[str, Any],
+) -> None:
+    """Describe ``system`` from the first of its results whose host has facts; note the hosts
+    that disagree with it."""
+    host = str(result.get("host"))
+    facts = _facts_of(host_facts, host)
+    info = plan.system_info.get(system)
+    has_facts = bool(facts.get("heteromig_host") or facts.get("heteromig_nvml"))
+    if info is not None and (info["host"] is not None or not has_facts):
+        first = info["host"]
+        if has_facts and first is not None and host != first:
+            harness = result.get("harness")
+            mine = host_fields(
+                facts.get("heteromig_host") or {}, facts.get("heteromig_nvml") or {}, harness
+            )
+            theirs = host_fields(
+                _facts_of(host_facts, first).get("heteromig_host") or {},
+                _facts_of(host_facts, first).get("heteromig_nvml") or {},
+                harness,
+            )
+            for line in compare_hosts(first, theirs, host, mine):
+                if line not in info["conflicts"]:
+                    info["conflicts"].append(line)
+        return
+    desc: SystemDesc = describe(
+        system,
+        division=division,
+        submitter=submitter,
+        gpu=result.get("gpu") or {},
+        profile=profile,
+        accelerator_memory=profile_memory(profile),
+        harness=result.get("harness"),
+        host=facts.get("heteromig_host") if has_facts else None,
+        nvml=facts.get("heteromig_nvml") if has_facts else None,
+        overrides=overrides,
+    )
+    plan.systems[system] = desc.fields
+    plan.system_info[system] = {
+        "host": host if has_facts else None,
+        "sources": desc.sources,
+        "unknown": desc.unknown,
+        "conflicts": list(desc.conflicts),
+    }
+
+
 def plan_export(
     results: Iterable[Mapping[str, Any]],
     *,
@@ -251,8 +273,13 @@ def plan_export(
     implementation: str | None = None,
     implementation_desc: Mapping[str, Any] | None = None,
     only_valid: bool = True,
+    host_facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     """What goes where. ``inspect(path)`` describes a log directory (see :func:`inspect_log_dir`).
+
+    ``host_facts`` maps a result's host to its facts (``heteromig_host`` from host_facts,
+    ``heteromig_nvml`` from gpu_facts); the system description takes the host fields from the
+    first exported host of the system that has them (see _system_desc.describe).
 
     Skipped (with the reason): results that are not VALID (with ``only_valid``), runs without
     backgrounds (not heterogeneous), results without logs, and a result whose slot another
@@ -355,15 +382,16 @@ def plan_export(
                 )
             else:
                 missing.append("user.conf")
-        if system not in plan.systems:
-            plan.systems[system] = _system_desc(
-                system,
-                division=division,
-                submitter=submitter,
-                gpu=gpu,
-                profile=profile,
-                overrides=system_desc or {},
-            )
+        _describe_system(
+            plan,
+            system,
+            result,
+            division=division,
+            submitter=submitter,
+            profile=profile,
+            host_facts=host_facts or {},
+            overrides=system_desc or {},
+        )
         plan.exported.append(
             {
                 **who,
@@ -555,23 +583,9 @@ def check_layout(
                 }
             )
             desc = {}
-        empty = [k for k in SYSTEM_REQUIRED if desc and desc.get(k) in (None, "")]
-        if desc and empty:
-            problems.append(
-                {
-                    "severity": "error",
-                    "path": desc_path,
-                    "message": "required fields missing or empty: %s" % ", ".join(empty),
-                }
-            )
-        if desc and desc.get("division") != division:
-            problems.append(
-                {
-                    "severity": "error",
-                    "path": desc_path,
-                    "message": "division %r is not %r" % (desc.get("division"), division),
-                }
-            )
+        if desc:
+            for severity, message in check_desc(desc, division, safe_name(submitter)):
+                problems.append({"severity": severity, "path": desc_path, "message": message})
         for bench in _dirs(os.path.join(results, system)):
             for scenario in _dirs(os.path.join(results, system, bench)):
                 where = os.path.join(results, system, bench, scenario)
