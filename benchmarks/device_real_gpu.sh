@@ -22,5 +22,5 @@ python benchmarks/bench_real_gpu.py --out "$work" "$@" 2>&1 | tee "$out/bench.lo
 cp "$work/real_gpu.json" "$out/" 2>/dev/null || true
 (cd "$work" && find . \( -name real_gpu.json -o -name gpu_samples.csv -o -name '*.log' \
     -o -name heteromig_harness.json -o -name mlperf_log_summary.txt -o -name accuracy.txt \
-    -o -path './last-runner-report/*' \) -type f -print0 | tar czf "$out/realgpu.tar.gz" --null -T -)
+    -o -path './last-runner-report/*' -o -path './reports/*' \) -type f -print0 | tar czf "$out/realgpu.tar.gz" --null -T -)
 exit "$status"

@@ -281,7 +281,7 @@ TORCH_MODELS: Dict[str, TorchModel] = {
             categories=("datacenter", "edge"),
             qsl_total=1024,
             qsl_performance=1024,
-            tolerances=(("fp16", 0.03), ("fp32", 0.001)),
+            tolerances=(("fp16", 0.02), ("fp32", 0.0001)),
             batch_per_slice=64,
         ),
         TorchModel(
@@ -299,7 +299,7 @@ TORCH_MODELS: Dict[str, TorchModel] = {
             categories=("datacenter", "edge"),
             qsl_total=1024,
             qsl_performance=1024,
-            tolerances=(("fp16", 0.03), ("fp32", 0.001)),
+            tolerances=(("fp16", 0.02), ("fp32", 0.0001)),
             batch_per_slice=8,
         ),
     )
