@@ -641,8 +641,12 @@ def run_host(
     mig: Optional[HostMig] = None,
     with_devices: bool = True,
     host_state: Optional[Dict[str, Any]] = None,
+    prepare: Optional[Callable[[HostRun, bool], None]] = None,
 ) -> Dict[str, Any]:
     """Plan, check and (unless check mode / plan / assert / export) apply; the module's result.
+
+    ``prepare(run, check_mode)`` is called for an apply that changes something, before the busy
+    check (``_mig_change``: hooks, GPU clients); its MigApplyError stops it, nothing changed.
 
     ``operation="plan"`` is a check-mode apply that reports ``changed: false`` (it changes
     nothing, whatever the mode); every operation returns ``would_change``, whether an apply
@@ -678,6 +682,8 @@ def run_host(
 
     partial = _result(run, outcomes, export_label, changed=False)
     try:
+        if prepare is not None and operation == "apply" and any(p.changed for p in run.plans.values()):
+            prepare(run, check_mode)
         victims = check_busy(run, drain)
     except MigApplyError as exc:
         exc.result = dict(partial, **exc.result)

@@ -45,7 +45,10 @@ _PLANNER_SOURCES = (
     ("modules", "mig_layout.py"),
 )
 # Options that change what a run returns, not what it plans.
-_NOT_PLANNING = frozenset(("return_mig_devices", "return_gpu_states", "stamp", "deprecated_variables"))
+# Hooks, GPU clients and boot persistence act around a change, never on the plan.
+_NOT_PLANNING = frozenset(("return_mig_devices", "return_gpu_states", "stamp", "deprecated_variables",
+                           "hooks", "hooks_file", "hooks_timeout", "gpu_clients", "boot_persistence",
+                           "boot_config_dir", "boot_runtime_dir", "boot_unit_dir", "boot_after"))
 
 
 def default_stamp_path(backend: str, sim_state: Optional[str]) -> str:

@@ -254,6 +254,139 @@ options:
         description: Whether both are set to different values.
         type: bool
         default: false
+  hooks:
+    description:
+      - Commands to run around a change, in NVIDIA mig-parted's hooks format (C(version) V(v1),
+        C(hooks) mapping hook points to lists of C(command), C(args), C(envs), C(workdir)).
+      - The hook points are mig-parted's. V(apply-start) runs first, V(pre-apply-mode) when a
+        MIG mode changes, V(pre-apply-config) when GPU instances change, and V(apply-exit) last.
+        V(apply-exit) always runs once V(apply-start) succeeded, also after a failed change,
+        with C(HETEROMIG_MIG_EXIT_STATUS) V(0) or V(1).
+      - Hooks run B(only on a host whose GPUs change), and both V(pre-*) points run before
+        the first change, so a failing V(pre-*) hook stops the task with nothing changed.
+        Commands of one point run in order; the first that fails ends the point.
+      - Every hook gets mig-parted's variables C(MIG_PARTED_CONFIG_FILE),
+        C(MIG_PARTED_SELECTED_CONFIG) (the O(mig_parted_label), the single label of the
+        config, the name of a named O(layout), or V(heteromig)), C(MIG_PARTED_HOOKS_FILE),
+        C(MIG_PARTED_SKIP_RESET) and C(MIG_PARTED_MODE_CHANGE_ONLY) (both V(false)); also
+        C(PATH), C(HETEROMIG_MIG_HOOK) (the point) and its own C(envs), which these override.
+      - In check mode no hook runs; RV(hook_points) and the diff say which would.
+      - An unknown hook point or key, a version other than V(v1), or a command or workdir that
+        does not exist on the host fails the task before anything runs or changes.
+      - Combined with O(hooks_file), the file's hooks of each point run first.
+    type: dict
+    version_added: 0.2.0
+  hooks_file:
+    description:
+      - Path on the target of a mig-parted hooks file (YAML or JSON, the format of O(hooks)),
+        such as C(/etc/nvidia-mig-manager/hooks.yaml).
+    type: path
+    version_added: 0.2.0
+  hooks_timeout:
+    description:
+      - Seconds each hook command may run before it is killed and counts as failed.
+    type: int
+    default: 300
+    version_added: 0.2.0
+  gpu_clients:
+    description:
+      - Services that hold the GPUs, stopped before a change and started again after it,
+        B(only on a host whose GPUs change), and only those that were running. They are
+        started again also when the change fails.
+      - Stopped after the V(pre-*) hooks, by O(gpu_clients[].order), and started again in the
+        reverse order before the V(apply-exit) hooks.
+      - A client that does not exist fails the task before anything runs or changes, unless
+        its O(gpu_clients[].missing) says otherwise.
+      - In check mode nothing is stopped; RV(gpu_clients) says which would be.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+    suboptions:
+      name:
+        description: A name for messages (default the unit, or the stop command's program).
+        type: str
+      unit:
+        description:
+          - A systemd unit (V(kubelet), V(dcgm-exporter.service)); C(.service) is added to a
+            name without a suffix. Missing when systemd does not know it (C(LoadState=not-found)).
+        type: str
+      stop:
+        description: Instead of O(gpu_clients[].unit), the command that stops it (a list of arguments, or a command line).
+        type: raw
+      start:
+        description: The command that starts it again.
+        type: raw
+      status:
+        description:
+          - Optional command whose exit status 0 means "running" (only running clients are stopped);
+            without it the client is always stopped and started. Missing when the stop or start
+            command does not exist.
+        type: raw
+      order:
+        description: An integer, 0 or more; lower stops first. Ties keep the list order.
+        type: raw
+        default: 50
+      timeout:
+        description: Seconds each of its commands (status, stop, start) may take; more than 0.
+        type: raw
+        default: 120
+      missing:
+        description:
+          - What to do when it does not exist on the host. V(fail) the task (nothing changed),
+            V(skip) it silently, or V(warn) and skip it.
+        type: str
+        choices: [fail, skip, warn]
+        default: fail
+      needed_for:
+        description:
+          - Which changes need it stopped. V(change) (any change of the host's GPUs),
+            V(mode_change) (a MIG mode change), or V(reset) (a MIG mode change that resets a
+            GPU, as on Ampere; for C(nvidia-persistenced), which holds the GPU open).
+        type: str
+        choices: [change, mode_change, reset]
+        default: change
+  boot_persistence:
+    description:
+      - V(present) makes the host re-apply this layout at every boot, V(absent) removes that;
+        unset leaves it as it is.
+      - V(present) installs, once the layout is applied, the desired layout
+        (C(<boot_config_dir>/layout.json), placements included, and the same layout as an
+        NVIDIA mig-parted v1 config in C(<boot_config_dir>/config.yaml), which
+        C(nvidia-mig-parted) can read), a boot entry with the code it needs
+        (C(<boot_runtime_dir>/heteromig-mig-boot), run with the Python this task runs with; no
+        Ansible needed) and the systemd unit C(heteromig-mig-layout.service), ordered after
+        O(boot_after) and before the units of O(gpu_clients), and enables it.
+        C(heteromig-mig-boot status) on the host says whether the applied layout matches.
+      - Files are written only where they differ. O(operation=plan) and check mode report
+        RV(boot_persistence.would_change) and change nothing.
+      - V(present) on a host without C(systemctl) fails before anything changes.
+    type: str
+    choices: [present, absent]
+    version_added: 0.2.0
+  boot_config_dir:
+    description: Where the desired layout is kept for boot persistence.
+    type: path
+    default: /etc/heteromig/mig
+    version_added: 0.2.0
+  boot_runtime_dir:
+    description: Where the boot entry and its code are installed.
+    type: path
+    default: /var/lib/heteromig/mig-boot
+    version_added: 0.2.0
+  boot_unit_dir:
+    description: Where the systemd unit is installed.
+    type: path
+    default: /etc/systemd/system
+    version_added: 0.2.0
+  boot_after:
+    description:
+      - Units the boot unit is ordered after (C(After=)), those that load the driver. Units of
+        O(gpu_clients) listed here are not put in C(Before=).
+    type: list
+    elements: str
+    default: [systemd-modules-load.service, nvidia-persistenced.service, nvidia-fabricmanager.service]
+    version_added: 0.2.0
 notes:
   - A reboot (needed where a GPU cannot be reset) destroys every MIG instance of the host, and
     Hopper GPUs also lose their MIG mode; run the module again afterwards (the
@@ -369,6 +502,39 @@ EXAMPLES = r"""
 - name: Use the resulting slices
   ansible.builtin.debug:
     msg: "{{ layout.mig_devices | map(attribute='uuid') | list }}"
+
+- name: Hooks (mig-parted's format) and GPU clients, only where the layout changes
+  heteromig.fleet.mig_layout:
+    layout: all-balanced
+    hooks_file: /etc/nvidia-mig-manager/hooks.yaml
+    hooks:
+      version: v1
+      hooks:
+        apply-exit:
+          - command: /usr/bin/logger
+            args: ["-t", "mig", "MIG layout change done (exit status follows)"]
+    gpu_clients:
+      - {unit: kubelet, order: 10, missing: skip}
+      - {unit: dcgm-exporter, order: 30, missing: warn}
+      - {unit: nvidia-persistenced, order: 90, needed_for: reset, missing: skip}
+      - name: my-inference-server
+        stop: [/usr/local/bin/inference-ctl, stop]
+        start: [/usr/local/bin/inference-ctl, start]
+        status: [/usr/local/bin/inference-ctl, running]
+        order: 5
+        timeout: 60
+
+- name: Re-apply this layout at every boot (systemd unit heteromig-mig-layout.service)
+  heteromig.fleet.mig_layout:
+    layout: all-1g
+    boot_persistence: present
+    gpu_clients:
+      - {unit: kubelet, missing: skip}
+
+- name: Stop re-applying it at boot (disables and removes the unit and its files)
+  heteromig.fleet.mig_layout:
+    operation: export
+    boot_persistence: absent
 """
 
 RETURN = r"""
@@ -556,7 +722,94 @@ failed_gpu:
   description: Index of the GPU whose change failed.
   returned: when a change failed
   type: int
+hook_points:
+  description:
+    - The hook points this run ran (in check mode, would run), in order; empty on a host whose
+      GPUs do not change.
+  returned: when hooks are given
+  type: list
+  elements: str
+  sample: [apply-start, pre-apply-config, apply-exit]
+  version_added: 0.2.0
+hooks_run:
+  description: Every hook command that ran, in order (none in check mode).
+  returned: when hooks are given
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  contains:
+    point:
+      description: The hook point.
+      type: str
+    command:
+      description: The command.
+      type: str
+    args:
+      description: Its arguments.
+      type: list
+      elements: str
+    rc:
+      description: Its exit status (V(null) if it could not start or was killed).
+      type: int
+    stdout:
+      description: The end of its standard output.
+      type: str
+    stderr:
+      description: The end of its standard error.
+      type: str
+    seconds:
+      description: How long it ran.
+      type: float
+gpu_clients:
+  description:
+    - The GPU clients this change needed (none on a host whose GPUs do not change), in stop
+      order, each with C(name), C(unit), C(order), C(present), C(was_running), C(stopped),
+      C(restored) and, in check mode, C(would_stop).
+  returned: when gpu_clients are given
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  sample:
+    - {name: kubelet.service, unit: kubelet.service, order: 10, present: true,
+       was_running: true, stopped: true, restored: true}
+boot_persistence:
+  description: What boot persistence has (or, in check mode and for a plan, would have) done.
+  returned: when O(boot_persistence) is set
+  type: dict
+  version_added: 0.2.0
+  contains:
+    state:
+      description: V(present) or V(absent), as asked.
+      type: str
+    changed:
+      description: Whether files were written or removed, or the unit enabled.
+      type: bool
+    would_change:
+      description: Whether an apply would change them (or the GPUs' layout).
+      type: bool
+    enabled:
+      description: Whether the unit is enabled (for V(present)).
+      type: bool
+    files:
+      description: The files written or removed (for a plan, those that differ).
+      type: list
+      elements: str
+    unit:
+      description: The unit file.
+      type: str
+    layout_file:
+      description: The desired layout the boot entry applies (C(layout.json)).
+      type: str
+    mig_parted_config_file:
+      description: The same layout as a mig-parted v1 config (C(config.yaml)).
+      type: str
+    entry:
+      description: The boot entry (C(heteromig-mig-boot apply|status)).
+      type: str
 """
+
+import os
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -595,6 +848,10 @@ def _option_error(params):
             params["operation"], ", ".join(_LAYOUT_SOURCES))
     if params["drain_timeout"] < 0:
         return "drain_timeout must be 0 or more seconds, not %d" % params["drain_timeout"]
+    if params["boot_persistence"] == "present" and params["operation"] not in ("apply", "plan"):
+        return "boot_persistence: present needs a layout to keep (operation apply or plan)"
+    if params["boot_persistence"] is not None and params["operation"] == "assert":
+        return "boot_persistence is for operation apply, plan or export, not assert"
     if params["mig_parted_label"] is not None and not (
         params["mig_parted_config"] is not None or params["mig_parted_config_file"] is not None
     ):
@@ -637,6 +894,33 @@ def _argument_spec():
                 conflict=dict(type="bool", default=False),
             ),
         ),
+        hooks=dict(type="dict"),
+        hooks_file=dict(type="path"),
+        hooks_timeout=dict(type="int", default=300),
+        gpu_clients=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                name=dict(type="str"),
+                unit=dict(type="str"),
+                stop=dict(type="raw"),
+                start=dict(type="raw"),
+                status=dict(type="raw"),
+                order=dict(type="raw", default=50),
+                timeout=dict(type="raw", default=120),
+                missing=dict(type="str", default="fail", choices=["fail", "skip", "warn"]),
+                needed_for=dict(type="str", default="change",
+                                choices=["change", "mode_change", "reset"]),
+            ),
+        ),
+        boot_persistence=dict(type="str", choices=["present", "absent"]),
+        boot_config_dir=dict(type="path", default="/etc/heteromig/mig"),
+        boot_runtime_dir=dict(type="path", default="/var/lib/heteromig/mig-boot"),
+        boot_unit_dir=dict(type="path", default="/etc/systemd/system"),
+        boot_after=dict(type="list", elements="str",
+                        default=["systemd-modules-load.service", "nvidia-persistenced.service",
+                                 "nvidia-fabricmanager.service"]),
     )
     return spec
 
@@ -695,8 +979,11 @@ def _shaped(module, result, reader, host_state):
     return result
 
 
-def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
-    """Plan from ``host_state`` and, unless check mode, apply; record the result in ``stamp``."""
+def _plan_and_apply(module, backend, reader, host_state, file_text, stamp, guarded):
+    """Plan from ``host_state`` and, unless check mode, apply; record the result in ``stamp``.
+
+    ``guarded``: the validated (hooks, GPU clients), run around a change (``_mig_change``).
+    """
     from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
         HostMig,
         MigApplyError,
@@ -713,18 +1000,44 @@ def _plan_and_apply(module, backend, reader, host_state, file_text, stamp):
         export_label=params["export_label"],
         mig=mig,
     )
+    guard = None
+    if guarded is not None:
+        from ansible_collections.heteromig.fleet.plugins.module_utils._mig_change import guard_for
+
+        guard = guard_for(params, guarded[0], guarded[1], _search_path())
     try:
         entries = _entries(params, file_text)
         result = run_host(backend, entries, check_mode=module.check_mode, host_state=host_state,
                           operation=params["operation"], with_devices=params["return_mig_devices"],
-                          **options)
+                          prepare=guard.prepare if guard is not None else None, **options)
     except LayoutError as exc:
         module.fail_json(msg=str(exc), changed=False)
     except MigApplyError as exc:
         failed = dict(exc.result)
         failed.pop("diff", None)
         failed.setdefault("changed", False)
-        module.fail_json(msg=str(exc), **failed)
+        msg = str(exc)
+        if guard is not None:
+            # GPU clients back, apply-exit run: also after a failed change
+            problems = guard.finish(False)
+            failed.update(guard.result())
+            if problems:
+                msg += "; then: " + "; ".join(problems)
+        module.fail_json(msg=msg, **failed)
+    except BaseException:
+        if guard is not None:
+            guard.finish(False)
+        raise
+    if guard is not None:
+        problems = guard.finish(True)
+        result.update(guard.result())
+        extra = guard.diff_text()
+        if extra:
+            result["diff"]["prepared"] = result["diff"].get("prepared", "") + extra
+        if problems:
+            failed = dict(result)
+            failed.pop("diff", None)
+            module.fail_json(msg="the MIG layout was applied, but: %s" % "; ".join(problems), **failed)
     if stamp is not None and not module.check_mode and (result["changed"] or not result["would_change"]):
         # what an apply of this request returns from now on, while the GPUs stay as they are
         after = reader.host_state() if result["changed"] else host_state
@@ -751,7 +1064,71 @@ def _request(params, file_text):
     return request
 
 
-def _run(module, backend, file_text):
+def _search_path():
+    """Where hook commands and GPU client commands are looked up (and hooks' PATH)."""
+    return os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _guard_inputs(module):
+    """The validated (hooks, GPU clients), or None when neither is given; fails on bad ones."""
+    params = module.params
+    if params["hooks"] is None and not params["hooks_file"] and not params["gpu_clients"]:
+        return None
+    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_clients import ClientError
+    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_hooks import (
+        HookError,
+        validate_inputs,
+    )
+
+    text = None
+    if params["hooks_file"]:
+        try:
+            with open(params["hooks_file"], encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            module.fail_json(msg="cannot read hooks_file %s: %s; nothing was changed"
+                             % (params["hooks_file"], exc.strerror or exc), changed=False)
+    try:
+        return validate_inputs(params, text)
+    except (HookError, ClientError) as exc:
+        module.fail_json(msg="%s; nothing was changed" % exc, changed=False)
+    return None
+
+
+def _persistence(module, result, guarded):
+    """Boot persistence (``_mig_persist``) after the run; the result with RV(boot_persistence)."""
+    params = module.params
+    # _mig_boot is not called here, but installed on the host from this module's payload
+    from ansible_collections.heteromig.fleet.plugins.module_utils import (  # noqa: F401  pylint: disable=unused-import
+        _mig_boot,
+    )
+    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_persist import (
+        PersistError,
+        persistence_step,
+    )
+
+    apply_now = (not module.check_mode and params["operation"] in ("apply", "export")
+                 and not result.get("reboot_required"))
+    try:
+        done = persistence_step(params, result, guarded[1] if guarded else [], apply_now,
+                                module.run_command, module.get_bin_path("systemctl"),
+                                sys.executable)
+    except (PersistError, OSError) as exc:
+        failed = dict(result)
+        failed.pop("diff", None)
+        module.fail_json(msg="boot persistence: %s" % exc, **failed)
+    result["boot_persistence"] = done
+    if done["changed"]:
+        result["changed"] = True
+    if module._diff and (done["changed"] or done["would_change"]) and done["files"]:
+        verb = "written or removed" if done["changed"] else "to write or remove"
+        result.setdefault("diff", {"before": "", "after": ""})
+        result["diff"]["prepared"] = result["diff"].get("prepared", "") + "boot persistence (%s), files %s:\n%s" % (
+            done["state"], verb, "".join("  %s\n" % path for path in done["files"]))
+    return result
+
+
+def _run(module, backend, file_text, guarded):
     params = module.params
     reader = MigStateReader(backend.nvml)
     host_state = reader.host_state()
@@ -762,7 +1139,7 @@ def _run(module, backend, file_text):
         reused = stamp.lookup(stamp_key(_request(params, file_text), host_state))
         if reused is not None:
             return _shaped(module, dict(reused, plan_reused=True), reader, host_state)
-    result = _plan_and_apply(module, backend, reader, host_state, file_text, stamp)
+    result = _plan_and_apply(module, backend, reader, host_state, file_text, stamp, guarded)
     return _shaped(module, dict(result, plan_reused=False), reader, host_state)
 
 
@@ -782,19 +1159,26 @@ def main():
             module.fail_json(msg="cannot read mig_parted_config_file %s: %s"
                              % (path, exc.strerror or exc), changed=False)
 
+    guarded = _guard_inputs(module) if params["operation"] in ("apply", "plan") else None
+    if params["boot_persistence"] == "present" and module.get_bin_path("systemctl") is None:
+        module.fail_json(msg="boot_persistence: present needs systemd, but systemctl is not on "
+                             "this host's PATH; nothing was changed", changed=False)
+
     try:
         backend = open_backend(params["backend"], params["sim_state"], params["sim_gpus"],
                                run_command=module.run_command)
     except BackendError as exc:
         module.fail_json(msg=str(exc), changed=False)
     try:
-        result = _run(module, backend, file_text)
+        result = _run(module, backend, file_text, guarded)
     except BackendError as exc:
         module.fail_json(msg=str(exc), changed=False)
     except backend.nvml.NVMLError as exc:
         module.fail_json(msg="NVML failed: %s" % nvml_error_text(exc))
     finally:
         backend.close()
+    if params["boot_persistence"] is not None:
+        result = _persistence(module, result, guarded)
     module.exit_json(**result)
 
 
