@@ -20,8 +20,9 @@ a benchmark finds the engine for its own slice, and a rebuild replaces the file 
 build whose content key matches a sound file changes nothing.
 
 This module also resolves ``CUDA_VISIBLE_DEVICES`` through NVML (real or simulated) to the GPU
-model and profile a process runs on (``resolve_target``), and renders the ``nvidia_mlperf``
-harness profile's ``make generate_engines`` command (``nvidia_generate_engines_argv``).
+model and profile a process runs on (``resolve_target``), and answers the embedded harness
+profile's build check (``python -m ..._engine_store check``, ``check_engine``): whether the engine
+for this slice is current, building nothing.
 
 numpy is imported only where weights are built or loaded.
 
@@ -52,7 +53,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend impor
 # Bump when the harness or the engine layout changes in a way that makes old engines wrong:
 # it is part of every content key, so every engine is rebuilt once.
 HARNESS_VERSION = "0.1.0"
-HARNESS_PROFILE = "heteromig_synthetic"
 
 ENGINE_FORMAT = "heteromig.engine"
 ENGINE_FORMAT_VERSION = 1
@@ -769,95 +769,88 @@ def build_engine(
 
 
 # ---------------------------------------------------------------------------------------------
-# The nvidia_mlperf harness profile: make generate_engines
+# Build stamps (engine_build, for profiles whose build has no check) and the check command
 # ---------------------------------------------------------------------------------------------
-NVIDIA_PROFILE = "nvidia_mlperf"
-# One engine serves both accuracy targets (always built with config_ver hetero_high_accuracy).
-NVIDIA_SHARED_HIGH_ACCURACY = ("3d-unet", "dlrm")
-# A separate engine for the 99.9 target (config_ver hetero_high_accuracy; 99 uses hetero).
-NVIDIA_SEPARATE_HIGH_ACCURACY = ("bert",)
-# Benchmarks of MLPerf Inference v1.0 to v3.0 that have only the 99 target.
-NVIDIA_DEFAULT_ONLY = ("resnet50", "ssd-mobilenet", "ssd-resnet34", "rnnt", "retinanet")
-
-_NVIDIA_BENCHMARK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_NVIDIA_EXTRA_ARG = re.compile(r"^--[A-Za-z0-9_]+(=[A-Za-z0-9._,:/+=-]*)?$")
-
-
-def nvidia_split_benchmark(benchmark: str, accuracy_target: Optional[str]) -> Tuple[str, str]:
-    """'bert-99.9' -> ('bert', '99.9'); 'bert' with target None -> ('bert', '99')."""
-    name = str(benchmark).strip()
-    for suffix in ("99.9", "99"):
-        if name.endswith("-" + suffix):
-            if accuracy_target not in (None, suffix):
-                raise ValueError(
-                    "benchmark %s names accuracy target %s, but accuracy_target is %s"
-                    % (name, suffix, accuracy_target)
-                )
-            return name[: -len(suffix) - 1], suffix
-    return name, accuracy_target or "99"
-
-
-def nvidia_config_ver(benchmark: str, accuracy_target: str) -> str:
-    """The config_ver of NVIDIA's hetero runs (field notes, section 1)."""
-    name = benchmark.lower()
-    if accuracy_target not in ("99", "99.9"):
-        raise ValueError("accuracy target must be 99 or 99.9, got %r" % accuracy_target)
-    if name in NVIDIA_SHARED_HIGH_ACCURACY:
-        return "hetero_high_accuracy"
-    if accuracy_target == "99.9":
-        if name in NVIDIA_DEFAULT_ONLY:
-            raise ValueError("benchmark %s has no high-accuracy (99.9) variant" % benchmark)
-        return "hetero_high_accuracy"
-    return "hetero"
-
-
-def nvidia_generate_engines_argv(
+def stamp_path(
+    engine_dir: str,
+    harness: str,
     benchmark: str,
     scenario: str,
-    accuracy_target: str = "99",
-    extra_run_args: Optional[List[str]] = None,
-) -> List[str]:
-    """argv of ``make generate_engines RUN_ARGS="--benchmarks=B --scenarios=S --config_ver=C"``.
-
-    make passes RUN_ARGS on to a shell inside NVIDIA's Makefile, so every value is checked
-    against a strict pattern instead of being quoted: shell metacharacters are refused.
-    """
-    from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
-        SCENARIOS,
-    )
-
-    if not _NVIDIA_BENCHMARK.match(benchmark or ""):
-        raise ValueError(
-            "benchmark %r: only letters, digits, '.', '_' and '-' are allowed" % (benchmark,)
-        )
-    if scenario not in SCENARIOS:
-        raise ValueError("unknown scenario %r: choose one of %s" % (scenario, ", ".join(SCENARIOS)))
-    config_ver = nvidia_config_ver(benchmark, accuracy_target)
-    run_args = [
-        "--benchmarks=%s" % benchmark,
-        "--scenarios=%s" % scenario,
-        "--config_ver=%s" % config_ver,
-    ]
-    for arg in extra_run_args or []:
-        if not _NVIDIA_EXTRA_ARG.match(str(arg)):
-            raise ValueError(
-                "RUN_ARGS entry %r refused: it must look like --name or --name=value with no "
-                "spaces or shell metacharacters (make hands RUN_ARGS to a shell)" % (arg,)
-            )
-        run_args.append(str(arg))
-    return ["make", "generate_engines", "RUN_ARGS=%s" % " ".join(run_args)]
-
-
-def nvidia_stamp_path(
-    engine_dir: str, benchmark: str, scenario: str, config_ver: str, gpu_model: str, profile: str
+    variant: str,
+    gpu_model: str,
+    profile: str,
 ) -> str:
-    """Where engine_build records a finished ``make generate_engines`` (NVIDIA keeps the engine)."""
+    """Where engine_build records a finished build whose engine the harness keeps itself."""
     return os.path.join(
         engine_dir,
-        NVIDIA_PROFILE,
+        _path_part(harness),
         _path_part(benchmark),
         _path_part(scenario),
-        _path_part(config_ver),
+        _path_part(variant),
         _path_part(gpu_model),
         _path_part(profile) + ".stamp",
     )
+
+
+def check_engine(
+    model: str,
+    scenario: str,
+    accuracy_target: str,
+    engine_dir: str,
+    allow_shared_gpu: bool = False,
+    harness_version: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Whether the engine for this process's slice is current: the profile's build check.
+
+    Builds nothing. ``action`` is 'cached', 'build' or 'rebuild', with ``reason``, ``path`` and
+    ``content_key``. ``harness_version`` is the controller's: another one here is an error.
+    """
+    if harness_version is not None and harness_version != HARNESS_VERSION:
+        raise EngineError(
+            "the harness on this host is version %s, the controller's collection has %s: re-run "
+            "the role heteromig.fleet.host_runtime so that the host runs this collection's "
+            "harness" % (HARNESS_VERSION, harness_version)
+        )
+    target = resolve_target(os.environ.get("CUDA_VISIBLE_DEVICES"), allow_shared_gpu)
+    spec = spec_for_target(model, scenario, accuracy_target, target)
+    path = spec.path(engine_dir)
+    key = spec.key()
+    action, reason = cache_status(spec, path)
+    if action == "cached":
+        reason = "content key %s matches" % key[:12]
+    return {"action": action, "reason": reason, "path": path, "content_key": key}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m ..._engine_store check ...``: one JSON line, exit 0; 2 with an error line."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="heteromig_engine_store")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="is the engine for this slice current?")
+    check.add_argument("--model", required=True)
+    check.add_argument("--scenario", required=True)
+    check.add_argument("--accuracy-target", default="99")
+    check.add_argument("--engine-dir", required=True)
+    check.add_argument("--allow-shared-gpu", action="store_true")
+    check.add_argument("--harness-version")
+    args = parser.parse_args(argv)
+    try:
+        result = check_engine(
+            args.model,
+            args.scenario,
+            args.accuracy_target,
+            args.engine_dir,
+            args.allow_shared_gpu,
+            args.harness_version,
+        )
+    except (EngineError, TargetError, ValueError) as exc:
+        sys.stderr.write("heteromig_engine_store: error: %s\n" % exc)
+        return 2
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,23 +14,25 @@ description:
     scenario and accuracy target, it builds one engine per distinct MIG profile on the host
     (per GPU model), on a slice of that profile, with C(CUDA_VISIBLE_DEVICES) set to that
     slice, as TensorRT engines are built on the device they run on.
+  - The build command comes from the harness profile (O(harness)), its C(build) section beside
+    the C(command) that runs the benchmarks, so runs and builds have one source. The action
+    plugin renders it on the controller; the host runs the rendered argv (never a shell) and
+    knows nothing of any profile. See docs/harness.md for the profile schema.
   - Builds for different profiles run in parallel (at most O(parallel) at once).
-  - With O(harness=heteromig_synthetic) each build runs the collection's embedded harness
-    (C(python3 -m ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness
-    build-engine)), installed on the host by the role C(heteromig.fleet.host_runtime). Engines
-    are cached by a content key (sha256 of the model definition, scenario, accuracy target, GPU
-    model, profile and harness version). An engine whose key matches is left alone, a changed
-    input rebuilds it, a corrupt file is rebuilt.
-  - Engines are stored as
+  - A profile's build may have a C(check) command that says, building nothing, whether an
+    engine is current. The embedded harness (O(harness=heteromig_synthetic)) has one. Its
+    engines are cached by a content key (sha256 of the model definition, scenario, accuracy
+    target, GPU model, profile and harness version). An engine whose key matches is left alone,
+    a changed input rebuilds it, a corrupt file is rebuilt. Its engines are stored as
     C(<engine_dir>/<benchmark>/<scenario>/<accuracy>/<gpu model>/<profile>.engine), where the
-    harness finds the engine for its own slice. A harness refuses an engine built for another
-    GPU model or profile.
-  - With O(harness=nvidia_mlperf) each build runs NVIDIA's
-    C(make generate_engines RUN_ARGS="--benchmarks=B --scenarios=S --config_ver=C") in
-    O(mlperf_dir), with C(config_ver) V(hetero_high_accuracy) for 3d-unet and dlrm (one engine
-    serves both accuracy targets) and for bert at the 99.9 target, V(hetero) otherwise. NVIDIA's
-    build keeps the engine; this module records a stamp per build under O(engine_dir) and skips
-    builds whose stamp matches.
+    harness finds the engine for its own slice, and it refuses an engine built for another GPU
+    model or profile.
+  - A build without a check (such as O(harness=nvidia_mlperf), NVIDIA's
+    C(make generate_engines), whose engines NVIDIA's code keeps) is recorded in a stamp per
+    build under O(engine_dir); a build whose stamp matches (same rendered command, GPU model,
+    profile and stamp inputs of the profile) is skipped.
+  - Which config_ver a combination builds comes from the profile's C(benchmarks) table:
+    combinations the profile builds alike (the same config_ver) are built once.
 author:
   - heteromig developers (@heteromig)
 extends_documentation_fragment:
@@ -39,15 +41,20 @@ requirements:
   - Python >= 3.9 on the target
   - For O(harness=heteromig_synthetic), the runtime that the role C(heteromig.fleet.host_runtime)
     installs (the harness under O(host_root), numpy, mlcommons-loadgen, nvidia-ml-py)
-  - For O(harness=nvidia_mlperf), NVIDIA's MLPerf Inference code in O(mlperf_dir) and its
-    build environment
+  - For O(harness=nvidia_mlperf), NVIDIA's MLPerf Inference code in O(harness_vars.workdir)
+    and its build environment
 attributes:
   check_mode:
     support: full
-    description: Reports which engines would be built or rebuilt, and why; builds nothing.
+    description: Reports which engines would be built or rebuilt, and why (a profile's check
+      command runs, as it changes nothing); builds nothing.
   diff_mode:
     support: none
     description: Engines are binary files; the result lists what was built and why instead.
+  action:
+    support: full
+    description: An action plugin renders the build commands from the harness profile on the
+      controller; this module runs them on the host.
 options:
   combinations:
     description:
@@ -58,32 +65,48 @@ options:
     suboptions:
       benchmark:
         description:
-          - For O(harness=heteromig_synthetic), a synthetic model such as V(synth-mlp-small),
-            V(synth-mlp-large) or V(synth-conv-1d).
-          - For O(harness=nvidia_mlperf), an NVIDIA benchmark name such as V(resnet50),
-            V(bert) or V(3d-unet); a suffix V(-99) or V(-99.9) sets the accuracy target.
+          - A benchmark of the harness profile, such as V(synth-mlp-small) for
+            V(heteromig_synthetic) or V(bert) for V(nvidia_mlperf); a suffix V(-99) or
+            V(-99.9) that is not part of a known name sets the accuracy target.
         type: str
         required: true
         aliases: [model]
       scenario:
         description:
-          - V(Offline), V(Server), V(SingleStream) or V(MultiStream) (case-insensitive).
+          - V(Offline), V(Server), V(SingleStream) or V(MultiStream) (case-insensitive), one
+            the profile lists for the benchmark.
         type: str
         required: true
       accuracy_target:
         description:
-          - V(99) or V(99.9). The synthetic harness stores float16-rounded weights for V(99)
-            and float32 weights for V(99.9).
-          - When omitted, V(99), or the suffix of an NVIDIA benchmark name such as
-            V(bert-99.9).
+          - V(99) (the profile's default config_ver) or V(99.9) (its high one; refused when the
+            benchmark has none). The synthetic harness stores float16-rounded weights for
+            V(99) and float32 weights for V(99.9).
+          - When omitted, V(99), or the suffix of a benchmark name such as V(bert-99.9).
         type: str
         choices: ['99', '99.9']
   harness:
     description:
-      - The harness profile whose engines to build.
+      - The harness profile whose C(build) command to run (V(heteromig_synthetic),
+        V(nvidia_mlperf), or a profile of O(harness_profile_dirs)). A profile without a
+        C(build) section is refused.
     type: str
-    choices: [heteromig_synthetic, nvidia_mlperf]
     default: heteromig_synthetic
+  harness_profile_dirs:
+    description:
+      - Directories with more harness profiles (C(<name>.yml)), searched before the built-in
+        ones.
+    type: list
+    elements: path
+    default: []
+  harness_vars:
+    description:
+      - Values the profile's templates read as C(vars). For V(nvidia_mlperf):
+        C(workdir) (NVIDIA's C(closed/NVIDIA) directory where C(make) runs, default C(/work)),
+        C(run_args) (more C(RUN_ARGS) entries, each shell-quoted for make) and
+        C(code_revision) (part of the build stamp, so a new revision rebuilds).
+    type: dict
+    default: {}
   mig_devices:
     description:
       - The host's MIG devices, as C(heteromig.fleet.gpu_facts) returns them in
@@ -107,21 +130,22 @@ options:
   host_root:
     description:
       - The host's heteromig directory; the harness is installed in C(<host_root>/lib).
+      - Defaults to the variable C(heteromig_host_root), else C(/var/lib/heteromig).
     type: path
-    default: /var/lib/heteromig
   engine_dir:
     description:
-      - Where engines (and the V(nvidia_mlperf) build stamps) are stored.
-      - Defaults to C(<host_root>/engines).
+      - Where engines (and the build stamps) are stored; the profile's templates read it as
+        C(engine_dir).
+      - Defaults to C(harness_vars.engine_dir), else C(<host_root>/engines).
     type: path
   python:
     description:
-      - The Python interpreter that runs the harness. Defaults to the interpreter running this
-        module, which the role C(heteromig.fleet.host_runtime) prepares.
+      - The Python interpreter on the host that runs the harness (the profile's C(python)).
+        Defaults to C(heteromig_host_python), else the interpreter Ansible uses on the host.
     type: path
   parallel:
     description:
-      - How many builds run at once.
+      - How many builds (and checks) run at once.
     type: int
     default: 4
   build_timeout:
@@ -131,34 +155,25 @@ options:
     default: 1800
   force:
     description:
-      - Rebuild every engine even if its content key matches.
+      - Rebuild every engine even if it is current (the profile's templates read it as
+        C(force)).
     type: bool
     default: false
-  mlperf_dir:
+  builds:
     description:
-      - For O(harness=nvidia_mlperf), the directory of NVIDIA's code where C(make
-        generate_engines) runs (e.g. C(closed/NVIDIA) of a results repository).
-    type: path
-  run_args:
-    description:
-      - For O(harness=nvidia_mlperf), more C(RUN_ARGS) entries, each C(--name) or
-        C(--name=value). make hands C(RUN_ARGS) to a shell, so spaces and shell
-        metacharacters are refused.
+      - Set by the action plugin, not by users. The rendered build (and check) commands per
+        combination, for a MIG slice and for a whole GPU.
     type: list
-    elements: str
-    default: []
-  code_revision:
-    description:
-      - For O(harness=nvidia_mlperf), a version or commit of NVIDIA's code. It is part of the
-        build stamp's key, so a new revision rebuilds.
-    type: str
+    elements: dict
 notes:
   - All slices of one MIG profile on one GPU model are identical, so one engine serves them all.
     Compute-instance profiles such as V(1c.3g.40gb) are profiles of their own.
   - The engine for V(shared_gpu) is built on the first MIG-disabled GPU of each GPU model.
+  - The host gets C(CUDA_VISIBLE_DEVICES) and the GPU backend (C(HETEROMIG_GPU_BACKEND),
+    C(HETEROMIG_SIM_STATE)) in each build's environment, besides the profile's C(env).
 seealso:
   - module: heteromig.fleet.gpu_facts
-  - name: The embedded harness
+  - name: The embedded harness and harness profiles
     description: docs/harness.md in the collection.
     link: https://example.invalid/heteromig/fleet/docs/harness.md
 """
@@ -179,7 +194,9 @@ EXAMPLES = r"""
 - name: Build NVIDIA's engines per MIG profile (make generate_engines)
   heteromig.fleet.engine_build:
     harness: nvidia_mlperf
-    mlperf_dir: /work/closed/NVIDIA
+    harness_vars:
+      workdir: /work/closed/NVIDIA
+      code_revision: v3.0
     combinations:
       - {benchmark: bert, scenario: Offline, accuracy_target: "99.9"}
       - {benchmark: 3d-unet, scenario: Offline}
@@ -209,9 +226,8 @@ engines:
       type: str
       sample: "99"
     config_ver:
-      description: For V(nvidia_mlperf), the config_ver of the build.
+      description: The profile's config_ver of the benchmark at that target (null if none).
       type: str
-      returned: when harness is nvidia_mlperf
       sample: hetero_high_accuracy
     gpu_model:
       description: GPU model the engine is built for.
@@ -226,13 +242,14 @@ engines:
       type: str
       sample: MIG-b4b2228d-6933-5839-bc0e-41ab9edb61c6
     path:
-      description: The engine file (for V(nvidia_mlperf), the build stamp).
+      description: The engine file as the profile's check names it, or the build stamp.
       type: str
     content_key:
-      description: sha256 of every input of the engine.
+      description: The engine's content key (from the check), or the build stamp's key.
       type: str
     action:
-      description: V(cached), V(built), V(rebuilt), V(would_build) or V(would_rebuild).
+      description: V(cached), V(built), V(rebuilt), V(would_build), V(would_rebuild) or
+        V(failed).
       type: str
     reason:
       description: Why the engine was (or would be) built, or why it was kept.
@@ -244,6 +261,9 @@ engines:
       description: The build's argv (never a shell string).
       type: list
       elements: str
+    cwd:
+      description: The directory the build runs in (null for the module's own).
+      type: str
     started_at:
       description: Epoch seconds when the build started (null when nothing ran).
       type: float
@@ -253,6 +273,10 @@ engines:
     duration_s:
       description: Seconds the build took (null when nothing ran).
       type: float
+    error:
+      description: Why the check or the build failed.
+      type: str
+      returned: when it failed
 profiles:
   description: The distinct GPU models and profiles found, with their slices.
   returned: always
@@ -265,12 +289,15 @@ engine_dir:
   description: Where the engines are stored.
   returned: always
   type: str
+harness:
+  description: The harness profile.
+  returned: always
+  type: str
 """
 
 import json
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
@@ -281,17 +308,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
     ENV_BACKEND,
     ENV_SIM_STATE,
     FULL_GPU_PROFILE,
-    HARNESS_PROFILE,
-    HARNESS_VERSION,
-    NVIDIA_PROFILE,
-    EngineSpec,
-    cache_status,
     content_key,
     gpu_model_key,
-    nvidia_config_ver,
-    nvidia_generate_engines_argv,
-    nvidia_split_benchmark,
-    nvidia_stamp_path,
+    stamp_path,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
@@ -300,15 +319,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend impor
     open_backend,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import (
-    HARNESS_MODULE,
-    runtime_paths,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
-    ModelError,
-    check_combination,
-    normalize_scenario,
-)
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
 
 _OUTPUT_TAIL = 2000
 
@@ -380,22 +391,29 @@ def slice_groups(
 
 
 class Job:
-    """One engine: a combination on one slice group."""
+    """One engine: a rendered build on one slice group."""
 
-    def __init__(self, combo: Dict[str, str], group: SliceGroup) -> None:
-        self.combo = combo
+    def __init__(self, build: Dict[str, Any], group: SliceGroup) -> None:
+        self.build = build
         self.group = group
         self.device = group.take()
+        variant = "shared" if group.shared else "mig"
+        commands = build.get("commands") or {}
+        if variant not in commands:
+            raise BuildError(
+                "no %s build command was rendered for %s %s (shared_gpu differs between the "
+                "controller and the host?)" % (variant, build.get("benchmark"), group.profile)
+            )
+        self.spec: Dict[str, Any] = commands[variant]
+        self.check: Optional[Dict[str, Any]] = (build.get("checks") or {}).get(variant)
+        self.command: List[str] = [str(arg) for arg in self.spec["argv"]]
         self.path = ""
         self.key = ""
-        self.command: List[str] = []
-        self.cwd: Optional[str] = None
         self.action = "build"
         self.reason = ""
         self.started_at: Optional[float] = None
         self.finished_at: Optional[float] = None
         self.error: Optional[str] = None
-        self.extra: Dict[str, Any] = {}
 
     def result(self, check_mode: bool) -> Dict[str, Any]:
         action = self.action
@@ -410,9 +428,11 @@ class Job:
         if self.started_at is not None and self.finished_at is not None:
             duration = round(self.finished_at - self.started_at, 3)
         result = {
-            "benchmark": self.combo["benchmark"],
-            "scenario": self.combo["scenario"],
-            "accuracy_target": self.combo["accuracy_target"],
+            "harness": self.build.get("harness"),
+            "benchmark": self.build["benchmark"],
+            "scenario": self.build["scenario"],
+            "accuracy_target": self.build["accuracy_target"],
+            "config_ver": self.build.get("config_ver"),
             "gpu_model": self.group.gpu_model,
             "profile": self.group.profile,
             "shared_gpu": self.group.shared,
@@ -423,108 +443,112 @@ class Job:
             "reason": self.reason,
             "changed": action not in ("cached", "failed"),
             "command": self.command,
+            "cwd": self.spec.get("cwd"),
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_s": duration,
         }
-        result.update(self.extra)
         if self.error:
             result["error"] = self.error
         return result
 
 
-def normalize_combinations(harness: str, raw: List[Dict[str, Any]]) -> List[Dict[str, str]]:
-    """Validated, de-duplicated combinations (NVIDIA's 3d-unet/dlrm targets share an engine)."""
-    seen = set()
-    combos = []
-    for entry in raw:
-        scenario = normalize_scenario(entry["scenario"])
-        target = str(entry.get("accuracy_target") or "99")
-        benchmark = str(entry["benchmark"])
-        try:
-            if harness == NVIDIA_PROFILE:
-                benchmark, target = nvidia_split_benchmark(benchmark, entry.get("accuracy_target"))
-                config_ver = nvidia_config_ver(benchmark, target)
-                identity: Tuple[str, ...] = (benchmark, scenario, config_ver)
-            else:
-                check_combination(benchmark, scenario, target)
-                identity = (benchmark, scenario, target)
-        except (ModelError, ValueError) as exc:
-            raise BuildError(str(exc)) from None
-        if identity in seen:
-            continue
-        seen.add(identity)
-        combos.append({"benchmark": benchmark, "scenario": scenario, "accuracy_target": target})
-    return combos
+def _tail(text: str) -> str:
+    text = (text or "").strip()
+    return text[-_OUTPUT_TAIL:]
 
 
-def plan_synthetic(job: Job, params: Dict[str, Any], engine_dir: str, python: str) -> None:
-    combo = job.combo
-    spec = EngineSpec(
-        combo["benchmark"],
-        combo["scenario"],
-        combo["accuracy_target"],
-        job.group.gpu_model,
-        job.group.profile,
-    )
-    job.path = spec.path(engine_dir)
-    job.key = spec.key()
-    job.command = [
-        python,
-        "-m",
-        HARNESS_MODULE,
-        "build-engine",
-        "--model",
-        spec.model,
-        "--scenario",
-        spec.scenario,
-        "--accuracy-target",
-        spec.accuracy_target,
-        "--engine-dir",
-        engine_dir,
-        "--json",
-    ]
-    if job.group.shared:
-        job.command.append("--allow-shared-gpu")
-    if params["force"]:
-        job.action, job.reason = "rebuild", "force: true"
-        job.command.append("--force")
-        return
-    job.action, job.reason = cache_status(spec, job.path)
-    if job.action == "cached":
-        job.reason = "content key %s matches" % job.key[:12]
+def _json_line(text: str) -> Optional[Dict[str, Any]]:
+    """The last line of ``text`` that is a JSON object, or None."""
+    for line in reversed((text or "").splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
 
 
-def plan_nvidia(job: Job, params: Dict[str, Any], engine_dir: str) -> None:
-    combo = job.combo
-    config_ver = nvidia_config_ver(combo["benchmark"], combo["accuracy_target"])
+def _run(
+    spec: Dict[str, Any], env: Dict[str, str], timeout: int
+) -> Tuple[Optional[subprocess.CompletedProcess], Optional[str]]:
+    """Run one rendered command (argv, env, cwd); (completed process, None) or (None, error)."""
+    full = dict(env)
+    full.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    argv = [str(arg) for arg in spec["argv"]]
     try:
-        job.command = nvidia_generate_engines_argv(
-            combo["benchmark"], combo["scenario"], combo["accuracy_target"], params["run_args"]
+        # Not module.run_command: builds run in threads and need a timeout.
+        done = subprocess.run(  # pylint: disable=ansible-bad-function
+            argv,
+            cwd=spec.get("cwd") or None,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
-    except ValueError as exc:
-        raise BuildError(str(exc)) from None
-    job.cwd = params["mlperf_dir"]
-    job.extra["config_ver"] = config_ver
-    job.path = nvidia_stamp_path(
-        engine_dir,
-        combo["benchmark"],
-        combo["scenario"],
-        config_ver,
-        job.group.gpu_model,
-        job.group.profile,
-    )
-    job.key = content_key(
-        {
-            "harness": NVIDIA_PROFILE,
-            "argv": job.command,
-            "gpu_model": job.group.gpu_model,
-            "profile": job.group.profile,
-            "code_revision": params["code_revision"],
-        }
-    )
+    except subprocess.TimeoutExpired:
+        return None, "%s timed out after %d s" % (argv[0], timeout)
+    except OSError as exc:
+        where = " in %s" % spec["cwd"] if spec.get("cwd") else ""
+        return None, "cannot run %s%s: %s" % (argv[0], where, exc.strerror or exc)
+    return done, None
+
+
+def _failure(done: subprocess.CompletedProcess, what: str, host_root: str) -> str:
+    output = _tail(done.stderr) or _tail(done.stdout)
+    if "No module named" in output and "ansible_collections" in output:
+        return (
+            "the harness is not installed under %s/lib: run the role heteromig.fleet.host_runtime "
+            "first (%s)" % (host_root, output)
+        )
+    return "%s exited %d: %s" % (what, done.returncode, output)
+
+
+def plan_job(job: Job, params: Dict[str, Any], env: Dict[str, str], engine_dir: str) -> None:
+    """Decide whether ``job`` builds: the profile's check, else the build stamp."""
+    build = job.build
+    if job.check is None:
+        variant = build.get("config_ver") or build["accuracy_target"]
+        job.path = stamp_path(
+            engine_dir,
+            str(build.get("harness") or "harness"),
+            build["benchmark"],
+            build["scenario"],
+            str(variant),
+            job.group.gpu_model,
+            job.group.profile,
+        )
+        job.key = content_key(
+            {
+                "harness": build.get("harness"),
+                "argv": job.command,
+                "env": job.spec.get("env") or {},
+                "cwd": job.spec.get("cwd"),
+                "gpu_model": job.group.gpu_model,
+                "profile": job.group.profile,
+                "stamp": build.get("stamp") or {},
+            }
+        )
     if params["force"]:
         job.action, job.reason = "rebuild", "force: true"
+        return
+    if job.check is not None:
+        done, error = _run(job.check, dict(env, CUDA_VISIBLE_DEVICES=job.device), 300)
+        if done is not None and done.returncode != 0:
+            error = _failure(done, "the build check", params["host_root"])
+        reported = _json_line(done.stdout) if done is not None else None
+        if error is None and (
+            reported is None or reported.get("action") not in ("cached", "build", "rebuild")
+        ):
+            error = "the build check printed no result: %s" % _tail(done.stdout + done.stderr)
+        if error is not None:
+            job.error = error
+            return
+        job.action, job.reason = str(reported["action"]), str(reported.get("reason") or "")
+        job.path = str(reported.get("path") or "")
+        job.key = str(reported.get("content_key") or "")
         return
     try:
         with open(job.path, encoding="utf-8") as handle:
@@ -538,92 +562,32 @@ def plan_nvidia(job: Job, params: Dict[str, Any], engine_dir: str) -> None:
         job.action, job.reason = "rebuild", "build inputs changed since the last build"
 
 
-def _tail(text: str) -> str:
-    text = (text or "").strip()
-    return text[-_OUTPUT_TAIL:]
-
-
-def run_synthetic(job: Job, env: Dict[str, str], timeout: int, host_root: str) -> None:
-    env = dict(env, CUDA_VISIBLE_DEVICES=job.device)
+def run_job(job: Job, env: Dict[str, str], timeout: int, host_root: str) -> None:
+    """Run the build; with a check, the build's own JSON result must carry the same key."""
     job.started_at = time.time()
-    try:
-        # Not module.run_command: builds run in threads and need a timeout.
-        done = subprocess.run(  # pylint: disable=ansible-bad-function
-            job.command, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        job.error = "build timed out after %d s" % timeout
+    done, error = _run(job.spec, dict(env, CUDA_VISIBLE_DEVICES=job.device), timeout)
+    job.finished_at = time.time()
+    if done is not None and done.returncode != 0:
+        error = _failure(done, "the build", host_root)
+    if error is not None:
+        job.error = error
         return
-    except OSError as exc:
-        job.error = "cannot start %s: %s" % (job.command[0], exc.strerror or exc)
-        return
-    finally:
-        job.finished_at = time.time()
-    if done.returncode != 0:
-        stderr = _tail(done.stderr)
-        if "No module named" in stderr and "ansible_collections" in stderr:
-            job.error = (
-                "the harness is not installed under %s/lib for %s: run the role "
-                "heteromig.fleet.host_runtime first (%s)" % (host_root, job.command[0], stderr)
-            )
-        else:
-            job.error = "build exited %d: %s" % (done.returncode, stderr or _tail(done.stdout))
-        return
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    try:
-        reported = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        job.error = "the harness printed no result: %s" % _tail(done.stdout + done.stderr)
-        return
-    if reported.get("content_key") != job.key:
-        job.error = (
-            "the harness under %s/lib (version %s) built an engine with key %s, but this "
-            "module (version %s) expects %s: re-run the role heteromig.fleet.host_runtime so "
-            "that the host runs this collection's harness"
-            % (
-                host_root,
-                reported.get("harness_version"),
+    reported = _json_line(done.stdout)
+    if job.check is not None:
+        if reported is None:
+            job.error = "the build printed no result: %s" % _tail(done.stdout + done.stderr)
+        elif reported.get("content_key") != job.key:
+            job.error = "the build made an engine with key %s, but its check expected %s" % (
                 reported.get("content_key"),
-                HARNESS_VERSION,
                 job.key,
             )
-        )
-        return
-    if not reported.get("changed"):
-        job.action, job.reason = "cached", str(reported.get("reason") or "up to date")
-
-
-def run_nvidia(job: Job, env: Dict[str, str], timeout: int) -> None:
-    env = dict(env, CUDA_VISIBLE_DEVICES=job.device)
-    job.started_at = time.time()
-    try:
-        done = subprocess.run(  # pylint: disable=ansible-bad-function
-            job.command,
-            cwd=job.cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        job.error = "make generate_engines timed out after %d s" % timeout
-        return
-    except OSError as exc:
-        job.error = "cannot run %s in %s: %s" % (job.command[0], job.cwd, exc.strerror or exc)
-        return
-    finally:
-        job.finished_at = time.time()
-    if done.returncode != 0:
-        job.error = "make generate_engines exited %d: %s" % (
-            done.returncode,
-            _tail(done.stdout + "\n" + done.stderr),
-        )
+        elif reported.get("changed") is False:
+            job.action, job.reason = "cached", str(reported.get("reason") or "up to date")
         return
     stamp = {
         "content_key": job.key,
         "argv": job.command,
-        "cwd": job.cwd,
+        "cwd": job.spec.get("cwd"),
         "device_uuid": job.device,
         "gpu_model": job.group.gpu_model,
         "profile": job.group.profile,
@@ -663,10 +627,9 @@ def discover(module: AnsibleModule) -> Tuple[List[Dict[str, Any]], List[Dict[str
     )
 
 
-def build_env(params: Dict[str, Any], host_root: str) -> Dict[str, str]:
+def build_env(params: Dict[str, Any]) -> Dict[str, str]:
+    """The module's environment with the GPU backend the harness resolves slices through."""
     env = dict(os.environ)
-    lib = runtime_paths(host_root).lib
-    env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env[ENV_BACKEND] = params["backend"]
     if params["sim_state"]:
         env[ENV_SIM_STATE] = params["sim_state"]
@@ -688,66 +651,50 @@ def main() -> None:
                 accuracy_target=dict(type="str", choices=["99", "99.9"]),
             ),
         ),
-        harness=dict(
-            type="str", default=HARNESS_PROFILE, choices=[HARNESS_PROFILE, NVIDIA_PROFILE]
-        ),
+        harness=dict(type="str", default="heteromig_synthetic"),
+        harness_profile_dirs=dict(type="list", elements="path", default=[]),
+        harness_vars=dict(type="dict", default={}),
         mig_devices=dict(type="list", elements="dict"),
         gpus=dict(type="list", elements="dict"),
         shared_gpu=dict(type="bool", default=False),
-        host_root=dict(type="path", default="/var/lib/heteromig"),
+        host_root=dict(type="path"),
         engine_dir=dict(type="path"),
         python=dict(type="path"),
         parallel=dict(type="int", default=4),
         build_timeout=dict(type="int", default=1800),
         force=dict(type="bool", default=False),
-        mlperf_dir=dict(type="path"),
-        run_args=dict(type="list", elements="str", default=[]),
-        code_revision=dict(type="str"),
+        builds=dict(type="list", elements="dict"),
     )
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        required_if=[("harness", NVIDIA_PROFILE, ("mlperf_dir",))],
-    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
+    if params["builds"] is None:
+        module.fail_json(
+            msg="builds is missing: it is rendered from the harness profile by the action plugin "
+            "heteromig.fleet.engine_build; call the module by that name, not by a path"
+        )
     if params["parallel"] < 1:
         module.fail_json(msg="parallel must be at least 1, got %d" % params["parallel"])
     if params["build_timeout"] < 1:
         module.fail_json(msg="build_timeout must be at least 1 s, got %d" % params["build_timeout"])
-    if not params["combinations"]:
-        module.fail_json(msg="combinations is empty: name at least one benchmark and scenario")
-    host_root = params["host_root"]
+    host_root = params["host_root"] = params["host_root"] or "/var/lib/heteromig"
     engine_dir = params["engine_dir"] or runtime_paths(host_root).engines
-    python = params["python"] or sys.executable
-    harness = params["harness"]
-
+    env = build_env(params)
     try:
-        combos = normalize_combinations(harness, params["combinations"])
         mig_devices, gpus = discover(module)
         groups = slice_groups(mig_devices, gpus, params["shared_gpu"])
-        jobs = []
         # Combination-major order: consecutive jobs are different profiles, so the first
-        # `parallel` builds already cover as many profiles as possible.
-        for combo in combos:
-            for group in groups:
-                job = Job(combo, group)
-                if harness == NVIDIA_PROFILE:
-                    plan_nvidia(job, params, engine_dir)
-                else:
-                    plan_synthetic(job, params, engine_dir, python)
-                jobs.append(job)
+        # `parallel` checks and builds already cover as many profiles as possible.
+        jobs = [Job(build, group) for build in params["builds"] for group in groups]
     except BuildError as exc:
         module.fail_json(msg=str(exc))
-
-    pending = [job for job in jobs if job.action != "cached"]
+    workers = min(params["parallel"], len(jobs))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda job: plan_job(job, params, env, engine_dir), jobs))
+    pending = [job for job in jobs if job.action != "cached" and job.error is None]
     if pending and not module.check_mode:
-        env = build_env(params, host_root)
         timeout = params["build_timeout"]
         with ThreadPoolExecutor(max_workers=min(params["parallel"], len(pending))) as pool:
-            if harness == NVIDIA_PROFILE:
-                list(pool.map(lambda job: run_nvidia(job, env, timeout), pending))
-            else:
-                list(pool.map(lambda job: run_synthetic(job, env, timeout, host_root), pending))
+            list(pool.map(lambda job: run_job(job, env, timeout, host_root), pending))
 
     results = [job.result(module.check_mode) for job in jobs]
     outcome = dict(
@@ -755,7 +702,7 @@ def main() -> None:
         engines=results,
         profiles=[group.as_dict() for group in groups],
         engine_dir=engine_dir,
-        harness=harness,
+        harness=params["harness"],
     )
     failed = [result for result in results if "error" in result]
     if failed:

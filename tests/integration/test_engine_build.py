@@ -8,6 +8,7 @@ run, a build, a second build (nothing changes), and a build after one engine was
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import S
 from lab.runner import LabRun, run_playbook
 
 pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
 
 PARALLEL = 4
 COMBINATIONS = [
@@ -99,8 +102,9 @@ PLAYBOOK = """
         sim_state: "{{ heteromig_sim_state }}"
         host_root: "{{ heteromig_host_root }}"
         harness: nvidia_mlperf
-        mlperf_dir: "{{ heteromig_host_root }}/closed/NVIDIA"
-        code_revision: v3.0
+        harness_vars:
+          workdir: "{{ heteromig_host_root }}/closed/NVIDIA"
+          code_revision: v3.0
         combinations:
           - {benchmark: 3d-unet, scenario: Offline, accuracy_target: "99"}
           - {benchmark: 3d-unet-99.9, scenario: Offline}
@@ -112,6 +116,52 @@ PLAYBOOK = """
       heteromig.fleet.engine_build: *nvidia
       environment:
         PATH: "{{ heteromig_host_root }}/fakebin:{{ lookup('ansible.builtin.env', 'PATH') }}"
+"""
+
+STANDIN_PLAYBOOK = """
+- name: Build with a test profile whose build command is a stand-in
+  hosts: gpu_hosts
+  gather_facts: false
+  tasks:
+    - name: Build with the stand-in profile
+      heteromig.fleet.engine_build: &standin
+        backend: sim
+        sim_state: "{{ heteromig_sim_state }}"
+        host_root: "{{ heteromig_host_root }}"
+        harness: standin_build
+        harness_profile_dirs: ["%(profiles)s"]
+        harness_vars: &standin_vars
+          tool: "%(tool)s"
+          log: "{{ heteromig_host_root }}/standin.log"
+          workdir: "{{ heteromig_host_root }}/standin-cwd"
+          tag: first
+        combinations:
+          - {benchmark: alpha, scenario: Offline}
+          - {benchmark: alpha-99.9, scenario: server}
+          - {benchmark: alpha, scenario: offline, accuracy_target: "99"}
+          - {benchmark: beta, scenario: Offline}
+
+    - name: Build with the stand-in profile again
+      heteromig.fleet.engine_build: *standin
+
+    - name: Build with the stand-in profile and another stamp input
+      heteromig.fleet.engine_build:
+        <<: *standin
+        harness_vars:
+          <<: *standin_vars
+          tag: second
+
+    - name: Build with a profile that has no build section
+      heteromig.fleet.engine_build:
+        <<: *standin
+        harness: standin_nobuild
+      ignore_errors: true
+
+    - name: Build a benchmark the profile does not know
+      heteromig.fleet.engine_build:
+        <<: *standin
+        combinations: [{benchmark: gamma, scenario: Offline}]
+      ignore_errors: true
 """
 
 # Records how it was called, as NVIDIA's `make generate_engines` would be: cwd, slice, argv.
@@ -150,23 +200,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabRun, Path, dict[
     (root / "fakebin/make").write_text(FAKE_MAKE)
     (root / "fakebin/make").chmod(0o755)
     inventory = tmp / "hosts.yml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "gpu_hosts": {
-                    "hosts": {
-                        "localhost": {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": sys.executable,
-                            "heteromig_host_root": str(root),
-                            "heteromig_sim_state": str(state),
-                            "host_runtime_install": False,
-                        }
-                    }
-                }
-            }
-        )
-    )
+    inventory.write_text(yaml.safe_dump(host_inventory(root, state)))
     playbook = tmp / "engines.yml"
     playbook.write_text(
         PLAYBOOK
@@ -178,6 +212,41 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabRun, Path, dict[
     run = run_playbook(playbook, inventory=inventory, private_data_dir=tmp / "runner", timeout=240)
     assert (run.rc, run.status) == (0, "successful"), run.stdout[-6000:]
     return run, root, facts
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabRun, Path, dict[str, Any]]:
+    """The stand-in profile's builds on their own simulated host (no harness runtime needed)."""
+    tmp = tmp_path_factory.mktemp("engine-build-standin")
+    root = tmp / "host"
+    root.mkdir()
+    state, facts = make_host(root)
+    (root / "standin-cwd").mkdir()
+    inventory = tmp / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(host_inventory(root, state)))
+    playbook = tmp / "standin.yml"
+    playbook.write_text(
+        STANDIN_PLAYBOOK % {"profiles": HERE / "profiles", "tool": HERE / "standin_build.py"}
+    )
+    run = run_playbook(playbook, inventory=inventory, private_data_dir=tmp / "runner", timeout=240)
+    assert (run.rc, run.status) == (0, "successful"), run.stdout[-6000:]
+    return run, root, facts
+
+
+def host_inventory(root: Path, state: Path) -> dict[str, Any]:
+    return {
+        "gpu_hosts": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                    "heteromig_host_root": str(root),
+                    "heteromig_sim_state": str(state),
+                    "host_runtime_install": False,
+                }
+            }
+        }
+    }
 
 
 def engines(run: LabRun, task: str) -> list[dict[str, Any]]:
@@ -326,3 +395,88 @@ def test_nvidia_mlperf_runs_make_generate_engines_per_profile(built: tuple) -> N
     again = run.result("Build NVIDIA engines again", "localhost").res
     assert again["changed"] is False and {e["action"] for e in again["engines"]} == {"cached"}
     assert len((root / "make.log").read_text().splitlines()) == len(entries)
+
+
+def standin_calls(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (root / "standin.log").read_text().splitlines()]
+
+
+def test_a_profiles_build_command_is_what_runs(standin: tuple) -> None:
+    """The stand-in profile's rendered build runs per combination and GPU model/profile."""
+    run, root, facts = standin
+    first = run.result("Build with the stand-in profile", "localhost").res
+    # alpha Offline 99 twice (alpha and alpha at 99): one build; alpha-99.9 is alpha at 99.9
+    assert [(e["benchmark"], e["scenario"], e["config_ver"]) for e in first["engines"]] == [
+        (b, s, c)
+        for b, s, c in (
+            ("alpha", "Offline", "lo"),
+            ("alpha", "Server", "hi"),
+            ("beta", "Offline", "one"),
+        )
+        for _group in EXPECTED_GROUPS
+    ]
+    assert {e["action"] for e in first["engines"]} == {"built"}
+    calls = standin_calls(root)[: len(first["engines"])]
+    slices = {d["uuid"]: (d["gpu_model"], d["profile"]) for d in facts["mig_devices"]}
+    log = str(root / "standin.log")
+    expected = {
+        (
+            (
+                "--log",
+                log,
+                "--benchmark",
+                b,
+                "--scenario",
+                s,
+                "--config-ver",
+                c,
+            ),
+            group,
+        )
+        for b, s, c in (
+            ("alpha", "Offline", "lo"),
+            ("alpha", "Server", "hi"),
+            ("beta", "Offline", "one"),
+        )
+        for group in EXPECTED_GROUPS
+    }
+    assert {(tuple(c["argv"]), slices[c["device"]]) for c in calls} == expected
+    assert len(calls) == len(expected)
+    assert {(c["cwd"], c["tag"], c["backend"]) for c in calls} == {
+        (str(root / "standin-cwd"), "first", "sim")
+    }
+    for entry in first["engines"]:
+        assert entry["command"][1:] == [
+            str(HERE / "standin_build.py"),
+            "--log",
+            log,
+            "--benchmark",
+            entry["benchmark"],
+            "--scenario",
+            entry["scenario"],
+            "--config-ver",
+            entry["config_ver"],
+        ]
+        assert entry["cwd"] == str(root / "standin-cwd")
+        assert entry["path"].startswith(str(root / "engines/standin_build/"))
+    # the stamps hold: a second call runs nothing; another stamp input rebuilds everything
+    again = run.result("Build with the stand-in profile again", "localhost").res
+    assert again["changed"] is False and {e["action"] for e in again["engines"]} == {"cached"}
+    second = run.result("Build with the stand-in profile and another stamp input", "localhost").res
+    assert {(e["action"], e["reason"]) for e in second["engines"]} == {
+        ("rebuilt", "build inputs changed since the last build")
+    }
+    later = standin_calls(root)[len(first["engines"]) :]
+    assert len(later) == len(second["engines"]) and {c["tag"] for c in later} == {"second"}
+
+
+def test_profiles_without_a_build_or_the_benchmark_are_refused(standin: tuple) -> None:
+    run, _root, _facts = standin
+    nobuild = run.result("Build with a profile that has no build section", "localhost")
+    assert nobuild.outcome == "failed"
+    assert "harness standin_nobuild has no build command" in nobuild.res["msg"]
+    unknown = run.result("Build a benchmark the profile does not know", "localhost")
+    assert unknown.outcome == "failed" and (
+        "harness standin_build does not know the benchmark 'gamma'; its benchmarks are "
+        "alpha, beta" in unknown.res["msg"]
+    )

@@ -4,6 +4,7 @@ the nvidia_mlperf build command (plus engine_build's pure planning helpers)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -354,111 +355,63 @@ def test_engine_dir_lookup_names_the_profiles_it_has(tmp_path: Path) -> None:
     assert found[0].endswith("/H100-SXM5-80GB/2g.20gb.engine")
 
 
-# ------------------------------------------------------------------------------ nvidia_mlperf
-@pytest.mark.parametrize(
-    ("benchmark", "accuracy", "config_ver"),
-    [
-        ("resnet50", "99", "hetero"),
-        ("bert", "99", "hetero"),
-        ("bert", "99.9", "hetero_high_accuracy"),
-        ("3d-unet", "99", "hetero_high_accuracy"),
-        ("3d-unet", "99.9", "hetero_high_accuracy"),
-        ("dlrm", "99", "hetero_high_accuracy"),
-        ("rnnt", "99", "hetero"),
-        ("ssd-mobilenet", "99", "hetero"),
-    ],
-)
-def test_nvidia_config_ver(benchmark: str, accuracy: str, config_ver: str) -> None:
-    assert store.nvidia_config_ver(benchmark, accuracy) == config_ver
-
-
-def test_nvidia_config_ver_refuses_missing_variants() -> None:
-    with pytest.raises(ValueError, match="resnet50 has no high-accuracy"):
-        store.nvidia_config_ver("resnet50", "99.9")
-    with pytest.raises(ValueError, match=r"must be 99 or 99.9"):
-        store.nvidia_config_ver("bert", "90")
-
-
-def test_nvidia_generate_engines_argv() -> None:
-    assert store.nvidia_generate_engines_argv("bert", "Offline", "99.9") == [
-        "make",
-        "generate_engines",
-        "RUN_ARGS=--benchmarks=bert --scenarios=Offline --config_ver=hetero_high_accuracy",
-    ]
-    assert store.nvidia_generate_engines_argv(
-        "resnet50", "Server", "99", ["--gpu_batch_size=64", "--verbose"]
-    ) == [
-        "make",
-        "generate_engines",
-        "RUN_ARGS=--benchmarks=resnet50 --scenarios=Server --config_ver=hetero "
-        "--gpu_batch_size=64 --verbose",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("benchmark", "scenario", "extra", "message"),
-    [
-        ("bert;ls", "Offline", [], "only letters"),
-        ("$(id)", "Offline", [], "only letters"),
-        ("bert", "offline", [], "unknown scenario"),
-        ("bert", "Offline", ["--x=1; rm -rf /"], "refused"),
-        ("bert", "Offline", ["--x=`id`"], "refused"),
-        ("bert", "Offline", ["plain"], "refused"),
-        ("bert", "Offline", ["--a=b c"], "refused"),
-    ],
-)
-def test_nvidia_argv_refuses_shell_metacharacters(
-    benchmark: str, scenario: str, extra: list[str], message: str
+# ------------------------------------------------------------------------------ the build check
+def test_check_says_what_a_build_would_do_and_builds_nothing(
+    layout: dict[str, Any], state_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ValueError, match=message):
-        store.nvidia_generate_engines_argv(benchmark, scenario, "99", extra)
+    """check_engine (the synthetic profile's build check) against build_engine's own outcomes."""
+    monkeypatch.setenv(store.ENV_BACKEND, "sim")
+    monkeypatch.setenv(store.ENV_SIM_STATE, state_path)
+    device = layout["mig"]["2g.20gb"][0]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", device)
+    engines = str(tmp_path / "engines")
+    here = store.spec_for_target("synth-mlp-small", "Offline", "99", target(device, state_path))
+    first = store.check_engine("synth-mlp-small", "Offline", "99", engines)
+    assert first == {
+        "action": "build",
+        "reason": "no engine at %s" % here.path(engines),
+        "path": here.path(engines),
+        "content_key": here.key(),
+    }
+    assert not os.path.exists(first["path"])
+    built = store.build_engine(here, engine_dir=engines)
+    assert built["content_key"] == first["content_key"]
+    cached = store.check_engine("synth-mlp-small", "Offline", "99", engines)
+    assert cached["action"] == "cached" and here.key()[:12] in cached["reason"]
+    Path(first["path"]).write_bytes(b"not an engine")
+    corrupt = store.check_engine("synth-mlp-small", "Offline", "99", engines)
+    assert corrupt["action"] == "rebuild" and "is corrupt" in corrupt["reason"]
 
 
-def test_nvidia_benchmark_suffix() -> None:
-    assert store.nvidia_split_benchmark("bert-99.9", None) == ("bert", "99.9")
-    assert store.nvidia_split_benchmark("3d-unet-99", "99") == ("3d-unet", "99")
-    assert store.nvidia_split_benchmark("resnet50", None) == ("resnet50", "99")
-    with pytest.raises(ValueError, match=r"names accuracy target 99.9, but accuracy_target is 99"):
-        store.nvidia_split_benchmark("bert-99.9", "99")
-    assert store.nvidia_stamp_path("/e", "bert", "Offline", "hetero", H100, "1g.10gb") == (
-        "/e/nvidia_mlperf/bert/Offline/hetero/H100-SXM5-80GB/1g.10gb.stamp"
-    )
+def test_check_command_line_and_its_errors(
+    layout: dict[str, Any],
+    state_path: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(store.ENV_BACKEND, "sim")
+    monkeypatch.setenv(store.ENV_SIM_STATE, state_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", layout["gpu1"]["uuid"])
+    base = ["check", "--model", "synth-mlp-small", "--scenario", "Offline"]
+    base += ["--engine-dir", str(tmp_path)]
+    assert store.main(base) == 2
+    assert "names a whole GPU" in capsys.readouterr().err
+    assert store.main([*base, "--allow-shared-gpu"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["action"] == "build" and "/full-gpu.engine" in line["path"]
+    assert store.main([*base, "--allow-shared-gpu", "--harness-version", "9.9.9"]) == 2
+    err = capsys.readouterr().err
+    assert "controller's collection has 9.9.9" in err and "host_runtime" in err
+    large = ["check", "--model", "synth-mlp-large", "--scenario", "SingleStream"]
+    assert store.main([*large, "--engine-dir", str(tmp_path), "--allow-shared-gpu"]) == 2
+    assert "does not support" in capsys.readouterr().err
+    assert store.stamp_path(
+        "/e", "nvidia_mlperf", "bert", "Offline", "hetero", H100, "1g.10gb"
+    ) == ("/e/nvidia_mlperf/bert/Offline/hetero/H100-SXM5-80GB/1g.10gb.stamp")
 
 
 # ------------------------------------------------------------------------------ engine_build plan
-def test_combinations_are_validated_and_deduplicated() -> None:
-    combos = engine_build.normalize_combinations(
-        "nvidia_mlperf",
-        [
-            {"benchmark": "3d-unet", "scenario": "offline", "accuracy_target": "99"},
-            {"benchmark": "3d-unet-99.9", "scenario": "Offline", "accuracy_target": None},
-            {"benchmark": "bert", "scenario": "Server", "accuracy_target": "99"},
-            {"benchmark": "bert", "scenario": "Server", "accuracy_target": "99.9"},
-        ],
-    )
-    assert [(c["benchmark"], c["accuracy_target"]) for c in combos] == [
-        ("3d-unet", "99"),
-        ("bert", "99"),
-        ("bert", "99.9"),
-    ]
-    synthetic = engine_build.normalize_combinations(
-        "heteromig_synthetic",
-        [{"benchmark": "synth-mlp-small", "scenario": "single_stream", "accuracy_target": "99"}]
-        * 2,
-    )
-    assert synthetic == [
-        {"benchmark": "synth-mlp-small", "scenario": "SingleStream", "accuracy_target": "99"}
-    ]
-    with pytest.raises(engine_build.BuildError, match="unknown model 'resnet50'"):
-        engine_build.normalize_combinations(
-            "heteromig_synthetic", [{"benchmark": "resnet50", "scenario": "Offline"}]
-        )
-    with pytest.raises(engine_build.BuildError, match="does not support the SingleStream"):
-        engine_build.normalize_combinations(
-            "heteromig_synthetic", [{"benchmark": "synth-mlp-large", "scenario": "SingleStream"}]
-        )
-
-
 def test_slice_groups(layout: dict[str, Any]) -> None:
     host = layout["host"]
     groups = engine_build.slice_groups(host["mig_devices"], host["gpus"], shared_gpu=False)
