@@ -324,9 +324,12 @@ def test_sim_gpm_utilisation_is_the_registered_processes_cpu_time(
     # the CPU it used before the first sample (start-up, ~10 ms ticks) is the only difference
     assert busy["util_pct"][1] == pytest.approx(min(100.0, kernel), abs=8.0)
     assert idle["util_pct"] == [None, 0.0]
-    # memory as the processes registered it, of the 1g.10gb instance's memory
+    # memory as the processes registered it
     assert busy["mem_used_mib"] == [3072, 3072] and idle["mem_used_mib"] == [1024, 1024]
-    assert busy["memory_total_mib"] == idle["memory_total_mib"] == 9984
+    # the 1g.10gb instance's memory: the real H100's (tests/fixtures/real-h100/gpu_facts.json)
+    facts = json.loads((REAL.parent / "real-h100" / "gpu_facts.json").read_text())
+    profiles = {p["name"]: p["memory_mib"] for p in facts["heteromig_gpus"][0]["profiles"]}
+    assert busy["memory_total_mib"] == idle["memory_total_mib"] == profiles["1g.10gb"]
     spinner.returncode = -9  # reaped by wait4 above
 
 
