@@ -538,6 +538,32 @@ stop_reason:
   description: Why the runner stopped the run early (lease expired, stop requested), or null.
   returned: always
   type: str
+gpu_activity:
+  description:
+    - NVML samples the host runner took while the run lasted, one series per whole GPU (utilisation
+      rates) or MIG GPU instance (GPM graphics utilisation on Hopper and newer; where NVML offers
+      none, C(util_supported=false) and C(util_why)), with memory used.
+    - C(during_main) holds each series' median, p10, p90, min and max over the main benchmark's
+      timed window.
+    - See docs/hetero_result_contract.md for every field. Null in check mode.
+  returned: when not in check mode
+  type: dict
+  sample:
+    state: sampled
+    error: null
+    backend: nvml
+    interval_s: 0.5
+    series:
+      - key: gpu0
+        scope: gpu
+        util_metric: nvmlDeviceGetUtilizationRates.gpu
+        util_supported: true
+        t: [1763788500.2, 1763788500.7]
+        util_pct: [97.0, 99.0]
+        mem_used_mib: [1753, 1753]
+    during_main:
+      - key: gpu0
+        util_pct: {samples: 2, median: 98.0, p10: 97.2, p90: 98.8, min: 97.0, max: 99.0}
 fetched_files:
   description: The files fetched (relative to RV(results_dir)).
   returned: when not in check mode
