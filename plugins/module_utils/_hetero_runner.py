@@ -459,8 +459,10 @@ class Runner:
         self._log("runner pid %d: run %s" % (os.getpid(), self.plan["run_id"]))
         self._raise_priority()
         self.containment.setup()
+        # NVML's start-up (nvmlInit) before the first launch: done later, it would hold up the
+        # reading of the benchmarks' pipes, and readiness times are taken when a chunk is read
+        self.activity.open()
         self._dispatch(Begin(time.time()))
-        self.activity.open()  # after the first launches: NVML's start-up does not delay them
         while not self.machine.done:
             now = time.time()
             self._housekeeping(now)
