@@ -30,7 +30,17 @@ description:
   - O(operation=cell) (on a host of a system) claims the system's next cell under a lock
     shared by every worker, runs it, and records its outcome. Hosts of one system share its
     cells as a work queue. It prints a line per cell and the campaign's progress (done/total,
-    failures, ETA). It is skipped when no cell is left.
+    failures, and an ETA that learns each system's per-cell overhead from its finished cells).
+    It is skipped when no cell is left.
+  - On a system with C(gpus_at_once) greater than 1, O(operation=cell) runs every cell the host
+    gets, up to that many at once, one per GPU with MIG devices (each on that GPU's slices, in
+    a host root of its own, C(<host_root>/lanes/gpu<N>)). It starts each run with
+    O(heteromig.fleet.hetero_run#module:wait=false), polls them, and re-attaches to each run that
+    ended. The ledger and every report mark such cells with their GPU and C(gpus_at_once).
+  - With O(slice) (job slicing, as AWX slices a job), O(operation=plan) takes slice K of N (its
+    share of every system's hosts and cells), split the same way by every slice, with its own
+    ledger C(ledger.slice-<K>of<N>.jsonl). O(operation=report) merges every slice's ledger and
+    refuses slices of another campaign, spec, spec version, ledger version or split.
   - O(operation=report) (on the controller) writes C(campaign.json), C(campaign.csv),
     C(campaign.md), C(junit.xml) (one testcase per cell) and a self-contained C(campaign.html)
     whose cells link to each run's timeline, and files every VALID cell into the MLPerf
@@ -64,6 +74,15 @@ options:
     description: The submitter name of the submission tree (operation=report).
     type: str
     default: heteromig
+  slice:
+    description:
+      - V(K/N) (operation=plan), to plan and run slice K of N of the campaign (1 <= K <= N);
+        C(playbooks/sweep.yml) passes C(heteromig_campaign_slice). V(1/1), like leaving it out,
+        runs the whole campaign.
+      - Hosts are dealt round-robin to the slices (systems in spec order, hosts by name), and a
+        system's cells round-robin to its hosts, each going to its host's slice
+        (docs/campaign.md, "Slicing").
+    type: str
 attributes:
   action:
     support: full
@@ -78,6 +97,8 @@ attributes:
 notes:
   - How many hosts run cells at once is bounded by C(forks); the plan warns when there are
     more hosts than forks.
+  - Tuned cells (C(main_target_qps) V(auto) or V(tuned)) are refused on a system with
+    C(gpus_at_once) greater than 1.
 seealso:
   - module: heteromig.fleet.hetero_run
   - module: heteromig.fleet.submission_export
@@ -114,9 +135,32 @@ systems:
   returned: operation=plan
   type: dict
 host_system:
-  description: Which system each host belongs to.
+  description: Which system each host belongs to (the hosts of this slice).
   returned: operation=plan
   type: dict
+ledger:
+  description: The ledger this run writes (C(ledger.jsonl), or the slice's).
+  returned: operation=plan
+  type: str
+slice:
+  description: This run's slice (V(K/N)), or null when the campaign runs whole.
+  returned: operation=plan
+  type: str
+slice_cells:
+  description: The cell ids this run owns (all of them when the campaign runs whole).
+  returned: operation=plan
+  type: list
+  elements: str
+partition:
+  description: Every cell's slice number (1 for all when the campaign runs whole).
+  returned: operation=plan
+  type: dict
+slices:
+  description: The slice ledgers the report merged (C(slice), C(ledger), C(cells),
+    C(spec_hash)); empty for a campaign run whole.
+  returned: operation=report
+  type: list
+  elements: dict
 plan:
   description: The printed plan, one line per system and per cell.
   returned: operation=plan
@@ -128,9 +172,13 @@ verdict:
   returned: operation=cell, when a cell ran
   type: str
 cells:
-  description: Every cell with its verdict (V(VALID), V(INVALID), V(FAILED), V(NOT_RUN)),
-    attempts, host, run id, metric and reasons.
-  returned: operation=report
+  description:
+    - With O(operation=report), every cell with its verdict (V(VALID), V(INVALID), V(FAILED),
+      V(NOT_RUN)), attempts, host, run id, metric, reasons, C(gpus_at_once) and C(gpu).
+    - With O(operation=cell) on a system with C(gpus_at_once) greater than 1, the result of each
+      cell the host ran (M(heteromig.fleet.hetero_run)'s, with C(campaign.gpu) and
+      C(campaign.gpus_at_once)).
+  returned: operation=report; operation=cell with gpus_at_once > 1
   type: list
   elements: dict
 submission:

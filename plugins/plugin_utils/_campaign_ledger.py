@@ -28,12 +28,14 @@ import json
 import os
 import re
 import secrets
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
+    CELL_OVERHEAD_S,
     Campaign,
     Cell,
     System,
@@ -43,6 +45,8 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_records im
 )
 
 LEDGER_VERSION = 1
+LEDGER = "ledger.jsonl"  # a campaign's ledger in its directory (one per slice when sliced)
+RUNS = "runs"  # the campaign directory's folder of run results, runs/<run_id>/<host>/
 CLAIMED = "claimed"
 FINISHED = "finished"
 VALID = "VALID"
@@ -82,6 +86,8 @@ class Claim:
     attempt: int
     run_id: str
     resume: bool
+    # a resumed claim's earlier claim record (not part of what the claim is)
+    previous: dict[str, Any] | None = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------------------- the file
@@ -295,7 +301,7 @@ def decide(
     for cell in cells:
         st = state_of(states, cell)
         if st.state == "in_flight" and st.host == host and st.session != session:
-            return Claim(cell, st.attempts, str(st.run_id), True)
+            return Claim(cell, st.attempts, str(st.run_id), True, dict(st.last or {}))
     # (b) a pending cell, or a failed/INVALID one with attempts left
     for cell in cells:
         st = state_of(states, cell)
@@ -320,11 +326,16 @@ def claim_next(
     host: str,
     session: str,
     warn: Callable[[str], None] | None = None,
+    header: Mapping[str, Any] | None = None,
+    extra: Callable[[Claim], Mapping[str, Any]] | None = None,
 ) -> Claim | None:
     """Claim the next cell of ``system`` for ``host`` in ``session``, or None when none is left.
 
     Reads the ledger, decides by :func:`decide` and appends the ``claimed`` record, all under
-    the ledger's lock. ``warn`` receives the reader's warnings (a torn last line).
+    the ledger's lock. ``warn`` receives the reader's warnings (a torn last line). ``header``
+    (a slice's ``slice`` record) is appended first when the ledger's latest record of its event
+    differs from it in any of its keys. ``extra(claim)`` gives fields added to the claimed
+    record (the GPU of a lane).
     """
     name = system.name if isinstance(system, System) else system
     campaign.system(name)  # SpecError for a system the campaign does not have
@@ -333,6 +344,10 @@ def claim_next(
         for message in warnings:
             if warn is not None:
                 warn(message)
+        if header is not None:
+            last = next((r for r in reversed(records) if r.get("event") == header["event"]), None)
+            if last is None or any(last.get(k) != v for k, v in header.items()):
+                _append_locked(path, header)
         claim = decide(campaign, name, host, session, cell_states(records))
         if claim is None:
             return None
@@ -346,6 +361,7 @@ def claim_next(
                 "run_id": claim.run_id,
                 "attempt": claim.attempt,
                 "resume": claim.resume,
+                **(extra(claim) if extra is not None else {}),
             },
         )
         return claim
@@ -383,22 +399,84 @@ def finish(
 
 
 # ------------------------------------------------------------------------------ progress
+def cell_estimate(cell: Cell, overhead_s: float | None = None) -> float:
+    """A cell's expected wall time: its ``expected_s``, with the fixed CELL_OVERHEAD_S replaced
+    by ``overhead_s`` (learned from the cells finished so far) when given; never below 0."""
+    if overhead_s is None:
+        return cell.expected_s
+    return max(0.0, cell.expected_s - CELL_OVERHEAD_S + overhead_s)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def learned_overheads(campaign: Campaign, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per system, the median overhead its finished cells really had (docs/campaign.md,
+    "Progress"): for each attempt that ran to its end, its wall time (``finished`` minus its
+    ``claimed`` record's ``t``) minus the cell's main duration and start buffer. Systems with
+    no such attempt yet are absent (their ETA keeps CELL_OVERHEAD_S).
+
+    Left out, as they do not measure one ordinary run: failed attempts (a host lost, a run that
+    could not start), attempts resumed after their controller died (the claim's time is not the
+    run's start), and tuned cells (their wall time holds the probe and the trials).
+    """
+    cells = {cell.id: cell for cell in campaign.cells}
+    claimed: dict[str, float] = {}
+    resumed: set[str] = set()
+    samples: dict[str, list[float]] = {}
+    for record in records:
+        run_id = record.get("run_id")
+        stamp = _number(record.get("t"))
+        if not isinstance(run_id, str) or stamp is None:
+            continue
+        if record.get("event") == CLAIMED:
+            if record.get("resume"):
+                resumed.add(run_id)
+            else:
+                claimed.setdefault(run_id, stamp)
+            continue
+        cell = cells.get(str(record.get("cell")))
+        if (
+            record.get("event") != FINISHED
+            or record.get("failed")
+            or cell is None
+            or cell.tune
+            or cell.tuning.get("use_tuned")
+            or run_id in resumed
+            or run_id not in claimed
+        ):
+            continue
+        wall = stamp - claimed[run_id]
+        if wall >= 0:
+            nominal = cell.expected_s - CELL_OVERHEAD_S
+            samples.setdefault(cell.system, []).append(wall - nominal)
+    return {system: statistics.median(values) for system, values in samples.items()}
+
+
 def summary_counts(
     campaign: Campaign,
     states: Mapping[str, CellState],
     hosts_per_system: Mapping[str, int],
     now: float | None = None,
+    overheads: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Counts for progress lines, over the campaign's cells (ledger cells not in it ignored).
 
     total; valid (done, VALID); exhausted (failed or INVALID with no attempt left); done (valid
     + exhausted: nothing more will run); invalid / failed (cells whose latest outcome is INVALID
     / a failed task, retrying or not); in_flight; pending (never claimed, or waiting for a
-    retry). eta_s: per system, the expected_s of its cells still to run (an in-flight cell
+    retry). eta_s: per system, the estimate of its cells still to run (an in-flight cell
     counts what is left since its claim) divided by its hosts x gpus_at_once; the campaign's
-    ETA is the largest (systems run side by side); None when a system has no hosts.
+    ETA is the largest (systems run side by side); None when a system has no hosts. A cell's
+    estimate is :func:`cell_estimate` with the system's learned overhead from ``overheads``
+    (:func:`learned_overheads`) where it has one, else its ``expected_s``; ``overhead_s`` says
+    per system which overhead was used (None: the fixed CELL_OVERHEAD_S).
     """
     moment = time.time() if now is None else now
+    learned = overheads or {}
     counts = {
         "total": 0,
         "done": 0,
@@ -412,6 +490,7 @@ def summary_counts(
     remaining: dict[str, float] = {s.name: 0.0 for s in campaign.systems}
     for cell in campaign.cells:
         st = state_of(states, cell)
+        estimate = cell_estimate(cell, learned.get(cell.system))
         counts["total"] += 1
         if st.state == "done":
             counts["valid"] += 1
@@ -427,17 +506,17 @@ def summary_counts(
                 counts["done"] += 1
                 continue
             counts["pending"] += 1
-            remaining[cell.system] += cell.expected_s
+            remaining[cell.system] += estimate
         elif st.state == "in_flight":
             counts["in_flight"] += 1
-            started = (st.last or {}).get("t")
-            left = cell.expected_s
-            if isinstance(started, (int, float)) and not isinstance(started, bool):
-                left = max(0.0, cell.expected_s - max(0.0, moment - float(started)))
+            started = _number((st.last or {}).get("t"))
+            left = estimate
+            if started is not None:
+                left = max(0.0, estimate - max(0.0, moment - started))
             remaining[cell.system] += left
         else:
             counts["pending"] += 1
-            remaining[cell.system] += cell.expected_s
+            remaining[cell.system] += estimate
     eta_by_system: dict[str, float | None] = {}
     for system in campaign.systems:
         hosts = int(hosts_per_system.get(system.name) or 0)
@@ -453,4 +532,21 @@ def summary_counts(
         None if any(e is None for e in etas) else max([0.0, *(e or 0.0 for e in etas)])
     )
     result["eta_by_system"] = eta_by_system
+    result["overhead_s"] = {s.name: learned.get(s.name) for s in campaign.systems}
     return result
+
+
+def progress(
+    campaign: Campaign,
+    records: list[dict[str, Any]],
+    hosts_per_system: Mapping[str, int],
+    now: float | None = None,
+) -> dict[str, Any]:
+    """:func:`summary_counts` of a ledger's records, with the overheads learned from them."""
+    return summary_counts(
+        campaign,
+        cell_states(records),
+        hosts_per_system,
+        now=now,
+        overheads=learned_overheads(campaign, records),
+    )

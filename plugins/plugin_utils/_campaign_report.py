@@ -122,6 +122,10 @@ def cell_rows(campaign: Campaign, records: Sequence[Mapping[str, Any]]) -> list[
                 "metric": last.get("metric") if finished else None,
                 "reasons": list(last.get("reasons") or []) if finished else [],
                 "results_dir": last.get("results_dir") if finished else None,
+                # gpus_at_once: how many cells ran at once on the host, one per GPU (1: alone);
+                # gpu: the lane's GPU where it was more than 1 (docs/campaign.md)
+                "gpus_at_once": int(last.get("gpus_at_once") or 1) if finished else None,
+                "gpu": last.get("gpu") if finished else None,
                 "tuning": _tuning(records, cell.id, state),
             }
         )
@@ -238,6 +242,13 @@ def _tuning_html(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _at_once_text(row: Mapping[str, Any]) -> str:
+    """Markdown/HTML note for a cell that ran beside others on its host: [GPU 1, 2 at once]."""
+    if (row.get("gpus_at_once") or 1) <= 1:
+        return ""
+    return " [GPU %s, %d at once]" % (row.get("gpu"), row["gpus_at_once"])
+
+
 def _metric_text(metric: Mapping[str, Any] | None) -> str:
     if not metric:
         return ""
@@ -279,7 +290,9 @@ def render_markdown(campaign: Campaign, rows: Sequence[Mapping[str, Any]], now: 
                     continue
                 row = found
                 metric = _metric_text(row["metric"]) if mode == "performance" else ""
-                cells.append(row["verdict"] + (" (%s)" % metric if metric else ""))
+                cells.append(
+                    row["verdict"] + (" (%s)" % metric if metric else "") + _at_once_text(row)
+                )
             out.append("| %s | %s |" % (line, " | ".join(cells)))
         out.append("")
     counts: dict[str, int] = {}
@@ -311,6 +324,8 @@ def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
         "metric_value",
         "metric_unit",
         "finished_at_utc",
+        "gpus_at_once",
+        "gpu",
         "reasons",
     ]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
@@ -328,6 +343,8 @@ def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
                 "metric_value": metric.get("value", ""),
                 "metric_unit": metric.get("unit", ""),
                 "finished_at_utc": _utc(row["finished_at"]) or "",
+                "gpus_at_once": row["gpus_at_once"] or "",
+                "gpu": "" if row["gpu"] is None else row["gpu"],
                 "reasons": "; ".join(row["reasons"]),
             }
         )
@@ -405,11 +422,13 @@ def render_campaign_html(
                     )
                     label = '<a href="%s">%s</a>' % (e(target), label)
                 detail = e(_metric_text(row["metric"])) if mode == "performance" else ""
+                detail += e(_at_once_text(row))
                 out.append(
-                    '<td class="%s" data-cell="%s" title="%s">%s%s</td>'
+                    '<td class="%s" data-cell="%s" data-gpus-at-once="%s" title="%s">%s%s</td>'
                     % (
                         e(row["verdict"]),
                         e(row["id"]),
+                        e(str(row["gpus_at_once"] or "")),
                         e("; ".join(row["reasons"]) or row["kind"]),
                         label,
                         ("<br><small>%s</small>" % detail) if detail else "",
@@ -470,8 +489,13 @@ def write_campaign_report(
     directory: str,
     submitter: str,
     now: float | None = None,
+    slices: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Write every report file into ``directory``; returns what was written and summary lines."""
+    """Write every report file into ``directory``; returns what was written and summary lines.
+
+    ``records`` are the campaign's ledger records (one ledger, or every slice's merged);
+    ``slices`` (from :func:`_campaign_slices.merge`) says which slice ledgers they came from.
+    """
     now = time.time() if now is None else now
     os.makedirs(directory, exist_ok=True)
     rows = cell_rows(campaign, records)
@@ -487,6 +511,7 @@ def write_campaign_report(
         "campaign": campaign.name,
         "generated_at": now,
         "generated_at_utc": _utc(now),
+        "slices": [dict(s) for s in slices],
         "cells": rows,
         "matrix": _matrix(campaign, rows),
     }
@@ -546,7 +571,14 @@ def write_campaign_report(
             len([p for p in problems if p.get("severity") == "error"]),
         )
     )
+    if slices:
+        lines.insert(
+            1,
+            "campaign %s: merged from %d slice ledger(s): %s"
+            % (campaign.name, len(slices), ", ".join(str(s["ledger"]) for s in slices)),
+        )
     return {
+        "slices": [dict(s) for s in slices],
         "cells": rows,
         "counts": counts,
         "files": ["campaign.html", "campaign.json", "campaign.csv", "campaign.md", "junit.xml"],

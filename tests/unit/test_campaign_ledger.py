@@ -450,6 +450,7 @@ def test_summary_counts() -> None:
         # sysA: C has 40 s left, over 2 hosts = 20; sysB: 3 x 66 s on 1 host = 198
         "eta_s": 198.0,
         "eta_by_system": {"sysA": 20.0, "sysB": 198.0},
+        "overhead_s": {"sysA": None, "sysB": None},  # none learned: CELL_OVERHEAD_S
     }
 
 

@@ -203,7 +203,7 @@ def test_csv() -> None:
     table = list(csv.DictReader(io.StringIO(text)))
     assert text.splitlines()[0] == (
         "id,system,benchmark,scenario,mode,verdict,attempts,host,run_id,metric_name,"
-        "metric_value,metric_unit,finished_at_utc,reasons"
+        "metric_value,metric_unit,finished_at_utc,gpus_at_once,gpu,reasons"
     )
     assert table[0] == {
         "id": PERF_A,
@@ -219,6 +219,8 @@ def test_csv() -> None:
         "metric_value": "1234.5",
         "metric_unit": "samples/s",
         "finished_at_utc": "2026-01-01 01:00:30 UTC",
+        "gpus_at_once": "1",  # ran alone on its host (no gpus_at_once in its record)
+        "gpu": "",
         "reasons": "",
     }
     assert table[3]["reasons"] == "min duration not satisfied; late start"
@@ -237,6 +239,8 @@ def test_csv() -> None:
         "metric_value": "",
         "metric_unit": "",
         "finished_at_utc": "",
+        "gpus_at_once": "",
+        "gpu": "",
         "reasons": "",
     }
     assert len(table) == 6
@@ -300,20 +304,22 @@ def test_html_links_each_finished_cell_to_its_run_report(tmp_path: Path) -> None
         "<th>compliance audit TEST04</th></tr>"
     ) in page
     assert (
-        '<td class="VALID" data-cell="%s" title="performance run">'
+        '<td class="VALID" data-cell="%s" data-gpus-at-once="1" title="performance run">'
         '<a href="runs/r-pa/h1/report.html">VALID</a>'
         "<br><small>samples_per_second 1234.5 samples/s</small></td>" % PERF_A
     ) in page
     assert (
-        '<td class="VALID" data-cell="%s" title="accuracy run">'
+        '<td class="VALID" data-cell="%s" data-gpus-at-once="1" title="accuracy run">'
         '<a href="runs/r-aa2/h1/report.html">VALID</a></td>' % ACC_A
     ) in page
     # no results: no link; reasons in the title, escaped
     assert (
-        '<td class="FAILED" data-cell="%s" title="lost the connection">FAILED</td>' % T04_A
+        '<td class="FAILED" data-cell="%s" data-gpus-at-once="1" title="lost the connection">'
+        "FAILED</td>" % T04_A
     ) in page
     assert (
-        '<td class="NOT_RUN" data-cell="%s" title="compliance audit TEST04">NOT_RUN</td>' % T04_B
+        '<td class="NOT_RUN" data-cell="%s" data-gpus-at-once="" title="compliance audit TEST04">'
+        "NOT_RUN</td>" % T04_B
     ) in page
     assert page.count("<a href=") == 2
     hostile = records(str(directory))

@@ -1,0 +1,391 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A campaign's tuned cells: main_target_qps auto / tuned (docs/campaign.md, "Tuning").
+
+Controller only. The search itself is the pure :mod:`_campaign_tuning`; here each of its runs
+is a real hetero run through the ``hetero_run`` callable the campaign action gives (the real
+``heteromig.fleet.hetero_run`` action), each recorded in the ledger as it ends, and the tuned
+file is read and written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import yaml
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.utils.display import Display
+
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
+    RUNS,
+    Claim,
+    append,
+    locked,
+    read,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
+    Campaign,
+    Cell,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuning import (
+    CONFIRM,
+    DEFAULT_MAX_TRIALS,
+    DEFAULT_TOLERANCE,
+    TRIAL,
+    Outcome,
+    TuningError,
+    check_settings,
+    tune,
+)
+
+display = Display()
+
+TUNED_FILE = "tuned.yml"
+TUNED_HEADER = (
+    "# Target QPS tuned under hetero load by heteromig.fleet.campaign (docs/campaign.md,\n"
+    "# 'Tuning'): tuned.<system>.<benchmark>.<scenario>.main_target_qps. A later spec reuses\n"
+    "# them with main_target_qps: tuned (and tuned_file: <this file> where it lives elsewhere).\n"
+)
+
+
+def plan_tuning(campaign: Campaign, directory: str) -> None:
+    """Refuse, before any host is touched, what tuning cannot do."""
+    for cell in campaign.cells:
+        if not (cell.tune or cell.tuning.get("use_tuned")):
+            continue
+        word = "auto" if cell.tune else "tuned"
+        if campaign.system(cell.system).gpus_at_once > 1:
+            raise AnsibleActionFail(
+                "sweep spec: cell %s: main_target_qps: %s is not supported on system %s, whose "
+                "gpus_at_once is %d: a tuned cell runs alone on its host; tune it on a system "
+                "with gpus_at_once: 1 and reuse the value with main_target_qps: <number>"
+                % (cell.id, word, cell.system, campaign.system(cell.system).gpus_at_once)
+            )
+        if cell.scenario != "Server":
+            raise AnsibleActionFail(
+                "sweep spec: cell %s: main_target_qps: %s is supported for Server cells "
+                "only: LoadGen's %s verdict does not depend on a target (its expected "
+                "latency only sizes the number of queries), so there is nothing to tune; "
+                "leave main_target_qps unset for this cell" % (cell.id, word, cell.scenario)
+            )
+        if cell.tune:
+            try:
+                check_settings(
+                    float(cell.tuning.get("tune_start") or 1.0),
+                    tolerance=_tolerance(cell),
+                    max_trials=_max_trials(cell),
+                )
+            except TuningError as exc:
+                raise AnsibleActionFail("sweep spec: cell %s: %s" % (cell.id, exc)) from None
+            continue
+        path = tuned_file_for(cell, directory)
+        key = (cell.system, cell.benchmark, cell.scenario)
+        if read_tuned(path).get(key) is not None:
+            continue
+        if any(
+            other.tune and (other.system, other.benchmark, other.scenario) == key
+            for other in campaign.cells
+        ):
+            continue  # this campaign tunes it first
+        raise AnsibleActionFail(
+            "sweep spec: cell %s asks for main_target_qps: tuned, but %s has no tuned value "
+            "for system %s, benchmark %s, scenario %s, and no cell of this campaign tunes it "
+            "(main_target_qps: auto)" % (cell.id, path, *key)
+        )
+
+
+def tuned_cell(
+    campaign: Campaign,
+    directory: str,
+    ledger: str,
+    claim: Claim,
+    host: str,
+    session: str,
+    hetero_run: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Run a cell with main_target_qps: auto (search, confirm, write the tuned file) or
+    tuned (the tuned file's value). Returns (failure, the cell's run result, tuning)."""
+    cell = claim.cell
+    path = tuned_file_for(cell, directory)
+    key = (cell.system, cell.benchmark, cell.scenario)
+    if not cell.tune:  # main_target_qps: tuned
+        entry = read_tuned(path).get(key)
+        if entry is None:
+            message = (
+                "no tuned main_target_qps for system %s, benchmark %s, scenario %s in %s "
+                "(the cell that tunes it has not finished VALID yet)" % (*key, path)
+            )
+            return message, {}, {"from_file": path, "value": None}
+        args = dict(cell.options, main_target_qps=float(entry["main_target_qps"]))
+        args.update(
+            run_id=claim.run_id, resume=claim.resume, results_dir=os.path.join(directory, RUNS)
+        )
+        try:
+            return (
+                None,
+                hetero_run(args),
+                {
+                    "from_file": path,
+                    "value": float(entry["main_target_qps"]),
+                },
+            )
+        except AnsibleError as exc:
+            return str(exc), {}, {"from_file": path, "value": float(entry["main_target_qps"])}
+
+    # replay: a resumed claim keeps the runs its earlier session recorded
+    recorded: dict[tuple[str, int], dict[str, Any]] = {}
+    if claim.resume:
+        records, _warnings = read(ledger)
+        for record in records:
+            if (
+                record.get("event") == "trial"
+                and record.get("cell") == cell.id
+                and record.get("run_id") == claim.run_id
+                and not record.get("failed")
+            ):
+                recorded[(str(record.get("kind")), int(record.get("index") or 0))] = record
+    suffix = ("-r" + secrets.token_hex(2)) if claim.resume else ""
+    trial_ms = _trial_duration(cell)
+    last: dict[str, Any] = {}
+    trial_list: list[dict[str, Any]] = []
+
+    class _RunFailed(Exception):
+        pass
+
+    def one_run(kind: str, index: int, target: float | None) -> tuple[Outcome, dict]:
+        done = recorded.get((kind, index)) if kind != CONFIRM else None
+        if done is not None and (target is None or done.get("target") == target):
+            trial_list.append(_trial_entry(done))
+            return Outcome(done.get("verdict") == "VALID", done.get("metric")), {}
+        letter = {"probe": "p", TRIAL: "t", CONFIRM: "c"}[kind]
+        args = dict(cell.options)
+        if kind == "probe":
+            args.pop("main_target_qps", None)
+            args.update(main_scenario="Offline")
+        if kind != CONFIRM:
+            args.update(
+                main_benchmark_duration=trial_ms,
+                main_mode="PerformanceOnly",
+                main_action="run_harness",
+            )
+        if target is not None:
+            args["main_target_qps"] = target
+        run_id = "%s-%s%d%s" % (claim.run_id, letter, index, suffix)
+        args.update(run_id=run_id, resume=False, results_dir=os.path.join(directory, RUNS))
+        failure = None
+        result: dict[str, Any] = {}
+        try:
+            result = hetero_run(args)
+        except AnsibleError as exc:
+            failure = str(exc)
+        if result.get("failed") and failure is None:
+            failure = str(result.get("msg") or "hetero_run failed")
+        verdict = result.get("verdict") or "INVALID"
+        metric = ((result.get("main") or {}).get("loadgen") or {}).get("metric")
+        record = append(
+            ledger,
+            {
+                "event": "trial",
+                "cell": cell.id,
+                "host": host,
+                "session": session,
+                "run_id": claim.run_id,
+                "attempt": claim.attempt,
+                "kind": kind,
+                "index": index,
+                "trial_run_id": run_id,
+                "target": target,
+                "duration_ms": args.get("main_benchmark_duration"),
+                "verdict": verdict,
+                "metric": metric,
+                "reasons": list(result.get("reasons") or ([failure] if failure else []))[:5],
+                "results_dir": result.get("results_dir"),
+                "failed": failure is not None,
+            },
+        )
+        trial_list.append(_trial_entry(record))
+        display.display(
+            "campaign [%s] %s %s %d%s: %s%s"
+            % (
+                host,
+                cell.id,
+                kind,
+                index,
+                " at %g QPS" % target if target is not None else " (Offline)",
+                "FAILED" if failure else verdict,
+                " (%s)" % _metric_value(metric) if metric else "",
+            )
+        )
+        if failure is not None:
+            raise _RunFailed("%s %d (run %s): %s" % (kind, index, run_id, failure))
+        last.clear()
+        last.update(result)
+        return Outcome(verdict == "VALID", metric), result
+
+    tuning: dict[str, Any] = {
+        "option": "main_target_qps",
+        "tolerance": _tolerance(cell),
+        "max_trials": _max_trials(cell),
+        "trial_duration_ms": trial_ms,
+        "trials": trial_list,
+    }
+    try:
+        start = cell.tuning.get("tune_start")
+        if start is not None:
+            tuning.update(start=float(start), start_from="tune_start")
+        else:
+            probe, _probe_failure = one_run("probe", 1, None)
+            value = _metric_value(probe.metric)
+            if value is None or value <= 0:
+                message = (
+                    "the Offline probe gave no samples/s (%s) to start the search from: give "
+                    "tune_start (e.g. the target found in isolation)" % probe.metric
+                )
+                return message, {}, tuning
+            tuning.update(start=value, start_from="offline probe")
+        confirmed: dict[str, Any] = {}
+
+        def run(kind: str, index: int, target: float) -> Outcome:
+            outcome, result = one_run(kind, index, target)
+            if kind == CONFIRM:
+                confirmed.clear()
+                confirmed.update(result)
+            return outcome
+
+        found = tune(
+            run,
+            float(tuning["start"]),
+            tolerance=_tolerance(cell),
+            max_trials=_max_trials(cell),
+        )
+    except _RunFailed as exc:
+        return "tuning stopped: %s" % exc, {}, tuning
+    except TuningError as exc:
+        return "tuning: %s" % exc, {}, tuning
+    tuning.update(
+        value=found.value,
+        found=found.found,
+        converged=found.converged,
+        bracket=[found.lo, found.hi],
+        short_trials=found.short_trials,
+        confirmations=found.confirmations,
+        reason=found.reason,
+    )
+    display.display("campaign [%s] %s: %s" % (host, cell.id, found.reason))
+    if found.value is not None:
+        tuning["tuned_file"] = path
+        write_tuned(
+            path,
+            key,
+            {
+                "main_target_qps": found.value,
+                "campaign": campaign.name,
+                "cell": cell.id,
+                "run_id": claim.run_id,
+                "host": host,
+                "tuned_at_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "start": tuning["start"],
+                "start_from": tuning["start_from"],
+                "short_trials": found.short_trials,
+                "tolerance": _tolerance(cell),
+            },
+        )
+    if not confirmed:  # nothing VALID to confirm: the cell is INVALID
+        return (
+            None,
+            {"verdict": "INVALID", "reasons": ["tuning: %s" % found.reason]},
+            tuning,
+        )
+    result = dict(confirmed)
+    if found.value is None:
+        result["reasons"] = [*list(result.get("reasons") or []), "tuning: " + found.reason]
+    return None, result, tuning
+
+
+# ------------------------------------------------------------------------------ helpers
+def _tolerance(cell: Cell) -> float:
+    return float(cell.tuning.get("tune_tolerance") or DEFAULT_TOLERANCE)
+
+
+def _max_trials(cell: Cell) -> int:
+    return int(cell.tuning.get("tune_max_trials") or DEFAULT_MAX_TRIALS)
+
+
+def _trial_duration(cell: Cell) -> int:
+    """tune_trial_duration, else a tenth of the cell's duration (at least 1 s)."""
+    given = cell.tuning.get("tune_trial_duration")
+    if given:
+        return int(given)
+    full = cell.options.get("main_benchmark_duration") or 600000
+    return max(1000, int(full) // 10)
+
+
+def _metric_value(metric: Any) -> float | None:
+    value = metric.get("value") if isinstance(metric, Mapping) else metric
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _trial_entry(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: record.get(k)
+        for k in ("kind", "index", "target", "verdict", "metric", "trial_run_id", "failed")
+    }
+
+
+def tuned_file_for(cell: Cell, directory: str) -> str:
+    """The tuned file of a cell: its tuned_file setting, else <campaign_dir>/tuned.yml."""
+    given = cell.tuning.get("tuned_file")
+    return os.path.abspath(os.path.expanduser(given or os.path.join(directory, TUNED_FILE)))
+
+
+def read_tuned(path: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(system, benchmark, scenario) -> entry of a tuned file; {} when it is missing."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise AnsibleActionFail("tuned file %s cannot be read: %s" % (path, exc)) from None
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    tuned = (data or {}).get("tuned") if isinstance(data, dict) else None
+    for system, benchmarks in (tuned or {}).items():
+        for benchmark, scenarios in (benchmarks or {}).items():
+            for scenario, entry in (scenarios or {}).items():
+                if isinstance(entry, dict) and _metric_value(entry.get("main_target_qps")):
+                    out[(str(system), str(benchmark), str(scenario))] = entry
+    return out
+
+
+def write_tuned(path: str, key: tuple[str, str, str], entry: Mapping[str, Any]) -> None:
+    """Set one entry of the tuned file (under a lock; written through a rename)."""
+    with locked(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            data = {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise AnsibleActionFail("tuned file %s cannot be read: %s" % (path, exc)) from None
+        if not isinstance(data, dict):
+            data = {}
+        data["version"] = 1
+        tuned = data.setdefault("tuned", {})
+        system, benchmark, scenario = key
+        tuned.setdefault(system, {}).setdefault(benchmark, {})[scenario] = dict(entry)
+        # plain types only (names from the spec are Ansible's tagged strings, which the YAML
+        # dumper does not know)
+        data = json.loads(json.dumps(data))
+        tmp = "%s.tmp.%d" % (path, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(TUNED_HEADER)
+            yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=False)
+        os.replace(tmp, path)
