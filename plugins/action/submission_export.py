@@ -46,11 +46,11 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-FACT_NAMES = ("heteromig_host", "heteromig_nvml")
+FACT_NAMES = ("heteromig_host", "heteromig_nvml", "heteromig_gpus")
 
 
 def facts_from_hostvars(task_vars: Mapping[str, Any], hosts: set[str]) -> dict[str, dict[str, Any]]:
-    """{host: {heteromig_host, heteromig_nvml}} of the result hosts whose facts this playbook
+    """{host: {heteromig_host, heteromig_nvml, heteromig_gpus}} of the result hosts whose facts this playbook
     run gathered (host_facts and gpu_facts); hosts without them are left out."""
     hostvars = task_vars.get("hostvars") or {}
     found: dict[str, dict[str, Any]] = {}
@@ -58,7 +58,9 @@ def facts_from_hostvars(task_vars: Mapping[str, Any], hosts: set[str]) -> dict[s
         if host not in hostvars:
             continue
         facts = hostvars[host].get("ansible_facts") or {}
-        picked = {name: facts[name] for name in FACT_NAMES if isinstance(facts.get(name), Mapping)}
+        picked = {
+            name: facts[name] for name in FACT_NAMES if isinstance(facts.get(name), (Mapping, list))
+        }
         if picked:
             found[host] = picked
     return found
@@ -99,7 +101,7 @@ class ActionModule(ActionBase):
             if bad:
                 raise AnsibleActionFail(
                     "host_facts: the facts of %s are not a dict (expected host -> "
-                    "{heteromig_host, heteromig_nvml})" % ", ".join(bad)
+                    "{heteromig_host, heteromig_nvml, heteromig_gpus})" % ", ".join(bad)
                 )
         try:
             plan = plan_export(

@@ -19,6 +19,7 @@ What is read, and from where:
   a virtual disk's kind is not known);
 - network: interfaces of ``/sys/class/net`` backed by a device (virtual ones left out), their
   link type and speed;
+- the PCIe links of the NVIDIA GPUs (``/sys/bus/pci/devices``: vendor 0x10de, display class);
 - software: versions of the Python packages the harnesses use, found by importlib.metadata.
 
 Every reader returns None (or leaves a key out) for what it cannot read: nothing is guessed.
@@ -193,6 +194,32 @@ def read_network(sys_net: str) -> List[Dict[str, Any]]:
     return found
 
 
+def read_gpu_links(sys_pci: str) -> Dict[str, Dict[str, Any]]:
+    """PCIe links of the NVIDIA display/3D controllers: {bus id: {max_speed, max_width,
+    current_speed, current_width}} from ``/sys/bus/pci/devices`` (speeds as the kernel writes
+    them, ``32.0 GT/s PCIe``)."""
+    try:
+        names = sorted(os.listdir(sys_pci))
+    except OSError:
+        return {}
+    links: Dict[str, Dict[str, Any]] = {}
+    for name in names:
+        path = os.path.join(sys_pci, name)
+        vendor = (_read(os.path.join(path, "vendor")) or "").strip().lower()
+        klass = (_read(os.path.join(path, "class")) or "").strip().lower()
+        if vendor != "0x10de" or not klass.startswith("0x03"):
+            continue
+        link: Dict[str, Any] = {}
+        for key in ("max_link_speed", "current_link_speed"):
+            text = (_read(os.path.join(path, key)) or "").strip()
+            link[key.replace("_link", "")] = text or None
+        for key in ("max_link_width", "current_link_width"):
+            text = (_read(os.path.join(path, key)) or "").strip()
+            link[key.replace("_link", "")] = int(text) if text.isdigit() else None
+        links[name.lower()] = link
+    return links
+
+
 def package_versions(
     names: Iterable[str] = PACKAGES, path: Optional[List[str]] = None
 ) -> Dict[str, str]:
@@ -242,6 +269,7 @@ def gather(root: str = "/", pythonpath: Optional[List[str]] = None) -> Dict[str,
         },
         "disks": read_disks(at("sys", "block")),
         "network": read_network(at("sys", "class", "net")),
+        "gpu_links": read_gpu_links(at("sys", "bus", "pci", "devices")),
         "python": {
             "executable": sys.executable,
             "version": platform.python_version(),

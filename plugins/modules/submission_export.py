@@ -70,8 +70,8 @@ options:
         win over the gathered ones (but not over division, submitter and system_name). Fields
         no fact tells are C(status) (V(available), V(preview) or V(rdi)), C(system_type)
         (V(datacenter), V(edge) or V(datacenter,edge)), C(host_memory_configuration),
-        C(host_networking_topology), C(accelerator_host_interconnect),
-        C(accelerator_interconnect) and C(cooling); RV(system_fields) names the ones still
+        C(host_networking_topology), C(accelerator_interconnect) and C(cooling), and
+        C(accelerator_host_interconnect) where the host does not show the GPU's PCIe link; RV(system_fields) names the ones still
         empty.
       - The description has every field of the MLPerf Inference submission checker (v5.x),
         filled from the results (the accelerator and its MIG slice), from O(host_facts) (CPU,
@@ -81,9 +81,10 @@ options:
     default: {}
   host_facts:
     description:
-      - The facts of the results' hosts, as a dict C(host -> {heteromig_host, heteromig_nvml})
-        where C(heteromig_host) comes from M(heteromig.fleet.host_facts) and C(heteromig_nvml)
-        from M(heteromig.fleet.gpu_facts).
+      - The facts of the results' hosts, as a dict
+        C(host -> {heteromig_host, heteromig_nvml, heteromig_gpus}) where C(heteromig_host)
+        comes from M(heteromig.fleet.host_facts) and the others from
+        M(heteromig.fleet.gpu_facts) (driver, CUDA, and the GPU's PCI bus for its PCIe link).
       - By default they are taken from the facts this playbook run gathered on those hosts
         (run both modules on them first, as C(playbooks/export_submission.yml) does). A system
         takes its host fields from the first of its hosts with facts; hosts of one system that

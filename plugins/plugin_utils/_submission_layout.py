@@ -240,11 +240,15 @@ def _describe_system(
                 if line not in info["conflicts"]:
                     info["conflicts"].append(line)
         return
+    gpu = dict(result.get("gpu") or {})
+    for known in facts.get("heteromig_gpus") or []:
+        if isinstance(known, Mapping) and gpu.get("uuid") and known.get("uuid") == gpu["uuid"]:
+            gpu.setdefault("pci_bus_id", known.get("pci_bus_id"))
     desc: SystemDesc = describe(
         system,
         division=division,
         submitter=submitter,
-        gpu=result.get("gpu") or {},
+        gpu=gpu,
         profile=profile,
         accelerator_memory=profile_memory(profile),
         harness=result.get("harness"),
@@ -278,7 +282,7 @@ def plan_export(
     """What goes where. ``inspect(path)`` describes a log directory (see :func:`inspect_log_dir`).
 
     ``host_facts`` maps a result's host to its facts (``heteromig_host`` from host_facts,
-    ``heteromig_nvml`` from gpu_facts); the system description takes the host fields from the
+    ``heteromig_nvml`` and ``heteromig_gpus`` from gpu_facts); the system description takes the host fields from the
     first exported host of the system that has them (see _system_desc.describe).
 
     Skipped (with the reason): results that are not VALID (with ``only_valid``), runs without

@@ -220,6 +220,25 @@ def _software(nvml: Mapping[str, Any], host: Mapping[str, Any]) -> str | None:
     return ", ".join(parts) or None
 
 
+_PCIE_GEN = {"2.5": 1, "5.0": 2, "5": 2, "8.0": 3, "8": 3, "16.0": 4, "32.0": 5, "64.0": 6}
+
+
+def pcie_text(links: Mapping[str, Any], bus_id: Any) -> str | None:
+    """``PCIe Gen5 x16`` of the GPU at NVML's ``bus_id`` (``00000000:1b:00.0``), from the host's
+    sysfs links (``0000:1b:00.0``); the link's maximum, as the slot and the GPU negotiate it."""
+    if not bus_id:
+        return None
+    domain, _sep, rest = str(bus_id).lower().partition(":")
+    link = links.get("%04x:%s" % (int(domain, 16), rest)) if rest else None
+    if not isinstance(link, Mapping):
+        return None
+    speed = str(link.get("max_speed") or "").split(" ")[0]
+    width = link.get("max_width")
+    if speed not in _PCIE_GEN or not width:
+        return None
+    return "PCIe Gen%d x%d" % (_PCIE_GEN[speed], width)
+
+
 def memory_type(gpu_name: str) -> str | None:
     """``NVIDIA H100 80GB HBM3`` -> ``HBM3`` (only when NVML's name carries it)."""
     match = re.search(r"\b(HBM\w*|GDDR\w*)\b", gpu_name or "")
@@ -227,7 +246,10 @@ def memory_type(gpu_name: str) -> str | None:
 
 
 def host_fields(
-    host: Mapping[str, Any], nvml: Mapping[str, Any], harness: str | None
+    host: Mapping[str, Any],
+    nvml: Mapping[str, Any],
+    harness: str | None,
+    gpu_bus_id: Any = None,
 ) -> dict[str, tuple[Any, str]]:
     """{field: (value, source)} of what host_facts and gpu_facts tell; None where they don't."""
     cpu = host.get("cpu") or {}
@@ -261,6 +283,10 @@ def host_fields(
             "harness %s and the host's packages" % harness,
         ),
         "other_software_stack": (_software(nvml, host), "gpu_facts and host_facts"),
+        "accelerator_host_interconnect": (
+            pcie_text(host.get("gpu_links") or {}, gpu_bus_id),
+            facts + " (/sys/bus/pci max link of the GPU)",
+        ),
         "hw_notes": (
             "GPUs simulated by heteromig's NVML simulator: not a hardware measurement"
             if nvml.get("simulated")
@@ -303,7 +329,7 @@ def describe(
         ),
     }
     if host is not None or nvml is not None:
-        values.update(host_fields(host or {}, nvml or {}, harness))
+        values.update(host_fields(host or {}, nvml or {}, harness, gpu.get("pci_bus_id")))
     desc: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in REQUIRED_FIELDS:

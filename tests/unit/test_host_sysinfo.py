@@ -23,6 +23,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._host_sysinfo impo
     parse_meminfo,
     parse_os_release,
     read_disks,
+    read_gpu_links,
     read_network,
 )
 
@@ -183,3 +184,26 @@ def test_gather_under_an_empty_root_knows_nothing(tmp_path: Path) -> None:
     assert facts["cpu"]["model_name"] is None and facts["cpu"]["caches"] == []
     assert facts["memory_bytes"] is None and facts["os"]["pretty_name"] is None
     assert facts["os"]["kernel"] is None and facts["disks"] == [] and facts["network"] == []
+
+
+def test_gpu_pcie_links(tmp_path: Path) -> None:
+    pci = tmp_path / "pci"
+    for name, vendor, klass, speed, width in (
+        ("0000:1b:00.0", "0x10de", "0x030200", "32.0 GT/s PCIe", "16"),  # an H100 (3D controller)
+        ("0000:03:00.0", "0x15b3", "0x020700", "32.0 GT/s PCIe", "16"),  # a ConnectX NIC
+        ("0000:00:06.0", "0x10de", "0x068000", "8.0 GT/s PCIe", "4"),  # an NVSwitch bridge
+    ):
+        _write(pci / name / "vendor", vendor + "\n")
+        _write(pci / name / "class", klass + "\n")
+        _write(pci / name / "max_link_speed", speed + "\n")
+        _write(pci / name / "max_link_width", width + "\n")
+    _write(pci / "0000:1b:00.0" / "current_link_speed", "2.5 GT/s PCIe\n")  # idle: downclocked
+    assert read_gpu_links(str(pci)) == {
+        "0000:1b:00.0": {
+            "max_speed": "32.0 GT/s PCIe",
+            "current_speed": "2.5 GT/s PCIe",
+            "max_width": 16,
+            "current_width": None,
+        }
+    }
+    assert read_gpu_links(str(tmp_path / "none")) == {}

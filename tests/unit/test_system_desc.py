@@ -24,6 +24,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc impor
     cuda_text,
     describe,
     framework_text,
+    pcie_text,
 )
 
 H200 = Path("/work/shared/fixtures/nvidia-smi/h200-141gb-mig-disabled")
@@ -176,3 +177,27 @@ def test_check_desc_follows_the_checker() -> None:
         ("error", "status 'soon' is not one of available, preview, rdi"),
         ("error", "system_type 'cloud' is not datacenter, edge or datacenter,edge"),
     ]
+
+
+def test_pcie_link_of_the_gpu(h200: dict[str, Any]) -> None:
+    bus = h200["gpu"]["pci_bus_id"]  # NVML's 8-digit domain: 00000000:00:06.0
+    links = {"0000:00:06.0": {"max_speed": "32.0 GT/s PCIe", "max_width": 16}}
+    assert pcie_text(links, bus) == "PCIe Gen5 x16"
+    assert pcie_text({"0000:00:06.0": {"max_speed": "16.0 GT/s PCIe", "max_width": 8}}, bus) == (
+        "PCIe Gen4 x8"
+    )
+    assert pcie_text(links, "00000000:1b:00.0") is None and pcie_text(links, None) is None
+    assert pcie_text({"0000:00:06.0": {"max_speed": "weird", "max_width": 16}}, bus) is None
+    desc = describe(
+        "S",
+        division="closed",
+        submitter="ACME",
+        gpu=dict(h200["gpu"]),
+        profile="1g.18gb",
+        accelerator_memory="18 GB",
+        harness="nvidia_mlperf",
+        host=dict(HOST, gpu_links=links),
+        nvml=h200["nvml"],
+    )
+    assert desc.fields["accelerator_host_interconnect"] == "PCIe Gen5 x16"
+    assert "accelerator_host_interconnect" not in desc.unknown
