@@ -109,7 +109,8 @@ DEFAULT_WARMUP_MS = 300
 OFFLINE_QPS_HEADROOM = 1.5
 # Batches run before the warm-up measures (CUDA context, cuDNN autotuning, caches).
 WARMUP_COLD_BATCHES = 2
-# The calibration test issues at most this many samples.
+# The calibration test issues at most this many samples, and lasts at least this many batches.
+CALIBRATION_MIN_BATCHES = 30
 CALIBRATION_MAX_SAMPLES = 500000
 # SingleStream/MultiStream: LoadGen stops issuing once min_duration and min_query_count are met,
 # and pre-generates queries from the expected latency: under-estimate it.
@@ -751,7 +752,10 @@ def calibrate_offline(
     settings = lg.TestSettings()
     settings.scenario = lg.TestScenario.Offline
     settings.mode = lg.TestMode.PerformanceOnly
-    settings.min_duration_ms = max(50, milliseconds)
+    # A GPU model's batch takes tens of ms: the test spans enough batches that the first
+    # response's latency and the last partial batch do not set the figure.
+    batch_ms = float(warm.get("batch_latency_ns") or 0) / 1e6
+    settings.min_duration_ms = max(50, milliseconds, int(CALIBRATION_MIN_BATCHES * batch_ms))
     settings.min_query_count = 1
     qps = warm.get("samples_per_second") or 1.0
     qps = min(qps, CALIBRATION_MAX_SAMPLES / (settings.min_duration_ms / 1000.0 * 1.1))
