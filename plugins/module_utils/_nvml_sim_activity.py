@@ -31,6 +31,8 @@ NVML's documentation:
   ``Not Supported`` before Hopper; ``Not Found`` for a GPU instance id that does not exist
   (unconfirmed).
 - A MIG device handle given to the GPM calls: ``Invalid Argument`` (unconfirmed).
+- ``nvmlGpmSampleGet`` (whole GPU) answers on a GPU with MIG enabled too, for all its processes
+  (unconfirmed; the runner does not use it there).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ except ImportError:  # reported by open_backend, which imports pynvml before the
 from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import ARCH_HOPPER
 from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
     KIND_DEVICE,
+    KIND_MIG_DEVICE,
     SimulatedNvml,
     raise_nvml,
 )
@@ -143,7 +146,7 @@ def utilization_rates(sim: SimulatedNvml, handle: Any) -> Any:
 # ----------------------------------------------------------------------------- GPM
 def _parent(sim: SimulatedNvml, handle: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(state, gpu) of a GPU handle; a MIG device handle is an invalid argument here."""
-    kind, _index, _gi, _ci = sim._decode(handle, KIND_DEVICE, 4)
+    kind, _index, _gi, _ci = sim._decode(handle, KIND_DEVICE, KIND_MIG_DEVICE)
     if kind != KIND_DEVICE:
         raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
     state, gpu, _mig = sim._device_or_mig(handle)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from lab import HostSpec, LabRun, SshLab
 pytestmark = pytest.mark.integration
 
 TASK = "Run the main benchmark on one MIG slice, backgrounds on every other slice"
+REPO_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def unreachable_tasks(run: Any) -> dict[str, str]:
@@ -305,3 +307,78 @@ def test_html_screenshot_shows_the_report(real: RealRun) -> None:
     }
     for name, rgb in expected.items():
         assert counts.get(rgb, 0) > 200, "%s colour missing from the screenshot %s" % (name, shot)
+
+
+def test_gpu_activity_samples_and_lanes(real: RealRun) -> None:
+    """Every run's result carries the NVML samples of its GPU instances (GPM on the simulated
+    H100), and the HTML draws one activity lane per instance under the host's timeline."""
+    facts = json.loads((REPO_FIXTURES / "real-h100" / "gpu_facts.json").read_text())
+    (h100,) = facts["heteromig_gpus"]
+    memory_1g = {p["name"]: p["memory_mib"] for p in h100["profiles"]}["1g.10gb"]
+    dom = parse_dom(browse(real.report / "report.html", real.workdir, "--dump-dom").stdout)
+    for host, res in real.results.items():
+        activity = res["gpu_activity"]
+        assert (activity["state"], activity["error"], activity["backend"]) == (
+            "sampled",
+            None,
+            "sim",
+        )
+        benches = [res["main"], *res["backgrounds"]]
+        # one series per GPU instance, named after the benchmark that ran on it
+        assert {s["key"]: s["benchmarks"] for s in activity["series"]} == {
+            "gpu0-gi%d" % b["slice"]["gpu_instance_id"]: [b["name"]] for b in benches
+        }
+        first_launch = min(b["launched_at"] for b in benches)
+        last_end = max(b["ended_at"] for b in benches)
+        for series in activity["series"]:
+            assert series["util_supported"] is True and series["errors"] == {}
+            assert series["util_metric"] == "GPM GRAPHICS_UTIL"
+            assert series["memory_total_mib"] == memory_1g  # the real H100's 1g.10gb
+            t = series["t"]
+            assert len(t) >= 3 and t == sorted(t)
+            assert first_launch - 1 <= t[0] and t[-1] <= last_end + 3
+            assert series["util_pct"][0] is None  # the first GPM sample opens the interval
+            assert all(0 <= u <= 100 for u in series["util_pct"][1:])
+        window = res["main"]["timed_window"]
+        during = {d["key"]: d for d in activity["during_main"]}
+        main_key = "gpu0-gi%d" % res["main"]["slice"]["gpu_instance_id"]
+        if window:
+            assert activity["main_window"] == window
+            main_series = next(s for s in activity["series"] if s["key"] == main_key)
+            inside = [
+                u
+                for ts, u in zip(main_series["t"], main_series["util_pct"], strict=True)
+                if window["begin"] <= ts <= window["end"] and u is not None
+            ]
+            stats = during[main_key]["util_pct"]
+            if inside:
+                assert stats["median"] == statistics.median(inside)
+                assert stats["samples"] == len(inside)
+            else:
+                assert stats is None
+        (svg,) = dom.find_all("svg", "timeline", data_host=host)
+        t0, t1 = float(svg.attrs["data-t0"]), float(svg.attrs["data-t1"])
+        lanes = svg.find_all("g", "activity-lane")
+        assert [g.attrs["data-series"] for g in lanes] == [s["key"] for s in activity["series"]]
+        for lane, series in zip(lanes, activity["series"], strict=True):
+            drawn = [
+                u
+                for ts, u in zip(series["t"], series["util_pct"], strict=True)
+                if t0 <= ts <= t1 and u is not None
+            ]
+            paths = lane.find_all("path", "activity-util")
+            assert [int(p.attrs["data-points"]) for p in paths] == ([len(drawn)] if drawn else [])
+            assert lane.attrs["data-util-supported"] == "true"
+        # this run's card (a skipped hetero_run task of the same host has a card of its own)
+        (card,) = dom.find_all("article", data_host=host, data_verdict=res["verdict"])
+        sentences = [p.text() for p in card.find_all("p", "activity-fact")]
+        assert len(sentences) == len(activity["series"])
+        if window and during[main_key]["util_pct"]:
+            median = during[main_key]["util_pct"]["median"]
+            assert any(
+                s.startswith(
+                    "GPU 0, GPU instance %s (1g.10gb) (main): median %.0f%% busy"
+                    % (res["main"]["slice"]["gpu_instance_id"], median)
+                )
+                for s in sentences
+            ), sentences

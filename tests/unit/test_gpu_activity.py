@@ -432,3 +432,57 @@ def test_a_long_run_keeps_at_most_max_points(
     record = sampler.record()
     assert record["series"][0]["t"] == stamps[::2]
     assert (record["interval_s"], record["decimation"]) == (0.5, 2)
+
+
+def test_sim_utilisation_rates_cover_the_time_since_the_last_call(
+    make_sim: Any, state_path: str, spinner: subprocess.Popen[bytes]
+) -> None:
+    nvml = make_sim("1xH100-SXM5-80GB")
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    register_process(state_path, spinner.pid, nvml.nvmlDeviceGetUUID(handle), "busy")
+    nvml.nvmlDeviceGetUtilizationRates(handle)  # opens the period
+    start = time.monotonic()
+    time.sleep(1.5)
+    rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+    period = time.monotonic() - start
+    spinner.kill()
+    _pid, _status, usage = os.wait4(spinner.pid, 0)
+    spinner.returncode = -9
+    kernel = 100.0 * (usage.ru_utime + usage.ru_stime) / period
+    assert rates.memory == 0  # memory bandwidth is not modelled
+    assert rates.gpu == pytest.approx(min(100.0, kernel), abs=8.0)
+
+
+def test_sim_gpm_metrics_get_checks_its_request(make_sim: Any) -> None:
+    nvml = make_sim("1xH100-SXM5-80GB")
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    first, second = nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()
+    request = pynvml.c_nvmlGpmMetricsGet_t()
+    request.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+    request.numMetrics = 2
+    request.sample1, request.sample2 = first, second
+    request.metrics[0].metricId = pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL
+    request.metrics[1].metricId = pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        nvml.nvmlGpmMetricsGet(request)  # samples allocated but never taken
+    nvml.nvmlGpmSampleGet(handle, first)
+    nvml.nvmlGpmSampleGet(handle, second)
+    nvml.nvmlGpmMetricsGet(request)
+    assert request.metrics[0].nvmlReturn == pynvml.NVML_SUCCESS
+    assert request.metrics[0].value == 0.0  # nothing registered on the GPU
+    assert request.metrics[1].nvmlReturn == pynvml.NVML_ERROR_NOT_SUPPORTED  # not modelled
+    request.version = 99
+    with pytest.raises(pynvml.NVMLError) as err:
+        nvml.nvmlGpmMetricsGet(request)
+    assert err.value.value == pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+    ampere = make_sim("1xA100-SXM4-80GB", path=state_path_of(nvml) + ".a100")
+    assert (
+        ampere.nvmlGpmQueryDeviceSupport(ampere.nvmlDeviceGetHandleByIndex(0)).isSupportedDevice
+        == 0
+    )
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        ampere.nvmlGpmSampleGet(ampere.nvmlDeviceGetHandleByIndex(0), ampere.nvmlGpmSampleAlloc())
+
+
+def state_path_of(nvml: Any) -> str:
+    return str(nvml._file.path)
