@@ -35,6 +35,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import
     SAFE_NAME_PATTERN,
     name_problem,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._regex_numbers import (
+    number_at_least,
+)
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness_profiles")
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
@@ -78,6 +81,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
     env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
     env.filters["make_quote"] = make_quote
+    env.filters["number_at_least"] = number_at_least
     return env
 
 
@@ -239,7 +243,8 @@ def parse_profile(data: Any, path: str) -> Profile:
         if "/" in accuracy["file"] or accuracy["file"] in (".", ".."):
             raise bad("accuracy.file must be a plain file name, got %r" % accuracy["file"])
         for key in ("passed", "failed"):
-            _check_regex(accuracy[key], "accuracy.%s" % key, path)
+            if "{{" not in accuracy[key] and "{%" not in accuracy[key]:  # else once rendered
+                _check_regex(accuracy[key], "accuracy.%s" % key, path)
     default_main = data.get("default_main_benchmark") or sorted(benchmarks)[0]
     if default_main not in benchmarks:
         raise bad("default_main_benchmark %r is not one of its benchmarks" % default_main)
@@ -258,6 +263,16 @@ def parse_profile(data: Any, path: str) -> Profile:
         accuracy=dict(accuracy) if accuracy else None,
         build=dict(build) if build is not None else None,
     )
+
+
+def _accuracy_check(profile: Profile, context: Mapping[str, Any]) -> dict[str, str]:
+    """The profile's accuracy section for one benchmark: its regexes may be templates."""
+    check = dict(profile.accuracy or {})
+    for key in ("passed", "failed"):
+        where = "%s accuracy.%s" % (profile.name, key)
+        check[key] = render_template(check[key], context, where)
+        _check_regex(check[key], where, profile.path)
+    return check
 
 
 def _check_regex(regex: str, where: str, path: str) -> None:
@@ -303,7 +318,7 @@ def _check_items(items: list[Any], where: str, bad: Any) -> None:
 def render_template(template: str, context: Mapping[str, Any], where: str) -> str:
     try:
         return _ENV.from_string(template).render(context)
-    except TemplateError as exc:
+    except (TemplateError, ValueError) as exc:  # ValueError: a filter's (number_at_least)
         raise PlanError("cannot render %s %r: %s" % (where, template, exc)) from exc
 
 
@@ -897,6 +912,7 @@ def build_plan(
                 "log_dir": log_dir,
                 "slice": slice_summary(device),
                 "mig_uuid": device.get("uuid"),
+                "bench": dict(profile.benchmarks.get(bench) or {}),
             }
         )
         argv = render_argv(profile.command["argv"], context, "%s command.argv" % profile.name)
@@ -932,7 +948,7 @@ def build_plan(
             }
         )
         if extra["mode"] == ACCURACY_ONLY:
-            benchmarks[-1]["accuracy_check"] = dict(profile.accuracy or {})
+            benchmarks[-1]["accuracy_check"] = _accuracy_check(profile, context)
     choreography = {
         "background_start_timeout": start_timeout / 1000.0,
         "start_time_buffer": start_buffer / 1000.0,
