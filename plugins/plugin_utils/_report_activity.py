@@ -174,16 +174,14 @@ def render_activity_lanes(
             % (y + 13, _e(("GPU activity \u00b7 " + series["label"])[:120]))
         )
         sub = (
-            "util median %s in main window" % _pct(stats.get("median"))
+            "median %s in main window" % _pct(stats.get("median"))
             if series["util_supported"]
-            else "utilisation: not offered by NVML"
+            else "utilisation not offered by NVML"
         )
         total = series.get("memory_total_mib")
         mem_stats = (series.get("during_main") or {}).get("mem_used_mib") or {}
         if mem_stats.get("max") is not None:
-            sub += " \u00b7 memory up to %d MiB" % int(mem_stats["max"])
-            if total:
-                sub += " of %d" % int(total)
+            sub += " \u00b7 %d/%s MiB" % (int(mem_stats["max"]), int(total) if total else "?")
         out.append('<text class="lane-slice" x="6" y="%d">%s</text>' % (y + 28, _e(sub)))
         t = series.get("t") or []
         inside = [i for i, ts in enumerate(t) if isinstance(ts, (int, float)) and t0 <= ts <= t1]

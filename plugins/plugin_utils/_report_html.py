@@ -296,6 +296,18 @@ def render_timeline(row: Mapping[str, Any]) -> str:
     out.append(
         '<text class="legend" x="%d" y="%d">main benchmark timed window</text>' % (lx + 18, ly)
     )
+    if activity_h:
+        lx += 210
+        out.append(
+            '<rect class="activity-util" x="%d" y="%d" width="14" height="10"/>' % (lx, ly - 9)
+        )
+        out.append('<text class="legend" x="%d" y="%d">GPU utilisation</text>' % (lx + 18, ly))
+        lx += 120
+        out.append(
+            '<line class="activity-mem" x1="%d" y1="%d" x2="%d" y2="%d"/>'
+            % (lx, ly - 4, lx + 14, ly - 4)
+        )
+        out.append('<text class="legend" x="%d" y="%d">memory used</text>' % (lx + 18, ly))
     out.append("</svg>")
     return "\n".join(out)
 
