@@ -16,6 +16,7 @@ follows that repository's ``run-mlperf-inference-app`` and ``generate-mlperf-inf
   min_duration only for SingleStream/MultiStream), and runs a real LoadGen test on a trivial SUT
   into ``<results_dir>/<execution_mode>_results/<SUT>/<model>/<scenario>/performance/run_1/``
   (or ``.../accuracy/``), printing the reference implementation's last line before StartTest;
+- the "model" takes ``$STANDIN_MLCR_SAMPLE_MS`` per sample (default 0), in a worker thread;
 - an accuracy run writes ``accuracy.txt`` as the model's accuracy script prints it, with the
   value of ``$STANDIN_MLCR_ACCURACY`` (the stand-in has no model to measure).
 
@@ -29,9 +30,11 @@ import array
 import hashlib
 import json
 import os
+import queue
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 # run-mlperf-inference-app's input_mapping (mlcommons/mlperf-automations), the inputs this
@@ -41,7 +44,7 @@ RUN_INPUTS = {
     "execution_mode", "results_dir", "output_dir", "min_duration", "min_query_count",
     "max_query_count", "offline_target_qps", "server_target_qps", "singlestream_target_latency",
     "multistream_target_latency", "target_qps", "target_latency", "test_query_count",
-    "category", "division", "rerun",
+    "category", "division", "rerun", "imagenet_path",
 }  # fmt: skip
 GENERIC = {"tags", "details", "mlc_run_cmd", "quiet", "env", "j", "verbose", "silent"}
 SUBMISSION_GENERATION = {
@@ -148,19 +151,26 @@ def run_loadgen(
         raise Refused("LoadGen refused the user.conf %s" % conf_path)
     total = 64
     responses: list[Any] = []
-    lock = threading.Lock()
+    pending: queue.Queue[Any] = queue.Queue()
+    seconds = float(os.environ.get("STANDIN_MLCR_SAMPLE_MS", "0")) / 1000.0
 
-    def issue(samples: list[Any]) -> None:
-        done = []
-        for sample in samples:
-            data = array.array("B", [sample.index % 256] * 4)  # kept alive in responses
-            with lock:
+    def work() -> None:
+        """The 'model': $STANDIN_MLCR_SAMPLE_MS per sample, in a worker like the reference's."""
+        while True:
+            samples = pending.get()
+            if samples is None:
+                return
+            for sample in samples:
+                if seconds:
+                    time.sleep(seconds)
+                data = array.array("B", [sample.index % 256] * 4)  # kept alive in responses
                 responses.append(data)
-            address, length = data.buffer_info()
-            done.append(lg.QuerySampleResponse(sample.id, address, length))
-        lg.QuerySamplesComplete(done)
+                address, length = data.buffer_info()
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, address, length)])
 
-    sut = lg.ConstructSUT(issue, lambda: None)
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    sut = lg.ConstructSUT(pending.put, lambda: None)
     qsl = lg.ConstructQSL(total, total, lambda s: None, lambda s: None)
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = out
@@ -171,6 +181,8 @@ def run_loadgen(
     else:
         print("Running LoadGen test...", flush=True)
     lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+    pending.put(None)
+    worker.join()
     lg.DestroyQSL(qsl)
     lg.DestroySUT(sut)
     return {"samples": len(responses), "total": total}
