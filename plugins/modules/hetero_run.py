@@ -80,7 +80,9 @@ options:
       - The harness profile that renders every command. Built in are V(heteromig_synthetic) (the
         collection's LoadGen harness with synthetic models) and V(nvidia_mlperf) (NVIDIA's MLPerf
         code through C(make run_harness RUN_ARGS=... LOG_DIR=...) with the
-        C(hetero)/C(hetero_high_accuracy) config_ver).
+        C(hetero)/C(hetero_high_accuracy) config_ver) and V(mlcflow) (MLCommons' official
+        implementations through MLCFlow's C(mlcr run-mlperf,inference); models and datasets
+        fetched beforehand, see docs/harness.md).
       - A profile is C(<name>.yml) in O(harness_profile_dirs) or in the collection's
         C(plugins/plugin_utils/harness_profiles/); see docs/hetero_run.md for the format.
     type: str
@@ -162,6 +164,8 @@ options:
       - The background benchmarks (anchor C(--background_benchmarks)). V(all), V(datacenter),
         V(edge) (sets from the harness profile), V(none), or a list (or comma-separated string)
         of benchmarks.
+      - V(heteromig_synthetic) also has the set V(gpu), its GPU-bound models V(synth-resnet50)
+        and V(synth-bert-large) (PyTorch with CUDA only); its other sets hold the numpy models.
       - A set is sorted, the main benchmark is dropped when the set is larger than the free
         slices, and it is cut to the free slices; with O(fill_slices) a smaller set repeats until
         every free slice has a background. A list is used as given; more backgrounds than free
