@@ -68,6 +68,9 @@ options:
           - A benchmark of the harness profile, such as V(synth-mlp-small) for
             V(heteromig_synthetic) or V(bert) for V(nvidia_mlperf); a suffix V(-99) or
             V(-99.9) that is not part of a known name sets the accuracy target.
+          - V(heteromig_synthetic)'s GPU-bound V(synth-resnet50) and V(synth-bert-large) run on
+            PyTorch with CUDA only; their build refuses a slice whose memory cannot hold them
+            (docs/harness.md, "GPU-bound models").
         type: str
         required: true
         aliases: [model]
