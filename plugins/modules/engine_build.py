@@ -538,7 +538,8 @@ def plan_job(job: Job, params: Dict[str, Any], env: Dict[str, str], engine_dir: 
         job.action, job.reason = "rebuild", "force: true"
         return
     if job.check is not None:
-        done, error = _run(job.check, dict(env, CUDA_VISIBLE_DEVICES=job.device), 300)
+        timeout = params["build_timeout"]
+        done, error = _run(job.check, dict(env, CUDA_VISIBLE_DEVICES=job.device), timeout)
         if done is not None and done.returncode != 0:
             error = _failure(done, "the build check", params["host_root"])
         reported = _json_line(done.stdout) if done is not None else None
