@@ -210,7 +210,10 @@ def wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
             if MARKER.search(seen[index]):
                 ready[index] = True
             elif proc.poll() is not None:
-                raise RuntimeError("background %d exited early:\n%s" % (index, seen[index][-2000:]))
+                raise RuntimeError(
+                    "background %d exited early:\n%s"
+                    % (index, seen[index][-2000:].decode(errors="replace"))
+                )
         time.sleep(0.05)
 
 

@@ -406,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 # Shared steps
 # ---------------------------------------------------------------------------------------------
-def _check_combination(args: argparse.Namespace) -> SyntheticModel:
+def _check_combination(args: argparse.Namespace) -> Any:
+    """The SyntheticModel, or the TorchModel (GPU models: see _plan_torch)."""
     try:
         return check_combination(args.model, args.scenario, args.accuracy_target)
     except ModelError as exc:
