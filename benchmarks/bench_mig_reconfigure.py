@@ -23,6 +23,7 @@ differ on the machine: the noise floor of every ratio).
     .venv/bin/python benchmarks/bench_mig_reconfigure.py             # 32 hosts x 8 GPUs, 5 rounds
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --hosts 8 --rounds 3 --json out.json
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --breakdown   # where the time goes
+    .venv/bin/python benchmarks/bench_mig_reconfigure.py --hooks-clients  # with hooks and clients
 
 Wall time is what the target is about; CPU time (user + system of ansible-playbook and every
 process it started, from getrusage) is printed too, as it is much less sensitive to other load
@@ -115,6 +116,31 @@ def write_inventory(workdir: Path, hosts: int, gpus: int) -> Path:
     return path
 
 
+def write_hooks_clients(workdir: Path, hook_log: Path) -> Path:
+    """Extra vars: hooks at every point (inline and a file) and GPU clients, as an admin sets them.
+
+    Every hook appends to ``hook_log``: on a no-change run it must stay absent.
+    """
+    hook = {"command": "/bin/sh", "args": ["-c", f"echo $HETEROMIG_MIG_HOOK >> {hook_log}"]}
+    hooks_file = workdir / "hooks.yaml"
+    hooks_file.write_text(json.dumps({"version": "v1", "hooks": {"apply-start": [hook]}}))
+    data = {
+        "heteromig_mig_hooks": {"version": "v1", "hooks": {
+            point: [hook] for point in ("apply-start", "pre-apply-mode", "pre-apply-config", "apply-exit")}},
+        "heteromig_mig_hooks_file": str(hooks_file),
+        "heteromig_mig_gpu_clients": [
+            {"unit": "kubelet", "order": 10, "missing": "skip"},
+            {"unit": "dcgm-exporter", "order": 30, "missing": "skip"},
+            {"unit": "nvidia-dcgm", "order": 50, "missing": "skip"},
+            {"unit": "nvidia-persistenced", "order": 90, "missing": "skip", "needed_for": "reset"},
+            {"name": "inference", "stop": ["/bin/true"], "start": ["/bin/true"], "order": 5},
+        ],
+    }
+    path = workdir / "hooks_clients.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
 def hosts_pynvml() -> dict[str, object]:
     """Where the simulated hosts' pynvml comes from, and whether it loads from bytecode.
 
@@ -163,6 +189,10 @@ def main() -> int:
                         help="extra vars for the mig_reconfigure runs (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--hooks-clients", action="store_true",
+                        help="also time the no-change run with hooks (inline and a file, every "
+                             "hook point) and GPU clients (units and commands) configured; every "
+                             "such run is checked to have run no hook")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time gpu_facts alone, the planning call alone (no stamp), "
                              "the trivial play again (the noise), and a run on hosts without a stamp")
@@ -198,6 +228,10 @@ def main() -> int:
             "trivial": (trivial, []),
             "mig_reconfigure": (PLAYBOOK, layout),
         }
+        hook_log = workdir / "hooks.log"
+        if args.hooks_clients:
+            variants["mig_reconfigure_hooks_clients"] = (
+                PLAYBOOK, [*layout, "-e", "@" + str(write_hooks_clients(workdir, hook_log))])
         # runs with every host's stamp removed first (the planning call plans and records it)
         unrecorded = {"mig_reconfigure_unrecorded"}
         if args.breakdown:
@@ -222,6 +256,9 @@ def main() -> int:
                     counts = recap(out)
                     if len(counts) != args.hosts or any(c[1] or c[2] or c[3] for c in counts.values()):
                         raise SystemExit(f"round {round_}: not a clean no-change run:\n{out[-3000:]}")
+                    if hook_log.exists():
+                        raise SystemExit(f"round {round_}: a hook ran on a no-change run: "
+                                         f"{hook_log.read_text()[:500]}")
                 walls[name].append(wall)
                 cpus[name].append(cpu)
             print(f"round {round_}: " + "; ".join(

@@ -222,17 +222,15 @@ class ClientManager:
 
     def survey(self) -> List[ClientState]:
         """Each client's presence and state (read-only); ClientError for a missing 'fail' one."""
+        units = self._units()
         states = []
         missing = []
         for client in self.clients:
-            state = self._state(client)
+            state = units[client.name] if client.unit else self._command_state(client)
             entry = self._entry(client)
             entry.update(present=state.present, was_running=state.running)
             if not state.present:
-                text = "GPU client %s is missing (%s)" % (
-                    client.name,
-                    state.why_missing,
-                )
+                text = "GPU client %s is missing (%s)" % (client.name, state.why_missing)
                 if client.missing == "fail":
                     missing.append(text)
                 elif client.missing == "warn":
@@ -245,27 +243,41 @@ class ClientManager:
             )
         return states
 
-    def _state(self, client: GpuClient) -> ClientState:
-        if client.unit:
-            systemctl = self.systemctl()
-            if systemctl is None:
-                return ClientState(client, False, False, "no systemctl on PATH %s" % self._path)
-            rc, out, err = self._run(
-                [systemctl, "show", "--property=LoadState,ActiveState", client.unit], client.timeout
-            )
-            if rc != 0:
-                # no systemd running (a container, a chroot): no unit can be there
-                return ClientState(
-                    client,
-                    False,
-                    False,
-                    "systemctl show %s failed (exit status "
-                    "%d): %s" % (client.unit, rc, _last_line(err or out)),
-                )
-            props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    def _units(self) -> Dict[str, ClientState]:
+        """The state of every unit client, from one ``systemctl show`` of them all."""
+        clients = [c for c in self.clients if c.unit]
+        if not clients:
+            return {}
+        systemctl = self.systemctl()
+        if systemctl is None:
+            why = "no systemctl on PATH %s" % self._path
+            return {c.name: ClientState(c, False, False, why) for c in clients}
+        argv = [systemctl, "show", "--property=LoadState,ActiveState"] + [
+            str(c.unit) for c in clients
+        ]
+        rc, out, err = self._run(argv, max(c.timeout for c in clients))
+        # one block of properties per unit, in the order asked, separated by empty lines
+        blocks = [
+            dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            for block in out.strip().split("\n\n")
+        ]
+        if rc != 0 or len(blocks) != len(clients):
+            # no systemd running (a container, a chroot): no unit can be there
+            why = "systemctl show failed (exit status %d): %s" % (rc, _last_line(err or out))
+            return {c.name: ClientState(c, False, False, why) for c in clients}
+        states = {}
+        for client, props in zip(clients, blocks):
             if props.get("LoadState", "not-found") in ("not-found", ""):
-                return ClientState(client, False, False, "systemd has no unit %s" % client.unit)
-            return ClientState(client, True, props.get("ActiveState") in _ACTIVE_STATES)
+                states[client.name] = ClientState(
+                    client, False, False, "systemd has no unit %s" % client.unit
+                )
+            else:
+                states[client.name] = ClientState(
+                    client, True, props.get("ActiveState") in _ACTIVE_STATES
+                )
+        return states
+
+    def _command_state(self, client: GpuClient) -> ClientState:
         for command in (client.stop[0], client.start[0]):
             if _resolve(command, self._path) is None:
                 return ClientState(

@@ -1138,6 +1138,11 @@ def _run(module, backend, file_text, guarded):
     if stamp is not None and params["operation"] in ("apply", "plan"):
         reused = stamp.lookup(stamp_key(_request(params, file_text), host_state))
         if reused is not None:
+            # a recorded layout that matches: nothing changes, so no hook runs, no client stops
+            if guarded is not None and not guarded[0].empty:
+                reused.update(hook_points=[], hooks_run=[])
+            if guarded is not None and guarded[1]:
+                reused["gpu_clients"] = []
             return _shaped(module, dict(reused, plan_reused=True), reader, host_state)
     result = _plan_and_apply(module, backend, reader, host_state, file_text, stamp, guarded)
     return _shaped(module, dict(result, plan_reused=False), reader, host_state)

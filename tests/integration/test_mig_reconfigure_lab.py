@@ -19,8 +19,10 @@ of issue 3 in its inventory variables, and one run of the real playbook serves t
 - conflict (1 x H100): heteromig_mig_layout and mig_partition_layout set to different values,
   which fails before anything changes.
 
-GPU client services are a fake service manager per host (a shell script keeping "running"
-marker files in the host's directory), so the tests see exactly which were stopped and started.
+GPU clients are stop/start/status commands of a fake service manager per host (a shell script
+keeping "running" marker files in the host's directory), so the tests see exactly which were
+stopped and started (restored in the reverse order). Hooks, units and boot persistence are
+covered by tests/integration/test_mig_fleet_lab.py.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "badinput": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": ["5g.50gb"]},
     # down before the first run: unreachable when planned, so no batch and no change
     "gone": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g"},
-    # the old names of release 0.1 (layout, drain timeout, reboot permission); the services
-    # options of every host use the new names, and this host's old names must not disturb them
+    # the old names of release 0.1 (layout, drain timeout, reboot permission); the GPU clients
+    # of every host use the new name, and this host's old names must not disturb them
     "oldnames": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": "all-2g",
                  "mig_partition_drain_timeout": 5, "mig_partition_allow_reboot": False},
     "conflict": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g",
@@ -240,10 +242,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         svc = str(base / name / "svc.sh")
         specs.append(HostSpec(name, {
             "heteromig_gpu_backend": "sim",
-            "heteromig_mig_service_manager": "command",
-            "heteromig_mig_services": list(SERVICES),
-            "heteromig_mig_service_commands": {
-                "status": [svc, "status"], "stop": [svc, "stop"], "start": [svc, "start"]},
+            # GPU clients as stop/start commands of the fake service manager, in this order;
+            # those not running are left alone
+            "heteromig_mig_gpu_clients": [
+                {"name": service, "stop": [svc, "stop", service], "start": [svc, "start", service],
+                 "status": [svc, "status", service], "order": order}
+                for order, service in enumerate(SERVICES)],
             **hostvars,
         }))
     lab = SshLab(specs, base)
@@ -324,7 +328,7 @@ def test_second_run_changes_nothing_and_stops_no_service(fleet: Fleet) -> None:
     assert "a30: unchanged (4 GPUs already match; 16 MIG devices)" in lines
     # services were stopped and started exactly once, in the first run, not in the second
     assert fleet.logs["h100-again"] == ["stop nvidia-dcgm", "stop dcgm-exporter",
-                                        "start nvidia-dcgm", "start dcgm-exporter"]
+                                        "start dcgm-exporter", "start nvidia-dcgm"]
 
 
 def test_named_layout_resolves_per_model(fleet: Fleet) -> None:
@@ -430,12 +434,12 @@ def test_nvml_failure_midway_rolls_back_and_restores_services(fleet: Fleet) -> N
     assert [sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"]) for g in after] \
         == [sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"]) for g in before]
     assert fleet.service_log("fault") == ["stop nvidia-dcgm", "stop dcgm-exporter",
-                                          "start nvidia-dcgm", "start dcgm-exporter"]
+                                          "start dcgm-exporter", "start nvidia-dcgm"]
     assert fleet.running("fault") == set(RUNNING)
 
 
 def test_services_are_restored_when_a_reboot_is_refused(fleet: Fleet) -> None:
-    assert fleet.service_log("noreset-deny")[-2:] == ["start nvidia-dcgm", "start dcgm-exporter"]
+    assert fleet.service_log("noreset-deny")[-2:] == ["start dcgm-exporter", "start nvidia-dcgm"]
     assert fleet.running("noreset-deny") == set(RUNNING)
 
 

@@ -195,7 +195,7 @@ def test_the_environment_is_mig_parteds(backend: GpuBackend, tmp_path: Path) -> 
     _guard, _result, error = _guarded_run(backend, _params(hooks=hooks))
     assert error == ""
     env = json.loads(dump.read_text())
-    assert MIG_PARTED_VARIABLES <= set(env)
+    assert set(env) >= MIG_PARTED_VARIABLES
     assert env["MIG_PARTED_SKIP_RESET"] == "false" and env["MIG_PARTED_MODE_CHANGE_ONLY"] == "false"
     assert env["MIG_PARTED_CONFIG_FILE"] == "" and env["HETEROMIG_MIG_HOOK"] == "apply-start"
     # nothing else of the caller's environment leaks in, PATH aside (python may add LC_CTYPE)
@@ -310,15 +310,17 @@ def test_clients_stop_by_order_and_restore_in_reverse(tmp_path: Path) -> None:
 
     def run(argv: list[str], timeout: float) -> tuple[int, str, str]:
         calls.append(argv[1:])
-        if argv[1] == "show":
-            return 0, "LoadState=loaded\nActiveState=%s\n" % (
-                "inactive" if argv[-1] == "idle.service" else "active"), ""
+        if argv[1] == "show":  # one call for every unit: a block each, as systemctl prints them
+            return 0, "\n".join("ActiveState=%s\nLoadState=loaded\n" % (
+                "inactive" if unit == "idle.service" else "active") for unit in argv[3:]), ""
         return 0, "", ""
 
     manager = ClientManager(parsed, run=run, systemctl="/bin/systemctl")
     manager.stop(manager.survey())
     assert manager.restore() == []
-    assert [c for c in calls if c[0] != "show"] == [
+    assert calls[0] == ["show", "--property=LoadState,ActiveState", "a.service", "c.service",
+                        "b.service", "idle.service"]
+    assert calls[1:] == [
         ["stop", "a.service"], ["stop", "c.service"], ["stop", "b.service"],
         ["start", "b.service"], ["start", "c.service"], ["start", "a.service"]]
 
@@ -454,7 +456,7 @@ def test_units_without_systemd_count_as_missing() -> None:
     with pytest.raises(ClientError) as error:
         manager.survey()
     assert str(error.value).startswith(
-        "GPU client dcgm is missing (systemctl show dcgm.service failed (exit status 1): System "
+        "GPU client dcgm is missing (systemctl show failed (exit status 1): System "
         "has not been booted with systemd")
     assert "kubelet" not in str(error.value)
 
@@ -465,8 +467,8 @@ def test_persistenced_is_stopped_only_for_a_reset(state_path: str) -> None:
 
     def run(argv: list[str], timeout: float) -> tuple[int, str, str]:
         if argv[1] == "show":
-            shown.append(argv[-1])
-            return 0, "LoadState=loaded\nActiveState=active\n", ""
+            shown.extend(argv[3:])
+            return 0, "\n".join("LoadState=loaded\nActiveState=active\n" for _unit in argv[3:]), ""
         return 0, "", ""
 
     for sim_gpus, layout, expected in (
