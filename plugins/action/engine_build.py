@@ -53,6 +53,15 @@ class ActionModule(ActionBase):
         harness_vars = args.get("harness_vars") or {}
         if not isinstance(harness_vars, Mapping):
             raise AnsibleActionFail("%s: harness_vars must be a mapping" % MODULE)
+        mlperf_dir = args.pop("mlperf_dir", None)
+        if mlperf_dir:  # shorthand for harness_vars.workdir
+            if harness_vars.get("workdir") not in (None, mlperf_dir):
+                raise AnsibleActionFail(
+                    "%s: mlperf_dir (%s) and harness_vars.workdir (%s) differ: give one"
+                    % (MODULE, mlperf_dir, harness_vars["workdir"])
+                )
+            harness_vars = dict(harness_vars, workdir=mlperf_dir)
+        args["harness_vars"] = dict(harness_vars)
         engine_dir = str(
             args.get("engine_dir")
             or harness_vars.get("engine_dir")

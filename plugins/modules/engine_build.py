@@ -110,6 +110,12 @@ options:
         C(code_revision) (part of the build stamp, so a new revision rebuilds).
     type: dict
     default: {}
+  mlperf_dir:
+    description:
+      - Shorthand for O(harness_vars) C(workdir), the directory where V(nvidia_mlperf)'s
+        C(make generate_engines) runs (NVIDIA's C(closed/NVIDIA)); the action plugin moves it
+        there. Refused when C(harness_vars.workdir) says otherwise.
+    type: path
   mig_devices:
     description:
       - The host's MIG devices, as C(heteromig.fleet.gpu_facts) returns them in
@@ -658,6 +664,7 @@ def main() -> None:
         harness=dict(type="str", default="heteromig_synthetic"),
         harness_profile_dirs=dict(type="list", elements="path", default=[]),
         harness_vars=dict(type="dict", default={}),
+        mlperf_dir=dict(type="path"),
         mig_devices=dict(type="list", elements="dict"),
         gpus=dict(type="list", elements="dict"),
         shared_gpu=dict(type="bool", default=False),

@@ -113,7 +113,11 @@ PLAYBOOK = """
         PATH: "{{ heteromig_host_root }}/fakebin:{{ lookup('ansible.builtin.env', 'PATH') }}"
 
     - name: Build NVIDIA engines again
-      heteromig.fleet.engine_build: *nvidia
+      heteromig.fleet.engine_build:
+        <<: *nvidia
+        # the shorthand for harness_vars.workdir renders the same command: nothing to build
+        mlperf_dir: "{{ heteromig_host_root }}/closed/NVIDIA"
+        harness_vars: {code_revision: v3.0}
       environment:
         PATH: "{{ heteromig_host_root }}/fakebin:{{ lookup('ansible.builtin.env', 'PATH') }}"
 """

@@ -1,5 +1,5 @@
-"""Per-slice engines: content keys, the cache, corrupt and foreign engines, device lookup, and
-the nvidia_mlperf build command (plus engine_build's pure planning helpers)."""
+"""Per-slice engines: content keys, the cache, corrupt and foreign engines, device lookup, the
+embedded harness profile's build check (plus engine_build's slice groups)."""
 
 from __future__ import annotations
 
