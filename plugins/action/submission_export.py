@@ -25,6 +25,9 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout
     inspect_log_dir,
     plan_export,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc import (
+    facts_from_hostvars,
+)
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "results": {"type": "list", "elements": "dict", "default": []},
@@ -44,26 +47,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "required_tests": {"type": "list", "elements": "str", "default": ["TEST01", "TEST04"]},
     "fail_on_problems": {"type": "bool", "default": False},
 }
-
-
-FACT_NAMES = ("heteromig_host", "heteromig_nvml", "heteromig_gpus")
-
-
-def facts_from_hostvars(task_vars: Mapping[str, Any], hosts: set[str]) -> dict[str, dict[str, Any]]:
-    """{host: {heteromig_host, heteromig_nvml, heteromig_gpus}} of the result hosts whose facts this playbook
-    run gathered (host_facts and gpu_facts); hosts without them are left out."""
-    hostvars = task_vars.get("hostvars") or {}
-    found: dict[str, dict[str, Any]] = {}
-    for host in sorted(hosts):
-        if host not in hostvars:
-            continue
-        facts = hostvars[host].get("ansible_facts") or {}
-        picked = {
-            name: facts[name] for name in FACT_NAMES if isinstance(facts.get(name), (Mapping, list))
-        }
-        if picked:
-            found[host] = picked
-    return found
 
 
 class ActionModule(ActionBase):
@@ -95,7 +78,9 @@ class ActionModule(ActionBase):
 
         host_facts = args["host_facts"]
         if host_facts is None:
-            host_facts = facts_from_hostvars(task_vars or {}, {str(r.get("host")) for r in results})
+            host_facts = facts_from_hostvars(
+                (task_vars or {}).get("hostvars") or {}, {str(r.get("host")) for r in results}
+            )
         else:
             bad = sorted(str(h) for h, f in host_facts.items() if not isinstance(f, Mapping))
             if bad:

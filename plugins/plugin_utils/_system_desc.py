@@ -117,6 +117,26 @@ SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
 FIXED_FIELDS = ("division", "submitter", "system_name")
 
 
+FACT_NAMES = ("heteromig_host", "heteromig_nvml", "heteromig_gpus")
+
+
+def facts_from_hostvars(hostvars: Mapping[str, Any], hosts: set[str]) -> dict[str, dict[str, Any]]:
+    """{host: {heteromig_host, heteromig_nvml, heteromig_gpus}} of those ``hosts`` whose facts
+    the playbook run gathered (host_facts, gpu_facts), from Ansible's ``hostvars``; hosts
+    without any are left out."""
+    found: dict[str, dict[str, Any]] = {}
+    for host in sorted(hosts):
+        if host not in hostvars:
+            continue
+        facts = hostvars[host].get("ansible_facts") or {}
+        picked = {
+            name: facts[name] for name in FACT_NAMES if isinstance(facts.get(name), (Mapping, list))
+        }
+        if picked:
+            found[host] = picked
+    return found
+
+
 @dataclass
 class SystemDesc:
     """A system description, where each value came from, and what stays unknown."""

@@ -23,6 +23,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc impor
     check_desc,
     cuda_text,
     describe,
+    facts_from_hostvars,
     framework_text,
     pcie_text,
 )
@@ -201,3 +202,72 @@ def test_pcie_link_of_the_gpu(h200: dict[str, Any]) -> None:
     )
     assert desc.fields["accelerator_host_interconnect"] == "PCIe Gen5 x16"
     assert "accelerator_host_interconnect" not in desc.unknown
+
+
+def test_facts_from_hostvars() -> None:
+    hostvars = {
+        "a": {"ansible_facts": {"heteromig_host": {"cpu": {}}, "heteromig_gpus": [], "other": 1}},
+        "b": {"ansible_facts": {}},
+        "c": {"ansible_facts": {"heteromig_nvml": {"driver_version": "580.159.04"}}},
+    }
+    assert facts_from_hostvars(hostvars, {"a", "b", "c", "gone"}) == {
+        "a": {"heteromig_host": {"cpu": {}}, "heteromig_gpus": []},
+        "c": {"heteromig_nvml": {"driver_version": "580.159.04"}},
+    }
+
+
+def test_export_plan_takes_each_system_from_its_hosts_facts(h200: dict[str, Any]) -> None:
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout import (
+        LogDirInfo,
+        plan_export,
+    )
+
+    def result(host: str, bench: str) -> dict[str, Any]:
+        return {
+            "run_id": "r1",
+            "host": host,
+            "verdict": "VALID",
+            "harness": "nvidia_mlperf",
+            "gpu": {k: h200["gpu"][k] for k in ("index", "name", "model", "uuid")},
+            "main": {
+                "benchmark": bench,
+                "scenario": "Offline",
+                "action": "run_harness",
+                "slice": {"profile": "1g.18gb"},
+                "fetched_dir": "/logs/%s/%s" % (host, bench),
+            },
+            "backgrounds": [{"benchmark": "bert"}],
+        }
+
+    other_cpu = dict(HOST, cpu=dict(HOST["cpu"], model_name="AMD EPYC 9654"))
+    links = {"0000:00:06.0": {"max_speed": "32.0 GT/s PCIe", "max_width": 16}}
+    facts = {
+        "gpu-b": {
+            "heteromig_host": dict(HOST, gpu_links=links),
+            "heteromig_nvml": h200["nvml"],
+            "heteromig_gpus": [h200["gpu"]],
+        },
+        "gpu-c": {"heteromig_host": other_cpu, "heteromig_nvml": h200["nvml"]},
+    }
+    plan = plan_export(
+        # gpu-a has no facts: the system takes gpu-b's, and gpu-c's other CPU is a conflict
+        [result("gpu-a", "resnet50"), result("gpu-b", "bert"), result("gpu-c", "3d-unet")],
+        submitter="ACME",
+        platform="DGX-H200",
+        inspect=lambda _path: LogDirInfo(files=["mlperf_log_summary.txt"], test_mode=None),
+        host_facts=facts,
+        system_desc={"cooling": "air"},
+    )
+    [name] = plan.systems
+    info = plan.system_info[name]
+    assert info["host"] == "gpu-b"
+    assert info["conflicts"] == [
+        "host_processor_model_name: gpu-b has 'Intel(R) Xeon(R) Platinum 8480C', "
+        "gpu-c has 'AMD EPYC 9654'"
+    ]
+    fields = plan.systems[name]
+    assert fields["host_processor_model_name"] == "Intel(R) Xeon(R) Platinum 8480C"
+    assert fields["accelerator_host_interconnect"] == "PCIe Gen5 x16"  # via gpu-b's bus id
+    assert fields["cooling"] == "air" and info["sources"]["cooling"] == "system_desc"
+    assert "cooling" not in info["unknown"] and "status" in info["unknown"]
+    assert json.loads(plan.writes["closed/ACME/systems/%s.json" % name]) == fields
