@@ -131,7 +131,11 @@ def main() -> int:
         lambda: str(nvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0)),
     )
     samples = (
-        probe(calls, "nvmlGpmSampleAlloc x2", lambda: [nvml.nvmlGpmSampleAlloc() for _ in "ab"])
+        probe(
+            calls,
+            "nvmlGpmSampleAlloc x2",
+            lambda: [nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()],
+        )
         if support
         else None
     ) or []
