@@ -586,13 +586,16 @@ def run_job(job: Job, env: Dict[str, str], timeout: int, host_root: str) -> None
     if job.check is not None:
         if reported is None:
             job.error = "the build printed no result: %s" % _tail(done.stdout + done.stderr)
-        elif reported.get("content_key") != job.key:
+        elif job.key and reported.get("content_key") != job.key:  # no key: forced, no check ran
             job.error = "the build made an engine with key %s, but its check expected %s" % (
                 reported.get("content_key"),
                 job.key,
             )
-        elif reported.get("changed") is False:
-            job.action, job.reason = "cached", str(reported.get("reason") or "up to date")
+        else:
+            job.key = str(reported.get("content_key") or "")
+            job.path = str(reported.get("path") or job.path)
+            if reported.get("changed") is False:
+                job.action, job.reason = "cached", str(reported.get("reason") or "up to date")
         return
     stamp = {
         "content_key": job.key,

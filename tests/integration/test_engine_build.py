@@ -155,6 +155,35 @@ STANDIN_PLAYBOOK = """
           <<: *standin_vars
           tag: second
 
+    - name: Check-protocol build
+      heteromig.fleet.engine_build: &checked
+        backend: sim
+        sim_state: "{{ heteromig_sim_state }}"
+        host_root: "{{ heteromig_host_root }}"
+        harness: standin_check
+        harness_profile_dirs: ["%(profiles)s"]
+        harness_vars: &checked_vars
+          tool: "%(tool)s"
+          log: "{{ heteromig_host_root }}/checked.log"
+          tag: one
+        combinations: [{benchmark: alpha, scenario: Offline}]
+
+    - name: Check-protocol build again
+      heteromig.fleet.engine_build: *checked
+
+    - name: Check-protocol build, forced
+      heteromig.fleet.engine_build:
+        <<: *checked
+        force: true
+
+    - name: Check-protocol plan after an input changed
+      heteromig.fleet.engine_build:
+        <<: *checked
+        harness_vars:
+          <<: *checked_vars
+          tag: two
+      check_mode: true
+
     - name: Build with a profile that has no build section
       heteromig.fleet.engine_build:
         <<: *standin
@@ -213,7 +242,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabRun, Path, dict[
             "combinations": yaml.safe_dump(COMBINATIONS, default_flow_style=True).strip(),
         }
     )
-    run = run_playbook(playbook, inventory=inventory, private_data_dir=tmp / "runner", timeout=240)
+    # Each synthetic engine_build call runs the profile's check once per engine (12 here, about
+    # 0.2 CPU-s each: a Python start), 48 in all; on the shared 2-core machine at a load of 25
+    # that alone took minutes of wall time, so this playbook gets more than the default 240 s.
+    run = run_playbook(playbook, inventory=inventory, private_data_dir=tmp / "runner", timeout=480)
     assert (run.rc, run.status) == (0, "successful"), run.stdout[-6000:]
     return run, root, facts
 
@@ -484,3 +516,28 @@ def test_profiles_without_a_build_or_the_benchmark_are_refused(standin: tuple) -
         "harness standin_build does not know the benchmark 'gamma'; its benchmarks are "
         "alpha, beta" in unknown.res["msg"]
     )
+
+
+def test_a_profiles_check_decides_whether_its_build_runs(standin: tuple) -> None:
+    """The check protocol with a stand-in: build, cached (no build), forced, and check mode."""
+    run, root, _facts = standin
+    calls = [json.loads(line) for line in (root / "checked.log").read_text().splitlines()]
+    checks = [c for c in calls if "--check" in c["argv"]]
+    builds = [c for c in calls if "--check" not in c["argv"]]
+    groups = len(EXPECTED_GROUPS)
+    first = run.result("Check-protocol build", "localhost").res["engines"]
+    assert [(e["action"], e["reason"]) for e in first] == [("built", "stand-in: build")] * groups
+    for entry in first:  # the key and path come from the check; the build reported the same
+        assert entry["path"].startswith(str(root / "engines/standin_check/alpha-lo-"))
+        assert Path(entry["path"]).read_text() == entry["content_key"]
+    again = run.result("Check-protocol build again", "localhost").res
+    assert again["changed"] is False
+    assert {(e["action"], e["started_at"]) for e in again["engines"]} == {("cached", None)}
+    forced = run.result("Check-protocol build, forced", "localhost").res["engines"]
+    assert {(e["action"], e["reason"]) for e in forced} == {("rebuilt", "force: true")}
+    assert [e["content_key"] for e in forced] == [e["content_key"] for e in first]
+    plan = run.result("Check-protocol plan after an input changed", "localhost").res["engines"]
+    assert {(e["action"], e["reason"]) for e in plan} == {("would_rebuild", "stand-in: rebuild")}
+    # checks: first, again, plan (none when forced); builds: first and forced, none in check mode
+    assert len(checks) == 3 * groups and len(builds) == 2 * groups
+    assert [b for b in builds if "--force" in b["argv"]] == builds[groups:]
