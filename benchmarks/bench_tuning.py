@@ -1,0 +1,273 @@
+"""Target-QPS tuning (main_target_qps: auto) against a fine scan of fixed targets.
+
+    .venv/bin/python benchmarks/bench_tuning.py --repeat 3
+
+The device is the one of tests/integration/test_campaign_tuning_lab.py (imported from there, one
+source): a synthetic benchmark of *known capacity* (600 samples/s) driven by the real MLPerf
+LoadGen, through its own harness profile, with a second benchmark of that profile as the
+background on the other MIG slice. One SSH-lab host (tests/lab), a simulated H100 cut into two
+3g.40gb slices before anything runs. Each repetition:
+
+1. **Tuning.** A campaign (``playbooks/sweep.yml`` without its engine build, as the test runs it)
+   of one Server cell with ``main_target_qps: auto``: an Offline probe, short trials of 1 s and
+   one 2 s confirmation, every one a real hetero run. Read from the ledger: the tuned value and
+   the number of short trials.
+2. **Fine scan.** The same hetero run (same cell options, background, 1 s trial length) at
+   fixed targets: every 1% from 90% to 106% of the device's nominal capacity, plus 50%, 75%
+   and 125% of it, one playbook looping ``heteromig.fleet.hetero_run`` over them with one run
+   id each. The highest VALID target of the scan is the reference.
+
+Targets: the tuned value within 3% of the scan's highest VALID target; at most 8 short trials.
+Tuning and scan alternate (tuning 1, scan 1, tuning 2, ...). One JSON line per run, then a
+summary with median and spread, the 1-minute load average with each line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _campaign_bench import ANSIBLE_PLAYBOOK, ROOT, loadavg, now_utc, playbook_env, spread
+
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "collections"))
+from test_campaign_tuning_lab import CAPACITY, spec, sweep_without_engines, write_harness
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from lab import HostSpec, SshLab
+from lab.sshlab import LAB_MARKER
+
+SCAN = [0.50, 0.75] + [round(0.90 + 0.01 * i, 2) for i in range(17)] + [1.25]
+HOST = "g1"
+
+
+def make_slices(state: Path) -> None:
+    import pynvml
+
+    backend = open_backend("sim", str(state), "1xH100-SXM5-80GB")
+    nvml = backend.nvml
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    nvml.nvmlDeviceSetMigMode(handle, pynvml.NVML_DEVICE_MIG_ENABLE)
+    for _slice in range(2):
+        instance = nvml.nvmlDeviceCreateGpuInstance(handle, 9)  # 3g.40gb
+        nvml.nvmlGpuInstanceCreateComputeInstance(
+            instance, pynvml.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE
+        )
+    backend.close()
+
+
+def tuning_spec(profiles: Path, bench: Path, name: str) -> dict[str, Any]:
+    """The test's spec, its layout left out (the slices exist already), its own campaign name."""
+    out = spec(profiles, bench)
+    out["campaign"] = name
+    for system in out["systems"]:
+        system.pop("gpus", None)
+        system.pop("layout", None)
+    return out
+
+
+def scan_playbook(work: Path, cell: dict[str, Any], targets: list[float], tag: str) -> Path:
+    """One hetero run per target, the tuning cell's options otherwise."""
+    options = dict(cell["defaults"])
+    options.pop("retries", None)
+    options.update(
+        harness=cell["harness"],
+        harness_profile_dirs=cell["harness_profile_dirs"],
+        main_benchmark="dev-a",
+        main_scenario="Server",
+        main_benchmark_duration=cell["cells"][0]["set"]["tune_trial_duration"],
+        main_target_qps="{{ item.1 }}",
+        run_id="scan-%s-{{ item.0 }}" % tag,
+        results_dir=str(work / ("scan-%s" % tag)),
+    )
+    plays = [
+        {
+            "name": "Fine scan of fixed Server targets",
+            "hosts": "gpus",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "Read the MIG slices",
+                    "heteromig.fleet.gpu_facts": {
+                        "backend": "sim",
+                        "sim_state": "{{ heteromig_sim_state }}",
+                    },
+                },
+                {
+                    "name": "One hetero run per fixed target",
+                    "heteromig.fleet.hetero_run": options,
+                    "loop": [[i, t] for i, t in enumerate(targets)],
+                },
+            ],
+        }
+    ]
+    path = work / ("scan-%s.yml" % tag)
+    path.write_text(yaml.safe_dump(plays, sort_keys=False))
+    return path
+
+
+def run(lab: SshLab, work: Path, playbook: Path, extravars: dict[str, Any], tag: str) -> float:
+    env = playbook_env(
+        work,
+        work / ("timing-%s.jsonl" % tag),
+        **{
+            LAB_MARKER: str(lab.labdir),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
+            "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
+        },
+    )
+    assert lab.inventory is not None
+    argv = [ANSIBLE_PLAYBOOK, "-i", str(lab.inventory), str(playbook)]
+    argv += ["-e", json.dumps(extravars)] if extravars else []
+    start = time.monotonic()
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - start
+    (work / ("output-%s.log" % tag)).write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit("%s failed (rc %d):\n%s" % (tag, done.returncode, done.stdout[-5000:]))
+    return wall
+
+
+def tune_once(lab: SshLab, work: Path, sweep: Path, cell: dict[str, Any], tag: str) -> dict:
+    campaign = work / ("campaign-%s" % tag)
+    load_before = loadavg()
+    wall = run(
+        lab,
+        work,
+        sweep,
+        {"heteromig_sweep": cell, "heteromig_campaign_dir": str(campaign)},
+        "tune-%s" % tag,
+    )
+    records = [json.loads(x) for x in (campaign / "ledger.jsonl").read_text().splitlines()]
+    trials = [r for r in records if r["event"] == "trial"]
+    [finished] = [r for r in records if r["event"] == "finished"]
+    tuning = finished["tuning"]
+    return {
+        "run": "tuning",
+        "rep": tag,
+        "value": tuning["value"],
+        "verdict": finished["verdict"],
+        "start": tuning["start"],
+        "start_from": tuning["start_from"],
+        "short_trials": sum(1 for t in trials if t["kind"] == "trial"),
+        "confirmations": sum(1 for t in trials if t["kind"] == "confirm"),
+        "trials": [(t["kind"], t["target"], t["verdict"]) for t in trials],
+        "playbook_wall_s": round(wall, 2),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m": loadavg(),
+    }
+
+
+def scan_once(lab: SshLab, work: Path, cell: dict[str, Any], tag: str) -> dict:
+    targets = [round(CAPACITY * f, 1) for f in SCAN]
+    load_before = loadavg()
+    wall = run(lab, work, scan_playbook(work, cell, targets, tag), {}, "scan-%s" % tag)
+    verdicts = {}
+    for index, target in enumerate(targets):
+        [path] = (work / ("scan-%s" % tag) / ("scan-%s-%d" % (tag, index))).glob("*/result.json")
+        verdicts[target] = json.loads(path.read_text())["verdict"]
+    valid = [t for t, v in verdicts.items() if v == "VALID"]
+    highest = max(valid) if valid else None
+    return {
+        "run": "scan",
+        "rep": tag,
+        "highest_valid": highest,
+        # a scan is monotonic when every target below its highest VALID one is VALID too
+        "monotonic": highest is not None
+        and all(verdicts[t] == "VALID" for t in targets if t <= highest),
+        "verdicts": {str(t): v for t, v in verdicts.items()},
+        "playbook_wall_s": round(wall, 2),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m": loadavg(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hm-bench-tune-"))
+    lab = None
+    try:
+        profiles, bench = write_harness(work / "harness")
+        sweep = sweep_without_engines(work)
+        lab = SshLab(
+            [
+                HostSpec(
+                    HOST,
+                    {
+                        "heteromig_gpu_backend": "sim",
+                        "heteromig_sim_gpus": "1xH100-SXM5-80GB",
+                        "heteromig_host_pythonpath": str(ROOT / "collections"),
+                    },
+                )
+            ],
+            work / "lab",
+        )
+        make_slices(lab.hostdir(HOST) / "nvml-sim.json")
+        inventory = lab.labdir / "inventory.yml"
+        inventory.write_text(
+            yaml.safe_dump({"all": {"children": {"gpus": {"hosts": {HOST: lab.host_vars(HOST)}}}}})
+        )
+        lab.inventory = inventory
+        tunes, scans = [], []
+        for index in range(args.repeat):
+            cell = tuning_spec(profiles, bench, "benchtune%d" % index)
+            tune = tune_once(lab, work, sweep, cell, str(index))
+            print(json.dumps(tune), flush=True)
+            tunes.append(tune)
+            scan = scan_once(lab, work, cell, str(index))
+            print(json.dumps(scan), flush=True)
+            scans.append(scan)
+        highest = [s["highest_valid"] for s in scans if s["highest_valid"] is not None]
+        reference = min(highest) if highest else None
+        errors = [
+            abs(t["value"] - reference) / reference
+            for t in tunes
+            if t["value"] is not None and reference is not None
+        ]
+        summary = {
+            "summary": "tuning",
+            "date": now_utc(),
+            "cpus": os.cpu_count(),
+            "capacity_nominal": CAPACITY,
+            "repeat": args.repeat,
+            "tuned_value": spread([t["value"] for t in tunes if t["value"] is not None]),
+            "highest_valid": spread(highest) if highest else None,
+            "scans_monotonic": [s["monotonic"] for s in scans],
+            "reference_highest_valid": reference,
+            "error_vs_reference": spread(errors) if errors else None,
+            "within_3pct": [e <= 0.03 for e in errors],
+            "short_trials": spread([t["short_trials"] for t in tunes]),
+            "at_most_8_trials": [t["short_trials"] <= 8 for t in tunes],
+            "tuning_wall_s": spread([t["playbook_wall_s"] for t in tunes]),
+            "loadavg_1m": spread([r["loadavg_1m"] for r in tunes + scans]),
+        }
+        print(json.dumps(summary), flush=True)
+    finally:
+        if lab is not None:
+            lab.close(check=False)
+        if args.keep:
+            print("work directory kept: %s" % work, file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
