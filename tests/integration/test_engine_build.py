@@ -243,7 +243,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LabRun, Path, dict[
         }
     )
     # Each synthetic engine_build call runs the profile's check once per engine (12 here, about
-    # 0.2 CPU-s each: a Python start), 48 in all; on the shared 2-core machine at a load of 25
+    # 0.14 CPU-s each: a Python start, docs/harness.md "Cost"), 48 in all; on the shared 2-core machine at a load of 25
     # that alone took minutes of wall time, so this playbook gets more than the default 240 s.
     run = run_playbook(playbook, inventory=inventory, private_data_dir=tmp / "runner", timeout=480)
     assert (run.rc, run.status) == (0, "successful"), run.stdout[-6000:]
