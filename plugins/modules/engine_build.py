@@ -481,8 +481,8 @@ def _json_line(text: str) -> Optional[Dict[str, Any]]:
 
 def _run(
     spec: Dict[str, Any], env: Dict[str, str], timeout: int
-) -> Tuple[Optional[subprocess.CompletedProcess], Optional[str]]:
-    """Run one rendered command (argv, env, cwd); (completed process, None) or (None, error)."""
+) -> Tuple[Optional[subprocess.CompletedProcess], str]:
+    """Run one rendered command (argv, env, cwd); (completed process, '') or (None, error)."""
     full = dict(env)
     full.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
     argv = [str(arg) for arg in spec["argv"]]
@@ -502,7 +502,7 @@ def _run(
     except OSError as exc:
         where = " in %s" % spec["cwd"] if spec.get("cwd") else ""
         return None, "cannot run %s%s: %s" % (argv[0], where, exc.strerror or exc)
-    return done, None
+    return done, ""
 
 
 def _failure(done: subprocess.CompletedProcess, what: str, host_root: str) -> str:
@@ -546,15 +546,15 @@ def plan_job(job: Job, params: Dict[str, Any], env: Dict[str, str], engine_dir: 
     if job.check is not None:
         timeout = params["build_timeout"]
         done, error = _run(job.check, dict(env, CUDA_VISIBLE_DEVICES=job.device), timeout)
-        if done is not None and done.returncode != 0:
-            error = _failure(done, "the build check", params["host_root"])
-        reported = _json_line(done.stdout) if done is not None else None
-        if error is None and (
-            reported is None or reported.get("action") not in ("cached", "build", "rebuild")
-        ):
-            error = "the build check printed no result: %s" % _tail(done.stdout + done.stderr)
-        if error is not None:
+        if done is None:
             job.error = error
+            return
+        if done.returncode != 0:
+            job.error = _failure(done, "the build check", params["host_root"])
+            return
+        reported = _json_line(done.stdout)
+        if reported is None or reported.get("action") not in ("cached", "build", "rebuild"):
+            job.error = "the build check printed no result: %s" % _tail(done.stdout + done.stderr)
             return
         job.action, job.reason = str(reported["action"]), str(reported.get("reason") or "")
         job.path = str(reported.get("path") or "")
@@ -577,10 +577,11 @@ def run_job(job: Job, env: Dict[str, str], timeout: int, host_root: str) -> None
     job.started_at = time.time()
     done, error = _run(job.spec, dict(env, CUDA_VISIBLE_DEVICES=job.device), timeout)
     job.finished_at = time.time()
-    if done is not None and done.returncode != 0:
-        error = _failure(done, "the build", host_root)
-    if error is not None:
+    if done is None:
         job.error = error
+        return
+    if done.returncode != 0:
+        job.error = _failure(done, "the build", host_root)
         return
     reported = _json_line(done.stdout)
     if job.check is not None:

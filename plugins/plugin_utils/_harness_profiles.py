@@ -222,8 +222,7 @@ def parse_profile(data: Any, path: str) -> Profile:
         _check_regex(progress, "progress_regex", path)
         if "(?P<count>" not in progress:
             raise bad("progress_regex needs a named group 'count' (the cumulative sample count)")
-    command = data.get("command")
-    _check_command(command, "command", ("argv", "env", "cwd"), bad)
+    command = _check_command(data.get("command"), "command", ("argv", "env", "cwd"), bad)
     build = data.get("build")
     if build is not None:
         _check_command(build, "build", ("argv", "env", "cwd", "check", "stamp"), bad)
@@ -284,7 +283,7 @@ def _check_regex(regex: str, where: str, path: str) -> None:
         ) from exc
 
 
-def _check_command(section: Any, where: str, keys: tuple[str, ...], bad: Any) -> None:
+def _check_command(section: Any, where: str, keys: tuple[str, ...], bad: Any) -> dict[str, Any]:
     """command, build and build.check: argv items, env templates, a cwd template."""
     if not isinstance(section, dict) or not isinstance(section.get("argv"), list):
         raise bad("%s.argv must be a list" % where)
@@ -296,6 +295,7 @@ def _check_command(section: Any, where: str, keys: tuple[str, ...], bad: Any) ->
         raise bad("%s.env must map names to template strings" % where)
     if not isinstance(section.get("cwd") or "", str):
         raise bad("%s.cwd must be a template string" % where)
+    return section
 
 
 def _check_items(items: list[Any], where: str, bad: Any) -> None:
