@@ -31,7 +31,7 @@ description:
     C(make generate_engines), whose engines NVIDIA's code keeps) is recorded in a stamp per
     build under O(engine_dir); a build whose stamp matches (same rendered command, GPU model,
     profile and stamp inputs of the profile) is skipped.
-  - Which config_ver a combination builds comes from the profile's C(benchmarks) table:
+  - Which config_ver a combination builds comes from the profile's C(benchmarks) table, and
     combinations the profile builds alike (the same config_ver) are built once.
 author:
   - heteromig developers (@heteromig)
@@ -104,7 +104,7 @@ options:
     default: []
   harness_vars:
     description:
-      - Values the profile's templates read as C(vars). For V(nvidia_mlperf):
+      - Values the profile's templates read as C(vars). For V(nvidia_mlperf),
         C(workdir) (NVIDIA's C(closed/NVIDIA) directory where C(make) runs, default C(/work)),
         C(run_args) (more C(RUN_ARGS) entries, each shell-quoted for make) and
         C(code_revision) (part of the build stamp, so a new revision rebuilds).
