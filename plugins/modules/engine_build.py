@@ -41,7 +41,7 @@ requirements:
   - Python >= 3.9 on the target
   - For O(harness=heteromig_synthetic), the runtime that the role C(heteromig.fleet.host_runtime)
     installs (the harness under O(host_root), numpy, mlcommons-loadgen, nvidia-ml-py)
-  - For O(harness=nvidia_mlperf), NVIDIA's MLPerf Inference code in O(harness_vars.workdir)
+  - For O(harness=nvidia_mlperf), NVIDIA's MLPerf Inference code in C(harness_vars.workdir)
     and its build environment
 attributes:
   check_mode:
