@@ -1164,7 +1164,10 @@ def main():
             module.fail_json(msg="cannot read mig_parted_config_file %s: %s"
                              % (path, exc.strerror or exc), changed=False)
 
-    guarded = _guard_inputs(module) if params["operation"] in ("apply", "plan") else None
+    # Hooks and GPU clients act only where the GPUs change. An apply checks them first (they run
+    # around its change); a plan checks them only where it would change, or for boot persistence
+    # (whose unit is ordered before the clients): a host that stays as it is pays nothing.
+    guarded = _guard_inputs(module) if params["operation"] == "apply" else None
     if params["boot_persistence"] == "present" and module.get_bin_path("systemctl") is None:
         module.fail_json(msg="boot_persistence: present needs systemd, but systemctl is not on "
                              "this host's PATH; nothing was changed", changed=False)
@@ -1182,6 +1185,8 @@ def main():
         module.fail_json(msg="NVML failed: %s" % nvml_error_text(exc))
     finally:
         backend.close()
+    if params["operation"] == "plan" and (result["would_change"] or params["boot_persistence"] == "present"):
+        guarded = _guard_inputs(module)
     if params["boot_persistence"] is not None:
         result = _persistence(module, result, guarded)
     module.exit_json(**result)
