@@ -34,7 +34,7 @@ import yaml
 # the collection built from this checkout and installed into a user's project (module fixtures)
 from test_installed_collection import project, tarball, user_env, work  # noqa: F401
 
-from lab import MakeLab, SshLab
+from lab import HostSpec, MakeLab, SshLab
 from lab.runner import ANSIBLE_CFG
 from lab.sshlab import LAB_MARKER
 
@@ -52,6 +52,16 @@ HOSTS = {
 H100_CAPTURE = Path("/work/shared/fixtures/nvidia-smi/h100-80gb-hbm3-mig-disabled")
 RUN_TASK = "Run the main benchmark on one MIG slice, backgrounds on every other slice"
 ENGINE_TASK = "Build one engine per benchmark, scenario and MIG profile (cached by content)"
+
+
+def start_lab(ssh_lab: MakeLab, tmp_path: Path, names: list[str]) -> SshLab:
+    """Lab hosts whose sessions keep their temporary files (AnsiballZ payloads) under tmp_path."""
+    specs = []
+    for name in names:
+        temp = tmp_path / "host-tmp" / name
+        temp.mkdir(parents=True)
+        specs.append(HostSpec(name, {}, {"TMPDIR": str(temp)}))
+    return ssh_lab(specs)
 
 
 def lab_overlay(lab: SshLab, path: Path, results: Path, names: list[str] | None = None) -> Path:
@@ -116,7 +126,7 @@ def _lscpu() -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_inventories_lab_runs_and_exports(ssh_lab: MakeLab, tmp_path: Path) -> None:
     t0 = time.monotonic()
-    lab = ssh_lab(list(HOSTS))
+    lab = start_lab(ssh_lab, tmp_path, list(HOSTS))
     results = tmp_path / "results"
     overlay = lab_overlay(lab, tmp_path / "lab-overlay.yml", results)
     limit = ",".join(HOSTS)
@@ -166,6 +176,12 @@ def test_inventories_lab_runs_and_exports(ssh_lab: MakeLab, tmp_path: Path) -> N
 
     # the submission tree of these runs, its system descriptions filled from the hosts' facts
     (jsonl,) = (lab.labdir / "reports").glob("*/results.jsonl")
+    # the report holds the three runs, not the engine plan's dry runs
+    records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    assert sorted((r["host"], r["result"]["verdict"]) for r in records) == sorted(
+        (name, "VALID") for name in HOSTS
+    ), records
+    assert "DRY_RUN" not in out and "engine-plan" not in out
     dest = tmp_path / "submission"
     out = ansible_playbook(
         lab,
@@ -239,7 +255,7 @@ def test_a_user_project_runs_its_lab_inventory(
     ``ansible-playbook heteromig.fleet.hetero_run -i lab`` (plus the lab overlay)."""
     t0 = time.monotonic()
     name = "dgx-h100-01.lab.example"
-    lab = ssh_lab([name])
+    lab = start_lab(ssh_lab, tmp_path, [name])
     shutil.copytree(LAB_INVENTORY, project / "lab")
     overlay = lab_overlay(lab, tmp_path / "lab-overlay.yml", project / "results", [name])
     env = user_env(tmp_path)

@@ -1,5 +1,5 @@
 """Engines of a planned hetero run (plugins/plugin_utils/_run_engines.py). A real plan is
-checked end to end in tests/integration/test_lab_inventory.py (the engines built = the run's)."""
+checked end to end (action heteromig.fleet.engine_plan) in tests/integration/test_lab_inventory.py (the engines built = the run's)."""
 
 from __future__ import annotations
 
