@@ -12,9 +12,11 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Generator, Iterator
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,25 +143,83 @@ def _strict() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """True in the process that hands tests to pytest-xdist workers (and runs none itself)."""
+    return not _xdist_worker(config) and bool(getattr(config.option, "numprocesses", None))
+
+
+def _pytest_managed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    basetemp = tmp_path_factory.getbasetemp()
+    return [p for p in [basetemp, *basetemp.parents] if p.parent in _WATCH.dirs]
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _no_temporary_files_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _no_temporary_files_left(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """After the session: nothing the tests created in /tmp or $TMPDIR may remain.
 
     pytest's own base temporary directory (``pytest-of-<user>``, which pytest manages and
     prunes) is not counted, nor KEPT_ON_PURPOSE. Known leaks (KNOWN_LEAKS) are listed without
     failing; every other one fails the session in CI and is listed everywhere, with the test
     during which it appeared.
+
+    Under pytest-xdist (``-n``) a worker cannot tell its own entries from those of the workers
+    beside it: each worker only records which of its tests saw an entry appear, and the
+    controller checks the whole run once every worker has ended (``pytest_sessionfinish``).
     """
-    basetemp = tmp_path_factory.getbasetemp()
-    managed = [p for p in [basetemp, *basetemp.parents] if p.parent in _WATCH.dirs]
     yield
-    _WATCH.leaks, _WATCH.known = leftover_temporary_files(managed)
+    if _xdist_worker(request.config):
+        if _WATCH.current is not None:  # the last test's protocol has not ended yet
+            nodeid, before = _WATCH.current
+            _WATCH.attribute(before, nodeid)
+        request.config.workeroutput["tmp_created_by"] = {  # type: ignore[attr-defined]
+            str(path): nodeid for path, nodeid in _WATCH.created_by.items()
+        }
+        return
+    _WATCH.leaks, _WATCH.known = leftover_temporary_files(_pytest_managed(tmp_path_factory))
     if _WATCH.leaks and _strict():
         pytest.fail(
             "tests left temporary files behind (remove them in the test):\n  "
             + "\n  ".join(_WATCH.leaks),
             pytrace=False,
         )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist (controller): a worker ended; keep what its tests saw appear."""
+    # Every worker sees the entries its neighbours make appear; an entry seen during several
+    # tests (one per worker) is named with all of them.
+    created = getattr(node, "workeroutput", {}).get("tmp_created_by", {})
+    for path, nodeid in created.items():
+        seen = _WATCH.created_by.get(Path(path))
+        if seen is None:
+            _WATCH.created_by[Path(path)] = nodeid
+        elif nodeid not in seen.split(" or "):
+            _WATCH.created_by[Path(path)] = "%s or %s" % (seen, nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not _xdist_controller(config):
+        return
+    # Workers have ended (their multiprocessing directories are gone with them); give any
+    # process of theirs that is still exiting a moment, then look once.
+    deadline = time.monotonic() + 5.0
+    managed = _pytest_managed(config._tmp_path_factory)  # type: ignore[attr-defined]
+    while True:
+        _WATCH.leaks, _WATCH.known = leftover_temporary_files(managed)
+        if not _WATCH.leaks or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if _WATCH.leaks and _strict() and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
