@@ -60,6 +60,13 @@ REQUEST_FORMAT = "heteromig.mig-boot"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
+def _say(text: str, err: bool = False) -> None:
+    """One line to the journal (stdout) or stderr: this file is a command, not an Ansible module."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 class BootError(Exception):
     """layout.json cannot be used."""
 
@@ -104,7 +111,7 @@ def entries_for(request: Mapping[str, Any]) -> List[Any]:
 
 
 def _run_command(argv: List[str]) -> Tuple[int, str, str]:
-    done = subprocess.run(
+    done = subprocess.run(  # pylint: disable=ansible-bad-function
         argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
     return done.returncode, done.stdout, done.stderr
@@ -126,7 +133,7 @@ def open_when_ready(
         except BackendError as exc:
             if clock() >= deadline:
                 raise
-            print("waiting for the NVIDIA driver: %s" % exc, flush=True)
+            _say("waiting for the NVIDIA driver: %s" % exc)
             sleep(2.0)
 
 
@@ -177,22 +184,22 @@ def apply(document: Mapping[str, Any], wait: float) -> int:
         )
         ok = not result["reboot_required"]
     except MigApplyError as exc:
-        print("applying the MIG layout %s failed: %s" % (document.get("label"), exc), flush=True)
+        _say("applying the MIG layout %s failed: %s" % (document.get("label"), exc))
         return EXIT_FAILED
     finally:
         problems = guard.finish(ok)
         for problem in problems:
-            print(problem, flush=True)
+            _say(problem)
         backend.close()
     for line in _gpu_lines(result, "layout"):
-        print(line)
+        _say(line)
     if result["reboot_required"]:
-        print(
+        _say(
             "GPU(s) %s need a reboot for their MIG mode (no GPU reset possible); not rebooting"
             % ", ".join(str(i) for i in result["reboot_required_gpus"])
         )
         return EXIT_FAILED
-    print(
+    _say(
         "MIG layout %s %s"
         % (document.get("label"), "applied" if result["changed"] else "already applied")
     )
@@ -214,13 +221,13 @@ def status(document: Mapping[str, Any], wait: float) -> int:
     finally:
         backend.close()
     unit = document.get("unit")
-    print(
+    _say(
         "desired layout: %s (%s)" % (document.get("label"), document.get("mig_parted_config_copy"))
     )
     if unit:
-        print("unit: %s (%s)" % (unit, "installed" if os.path.exists(unit) else "not installed"))
+        _say("unit: %s (%s)" % (unit, "installed" if os.path.exists(unit) else "not installed"))
     for gpu in result["gpus"]:
-        print(
+        _say(
             "GPU %d (%s): %s"
             % (
                 gpu["index"],
@@ -229,7 +236,7 @@ def status(document: Mapping[str, Any], wait: float) -> int:
             )
         )
     matches = not result["would_change"]
-    print("applied layout %s the desired one" % ("matches" if matches else "differs from"))
+    _say("applied layout %s the desired one" % ("matches" if matches else "differs from"))
     return EXIT_OK if matches else EXIT_FAILED
 
 
@@ -257,17 +264,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return apply(document, args.wait_driver)
         return status(document, args.wait_driver)
     except (BootError, LayoutError, HookError) as exc:
-        print("heteromig-mig-boot: %s" % exc, file=sys.stderr)
+        _say("heteromig-mig-boot: %s" % exc, err=True)
         return EXIT_CONFIG
     except BackendError as exc:
-        print("heteromig-mig-boot: %s" % exc, file=sys.stderr)
+        _say("heteromig-mig-boot: %s" % exc, err=True)
         return EXIT_FAILED
     except Exception as exc:  # pylint: disable=broad-except
         name = type(exc).__name__
         text = nvml_error_text(exc) if name.startswith("NVMLError") else str(exc)
-        print("heteromig-mig-boot: %s: %s" % (name, text), file=sys.stderr)
+        _say("heteromig-mig-boot: %s: %s" % (name, text), err=True)
         return EXIT_FAILED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # pylint: disable=ansible-bad-function

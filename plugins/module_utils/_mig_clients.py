@@ -118,7 +118,7 @@ def parse_clients(items: Optional[Sequence[Any]]) -> List[GpuClient]:
             where + ": timeout",
             integer=False,
         )
-        if not timeout > 0:
+        if timeout <= 0:
             raise ClientError(
                 "%s: timeout must be more than 0 seconds, not %r" % (where, item.get("timeout"))
             )
@@ -160,7 +160,7 @@ def needed(
 def subprocess_run(argv: List[str], timeout: float) -> Tuple[int, str, str]:
     """Run a command; (rc, stdout, stderr); rc 124 with a message when it timed out."""
     try:
-        done = subprocess.run(
+        done = subprocess.run(  # pylint: disable=ansible-bad-function
             argv,
             stdin=subprocess.DEVNULL,
             capture_output=True,

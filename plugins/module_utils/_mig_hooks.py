@@ -292,7 +292,7 @@ class HookRunner:
         self.runs.append(record)
         started = self._clock()
         try:
-            done = self._run(
+            done = self._run(  # pylint: disable=ansible-bad-function
                 [executable, *hook.args],
                 env=env,
                 cwd=hook.workdir,

@@ -273,6 +273,9 @@ options:
       - In check mode no hook runs; RV(hook_points) and the diff say which would.
       - An unknown hook point or key, a version other than V(v1), or a command or workdir that
         does not exist on the host fails the task before anything runs or changes.
+        O(operation=plan) checks O(hooks), O(hooks_file) and O(gpu_clients) only where the
+        layout would change or O(boot_persistence=present), so that a host that stays as it is
+        pays nothing for them.
       - Combined with O(hooks_file), the file's hooks of each point run first.
     type: dict
     version_added: 0.2.0
