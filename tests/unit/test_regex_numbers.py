@@ -35,7 +35,7 @@ THRESHOLDS = [
 def numerals(rng: random.Random, threshold: Decimal) -> list[str]:
     """Numerals around and far from the threshold, as accuracy scripts print them."""
     found = set()
-    for _ in range(400):
+    for _draw in range(400):
         scale = rng.choice(
             [Decimal("0.001"), Decimal("0.01"), Decimal("0.1"), Decimal(1), Decimal(10)]
         )
