@@ -169,7 +169,13 @@ def fetch(env: dict[str, str], *commands: str) -> None:
     """The prefetch commands docs/harness.md gives, through the same mlcr."""
     for command in commands:
         done = subprocess.run(
-            ["mlcr", command, "-j"], env=env, capture_output=True, text=True, check=False
+            ["mlcr", command, "-j"],
+            env=env,
+            # mlcflow logs to .mlc-log.txt in its working directory: keep it in tmp_path
+            cwd=Path(env["MLC_REPOS"]).parents[1],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
 
