@@ -27,6 +27,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_cell imp
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
     LEDGER,
     LedgerError,
+    ensure,
     locked,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_plan import (
@@ -233,15 +234,7 @@ class ActionModule(ActionBase):
             }
         ledger = str(plan.get("ledger") or os.path.join(directory, LEDGER))
         os.makedirs(directory, exist_ok=True)
-        view, header = campaign, None
-        if plan.get("slice"):  # this playbook run owns one slice's cells (docs/campaign.md)
-            mine = set(plan.get("slice_cells") or [])
-            view = dataclasses.replace(campaign, cells=[c for c in campaign.cells if c.id in mine])
-            piece = parse_slice(plan["slice"])
-            if piece is not None:
-                header = slice_header(
-                    campaign, piece, [c.id for c in view.cells], plan.get("hosts") or []
-                )
+        view, header = _slice_view(campaign, plan)
         run = CellRun(self, view, directory, ledger, session, host, system_name, plan, task_vars)
         if campaign.system(system_name).gpus_at_once > 1:
             return run.lanes(header)
@@ -298,7 +291,10 @@ class ActionModule(ActionBase):
         plan = (task_vars.get("hostvars") or {}).get("localhost", {}).get(
             "heteromig_campaign_plan"
         ) or {}
+        _view, header = _slice_view(campaign, plan)
         try:
+            if header is not None:  # a run with no cell to run still says which spec it had
+                ensure(str(plan["ledger"]), header)
             with locked(os.path.join(directory, "report")):  # slices may end at the same time
                 ledgers, warnings = read_ledgers(directory)
                 merged = merge(campaign, ledgers, plan.get("partition"))
@@ -312,3 +308,14 @@ class ActionModule(ActionBase):
         for line in report["lines"]:
             display.display(line)
         return {"changed": True, **report}
+
+
+def _slice_view(campaign: Campaign, plan: Mapping[str, Any]) -> tuple[Campaign, dict | None]:
+    """The cells this playbook run owns (one slice's, docs/campaign.md) and the slice's
+    ``slice`` ledger record; the whole campaign and None when it runs unsliced."""
+    piece = parse_slice(plan.get("slice")) if plan.get("slice") else None
+    if piece is None:
+        return campaign, None
+    mine = set(plan.get("slice_cells") or [])
+    view = dataclasses.replace(campaign, cells=[c for c in campaign.cells if c.id in mine])
+    return view, slice_header(campaign, piece, [c.id for c in view.cells], plan.get("hosts") or [])

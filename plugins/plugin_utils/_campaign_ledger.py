@@ -345,9 +345,7 @@ def claim_next(
             if warn is not None:
                 warn(message)
         if header is not None:
-            last = next((r for r in reversed(records) if r.get("event") == header["event"]), None)
-            if last is None or any(last.get(k) != v for k, v in header.items()):
-                _append_locked(path, header)
+            _ensure_locked(path, records, header)
         claim = decide(campaign, name, host, session, cell_states(records))
         if claim is None:
             return None
@@ -365,6 +363,22 @@ def claim_next(
             },
         )
         return claim
+
+
+def _ensure_locked(path: str, records: list[dict[str, Any]], record: Mapping[str, Any]) -> bool:
+    last = next((r for r in reversed(records) if r.get("event") == record["event"]), None)
+    if last is not None and all(last.get(k) == v for k, v in record.items()):
+        return False
+    _append_locked(path, record)
+    return True
+
+
+def ensure(path: str, record: Mapping[str, Any]) -> bool:
+    """Append ``record`` unless the ledger's latest record of its event has the same values for
+    all of its keys (a slice's ``slice`` record); returns whether it was appended."""
+    with locked(path):
+        records, _warnings = read(path)
+        return _ensure_locked(path, records, record)
 
 
 def finish(

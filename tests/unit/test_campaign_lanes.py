@@ -8,7 +8,6 @@ out by hand below.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -156,8 +155,8 @@ class Fake:
 
 def ids(log: list[tuple[float, str, str, int]]) -> list[tuple[float, str, int, int]]:
     """The log with cells as their index in CELLS."""
-    index: Callable[[str], int] = lambda cell: [c.id for c in CELLS].index(cell)  # noqa: E731
-    return [(t, event, index(cell), gpu) for t, event, cell, gpu in log]
+    order = [c.id for c in CELLS]
+    return [(t, event, order.index(cell), gpu) for t, event, cell, gpu in log]
 
 
 def test_two_lanes_run_two_cells_at_once_and_a_free_lane_takes_the_next() -> None:

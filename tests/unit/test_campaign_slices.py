@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
     append,
     claim_next,
+    ensure,
     read,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_slices import (
@@ -344,6 +345,15 @@ def test_slices_claim_only_their_cells_and_read_back_merged(tmp_path: Path) -> N
         records, _warnings = read(path)
         assert [r["event"] for r in records].count("slice") == 1  # written once, first
         assert records[0]["event"] == "slice"
+    # a later run of slice 2 with another spec and nothing to claim: its report writes the
+    # slice record once (ensure), and the merge then wants slice 1 run with that spec too
+    newer = campaign(retries=4)
+    top = header(newer, Slice(2, 2), split.cells(2), ["a2"])
+    path = str(tmp_path / Slice(2, 2).ledger)
+    assert ensure(path, top) is True and ensure(path, top) is False
+    with pytest.raises(SliceError, match=r"^slice 1/2 .*it last ran a different spec"):
+        merge(newer, read_ledgers(str(tmp_path))[0])
+    assert ensure(path, header(camp, Slice(2, 2), split.cells(2), ["a2"])) is True  # back
     ledgers, warnings = read_ledgers(str(tmp_path))
     assert sorted(ledgers) == ["ledger.slice-1of2.jsonl", "ledger.slice-2of2.jsonl"]
     assert warnings == []
@@ -352,7 +362,8 @@ def test_slices_claim_only_their_cells_and_read_back_merged(tmp_path: Path) -> N
     assert done == sorted(c.id for c in camp.cells)  # every cell once
     second = tmp_path / "ledger.slice-2of2.jsonl"  # as if another campaign's slice
     lines = [json.loads(line) for line in second.read_text().splitlines()]
-    lines[0]["campaign"] = "x"
+    [latest] = [line for line in lines if line["event"] == "slice"][-1:]
+    latest["campaign"] = "x"
     second.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with pytest.raises(SliceError, match=r"campaign 'x', not 'big'"):
         merge(camp, read_ledgers(str(tmp_path))[0])
