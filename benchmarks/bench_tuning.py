@@ -1,6 +1,7 @@
 """Target-QPS tuning (main_target_qps: auto) against a fine scan of fixed targets.
 
     .venv/bin/python benchmarks/bench_tuning.py --repeat 3
+    .venv/bin/python benchmarks/bench_tuning.py --repeat 1 --tune-start 900
 
 The device is the one of tests/integration/test_campaign_tuning_lab.py (imported from there, one
 source): a synthetic benchmark of *known capacity* (600 samples/s) driven by the real MLPerf
@@ -68,9 +69,12 @@ def make_slices(state: Path) -> None:
     backend.close()
 
 
-def tuning_spec(profiles: Path, bench: Path, name: str) -> dict[str, Any]:
-    """The test's spec, its layout left out (the slices exist already), its own campaign name."""
-    out = spec(profiles, bench)
+def tuning_spec(
+    profiles: Path, bench: Path, name: str, tune_start: float | None = None
+) -> dict[str, Any]:
+    """The test's spec, its layout left out (the slices exist already), its own campaign name;
+    ``tune_start`` replaces the Offline probe by that first target."""
+    out = spec(profiles, bench, **({"tune_start": tune_start} if tune_start else {}))
     out["campaign"] = name
     for system in out["systems"]:
         system.pop("gpus", None)
@@ -206,6 +210,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--tune-start",
+        type=float,
+        default=None,
+        help="the cell's tune_start (the first target) instead of the Offline probe",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hm-bench-tune-"))
@@ -234,7 +244,7 @@ def main() -> int:
         lab.inventory = inventory
         tunes, scans = [], []
         for index in range(args.repeat):
-            cell = tuning_spec(profiles, bench, "benchtune%d" % index)
+            cell = tuning_spec(profiles, bench, "benchtune%d" % index, args.tune_start)
             tune = tune_once(lab, work, sweep, cell, str(index))
             print(json.dumps(tune), flush=True)
             tunes.append(tune)
@@ -253,6 +263,7 @@ def main() -> int:
             "date": now_utc(),
             "cpus": os.cpu_count(),
             "capacity_nominal": CAPACITY,
+            "tune_start": args.tune_start,
             "repeat": args.repeat,
             "tuned_value": spread([t["value"] for t in tunes if t["value"] is not None]),
             "highest_valid": spread(highest) if highest else None,
