@@ -252,7 +252,7 @@ def pcie_text(links: Mapping[str, Any], bus_id: Any) -> str | None:
     link = links.get("%04x:%s" % (int(domain, 16), rest)) if rest else None
     if not isinstance(link, Mapping):
         return None
-    speed = str(link.get("max_speed") or "").split(" ")[0]
+    speed = str(link.get("max_speed") or "").split(" ", maxsplit=1)[0]
     width = link.get("max_width")
     if speed not in _PCIE_GEN or not width:
         return None

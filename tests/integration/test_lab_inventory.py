@@ -32,7 +32,12 @@ import pytest
 import yaml
 
 # the collection built from this checkout and installed into a user's project (module fixtures)
-from test_installed_collection import project, tarball, user_env, work  # noqa: F401
+from test_installed_collection import (  # noqa: F401  # pylint: disable=unused-import
+    project,
+    tarball,
+    user_env,
+    work,
+)
 
 from lab import HostSpec, MakeLab, SshLab
 from lab.runner import ANSIBLE_CFG
