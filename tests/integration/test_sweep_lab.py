@@ -325,6 +325,10 @@ def test_hosts_of_a_system_share_its_cells(ssh_lab: MakeLab, tmp_path: Path) -> 
     lab = start_lab(ssh_lab, {"h100": {"h1": H100, "h2": H100}})
     campaign = tmp_path / "campaign"
     spec = five_cells()
+    # hetero_run's default 60 s lease: no host is lost here, and at a load average of 27-30 on
+    # this machine the status polls came more than base_spec's 6 s apart (every first attempt
+    # was stopped by its lease, and every cell claimed twice)
+    spec["defaults"]["lease_timeout"] = 60000
     cells = expected_cells(spec)
     assert len(cells) == 5
     run = sweep(lab, campaign, {"heteromig_sweep": spec})
