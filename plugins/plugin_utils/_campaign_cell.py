@@ -253,7 +253,8 @@ class CellRun:
 
         def take(lane: Lane) -> Claim | None:
             def gpu(claim: Claim) -> dict[str, Any]:
-                chosen = lane_of(claim, [lane], lanes)
+                # a resumed claim stays on its own GPU (lane_of), a new one takes this lane
+                chosen = lane_of(claim, lanes, lanes) if claim.resume else None
                 return {"gpu": (chosen or lane).gpu, **marks}
 
             return self.claim(header, extra=gpu)
