@@ -57,6 +57,9 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec imp
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuned_cell import (
     plan_tuning,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc import (
+    facts_from_hostvars,
+)
 
 display = Display()
 
@@ -300,8 +303,14 @@ class ActionModule(ActionBase):
                 merged = merge(campaign, ledgers, plan.get("partition"))
                 for warning in warnings + merged.warnings:
                     display.warning("campaign: %s" % warning)
+                hostvars = task_vars.get("hostvars") or {}
                 report = write_campaign_report(
-                    campaign, merged.records, directory, submitter, slices=merged.slices
+                    campaign,
+                    merged.records,
+                    directory,
+                    submitter,
+                    slices=merged.slices,
+                    host_facts=facts_from_hostvars(hostvars, set(hostvars)),
                 )
         except (LedgerError, SliceError) as exc:
             raise AnsibleActionFail("campaign: %s" % exc) from None

@@ -471,6 +471,8 @@ def _file_as(plan: Plan, name: str | None) -> None:
     [old] = list(plan.systems)
     if old == name:
         return
+    if old in plan.system_info:
+        plan.system_info[name] = plan.system_info.pop(old)
 
     def fix(text: str) -> str:
         return text.replace(old, name)
@@ -483,6 +485,39 @@ def _file_as(plan: Plan, name: str | None) -> None:
         entry["path"] = fix(str(entry["path"]))
 
 
+HOST_FACTS_DIR = "host_facts"  # in the campaign directory: <host>.json per host
+
+
+def kept_host_facts(
+    directory: str, gathered: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]]:
+    """The facts of every host that ever told them to this campaign.
+
+    A re-run only touches the hosts of systems with cells left, so the facts gathered in this
+    playbook run are kept (``host_facts/<host>.json``) and the others read back: the submission
+    tree, rebuilt by every report, keeps the system descriptions of systems already done.
+    """
+    store = os.path.join(directory, HOST_FACTS_DIR)
+    facts: dict[str, Mapping[str, Any]] = {}
+    if os.path.isdir(store):
+        for name in sorted(os.listdir(store)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(store, name), encoding="utf-8") as handle:
+                    kept = json.load(handle)
+            except (OSError, ValueError):
+                continue  # a damaged copy only leaves that host's fields to this run's facts
+            if isinstance(kept, dict):
+                facts[name[: -len(".json")]] = kept
+    if gathered:
+        os.makedirs(store, exist_ok=True)
+    for host, host_facts in gathered.items():
+        facts[host] = host_facts
+        _write(os.path.join(store, host + ".json"), json.dumps(host_facts, indent=1) + "\n")
+    return facts
+
+
 def write_campaign_report(
     campaign: Campaign,
     records: Sequence[Mapping[str, Any]],
@@ -490,14 +525,18 @@ def write_campaign_report(
     submitter: str,
     now: float | None = None,
     slices: Sequence[Mapping[str, Any]] = (),
+    host_facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write every report file into ``directory``; returns what was written and summary lines.
 
     ``records`` are the campaign's ledger records (one ledger, or every slice's merged);
     ``slices`` (from :func:`_campaign_slices.merge`) says which slice ledgers they came from.
+    ``host_facts`` (host -> host_facts/gpu_facts facts, see _system_desc.facts_from_hostvars)
+    fill the submission's system descriptions; see :func:`kept_host_facts`.
     """
     now = time.time() if now is None else now
     os.makedirs(directory, exist_ok=True)
+    facts = kept_host_facts(directory, host_facts or {})
     rows = cell_rows(campaign, records)
     results: list[tuple[Cell, dict[str, Any]]] = []
     by_id = {cell.id: cell for cell in campaign.cells}
@@ -536,6 +575,7 @@ def write_campaign_report(
             submitter=submitter,
             platform=system.name,
             inspect=inspect_log_dir,
+            host_facts=facts,
         )
         _file_as(plan, system.submission_name)
         # the tree is rebuilt from scratch once, not per system (that removed the ones before)

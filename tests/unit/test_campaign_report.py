@@ -10,7 +10,9 @@ from typing import Any
 from xml.etree import ElementTree
 
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_report import (
+    HOST_FACTS_DIR,
     cell_rows,
+    kept_host_facts,
     render_campaign_html,
     render_csv,
     render_junit,
@@ -328,3 +330,18 @@ def test_html_links_each_finished_cell_to_its_run_report(tmp_path: Path) -> None
     page = render_campaign_html(campaign, cell_rows(campaign, hostile), str(directory), NOW)
     assert "<script>" not in page
     assert 'title="&lt;script&gt;&quot;x&quot;&lt;/script&gt;">INVALID</td>' in page
+
+
+def test_host_facts_are_kept_for_runs_that_touch_no_host(tmp_path: Path) -> None:
+    """A re-run gathers facts only on the hosts with cells left: the others come back from the
+    campaign directory, and a damaged copy is ignored rather than trusted."""
+    h1 = {"heteromig_host": {"cpu": {"model_name": "AMD EPYC 9654"}}}
+    h2 = {"heteromig_host": {"cpu": {"model_name": "Intel Xeon 8480"}}}
+    first = kept_host_facts(str(tmp_path), {"h1": h1, "h2": h2})
+    assert first == {"h1": h1, "h2": h2}
+    # the next run only reached h2, whose facts changed (a new kernel, say)
+    h2_new = {"heteromig_host": {"cpu": {"model_name": "Intel Xeon 8480+"}}}
+    assert kept_host_facts(str(tmp_path), {"h2": h2_new}) == {"h1": h1, "h2": h2_new}
+    (tmp_path / HOST_FACTS_DIR / "h1.json").write_text("{not json")
+    assert kept_host_facts(str(tmp_path), {}) == {"h2": h2_new}
+    assert kept_host_facts(str(tmp_path / "never-written"), {}) == {}
