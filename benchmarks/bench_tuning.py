@@ -251,6 +251,7 @@ def main() -> int:
             scan = scan_once(lab, work, cell, str(index))
             print(json.dumps(scan), flush=True)
             scans.append(scan)
+        found = [t["value"] for t in tunes if t["value"] is not None]
         highest = [s["highest_valid"] for s in scans if s["highest_valid"] is not None]
         reference = min(highest) if highest else None
         errors = [
@@ -265,12 +266,14 @@ def main() -> int:
             "capacity_nominal": CAPACITY,
             "tune_start": args.tune_start,
             "repeat": args.repeat,
-            "tuned_value": spread([t["value"] for t in tunes if t["value"] is not None]),
+            "tuned_value": spread(found) if found else None,
+            "nothing_found": sum(1 for t in tunes if t["value"] is None),
             "highest_valid": spread(highest) if highest else None,
             "scans_fine_monotonic": [s["fine_monotonic"] for s in scans],
             "reference_highest_valid": reference,
             "error_vs_reference": spread(errors) if errors else None,
-            "within_3pct": [e <= 0.03 for e in errors],
+            # a run that found nothing is not within 3%
+            "within_3pct": [e <= 0.03 for e in errors] + [False] * (len(tunes) - len(errors)),
             "short_trials": spread([t["short_trials"] for t in tunes]),
             "at_most_8_trials": [t["short_trials"] <= 8 for t in tunes],
             "tuning_wall_s": spread([t["playbook_wall_s"] for t in tunes]),
