@@ -222,8 +222,9 @@ def test_a_failing_pre_hook_changes_nothing_and_apply_exit_still_runs(
     assert [r["point"] for r in guard.result()["hooks_run"]] == points
 
 
-def test_a_failing_apply_start_runs_no_apply_exit(backend: GpuBackend, state_path: str,
-                                                   tmp_path: Path) -> None:
+def test_a_failing_apply_start_runs_no_apply_exit(
+    backend: GpuBackend, state_path: str, tmp_path: Path
+) -> None:
     before = _gpus(state_path)
     log = tmp_path / "log"
     _guard, result, error = _guarded_run(
