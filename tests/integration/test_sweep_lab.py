@@ -584,7 +584,7 @@ def plan_failure(run: LabRun) -> str:
         ),
         (
             "newer_ledger",
-            r"campaign ledger: .*ledger\.jsonl line 1 was written by a newer version "
+            r"campaign: campaign ledger .*ledger\.jsonl line 1 was written by a newer version "
             r"of heteromig \(ledger version 99, this one reads up to 1\)",
         ),
     ],
