@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.etree import ElementTree
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import is_safe_name
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
     cell_states,
 )
@@ -514,6 +515,8 @@ def kept_host_facts(
         os.makedirs(store, exist_ok=True)
     for host, host_facts in gathered.items():
         facts[host] = host_facts
+        if not is_safe_name(host):
+            continue  # used this run, but an inventory name is no file name to keep it under
         _write(os.path.join(store, host + ".json"), json.dumps(host_facts, indent=1) + "\n")
     return facts
 

@@ -345,3 +345,8 @@ def test_host_facts_are_kept_for_runs_that_touch_no_host(tmp_path: Path) -> None
     (tmp_path / HOST_FACTS_DIR / "h1.json").write_text("{not json")
     assert kept_host_facts(str(tmp_path), {}) == {"h2": h2_new}
     assert kept_host_facts(str(tmp_path / "never-written"), {}) == {}
+    # a host whose inventory name is not a plain file name is used, never written as a path
+    odd = {"heteromig_host": {"cpu": {"model_name": "x"}}}
+    assert kept_host_facts(str(tmp_path), {"../escape": odd})["../escape"] == odd
+    assert not (tmp_path / "escape.json").exists()
+    assert sorted(p.name for p in (tmp_path / HOST_FACTS_DIR).iterdir()) == ["h1.json", "h2.json"]
