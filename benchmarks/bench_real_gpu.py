@@ -8,20 +8,27 @@ Read-only towards the GPU's configuration: it never touches MIG mode, instances,
 resets; it queries NVML and nvidia-smi and runs CUDA work through the embedded harness.
 
 Three measurements of the same main benchmark (Offline, the GPU's UUID as CUDA_VISIBLE_DEVICES,
---allow-shared-gpu), interleaved for --reps repetitions in a rotating order (ACB, CBA, BAC, ...):
+--allow-shared-gpu), interleaved for --reps repetitions in a rotating order (ACB, CBA, BAC, ...;
+with M: AMCB, CBMA, MBAC):
   A  the main alone, launched by hand;
   C  the main launched by hand once the backgrounds (launched by hand as the runner launches
      them: Offline, min_query_count 1, min_duration --bg-duration-ms) are all in their timed
      phase, after the runner's start_time_buffer;
   B  the main launched by heteromig's runner (playbooks/hetero_run.yml, allow_shared_gpu) with
-     the same backgrounds, as a list.
+     the same backgrounds, as a list;
+  M  (with --kinds ...M) the main alone through the runner (background_benchmarks: none): its
+     result.json's gpu_activity holds the runner's own NVML samples of the main alone, and the
+     B runs' reports take the last M run as their isolated baseline.
 Each measurement keeps the main's LoadGen samples/s and validity, and the GPU's utilisation and
 memory (nvidia-smi --query-gpu=utilization.gpu,memory.used -lms 250, sampled all along) during
 the main's timed phase. Figures: median and min-max of A, C, B; interference C/A and runner
 overhead B/C at the median; A's noise band (max-min)/median against the interference.
 
 --accuracy first runs AccuracyOnly for each GPU model and target (float64 reference).
-Writes DIR/real_gpu.json after every measurement (a killed run keeps what it measured).
+Writes DIR/real_gpu.json after every measurement (a killed run keeps what it measured). Each
+runner run (B, M) keeps its result.json as DIR/r<rep>-<kind>-result.json and its reports
+(hetero_report callback: summary.md, report.html, ...) under DIR/reports/<run_id>/; the
+measurement records the runner's own gpu_activity figures of the main's timed window.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 HARNESS = "ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness"
 MARKER = re.compile(rb"running actual test\.\s*$", re.M)
 START_BUFFER_S = 2.0  # tests/hardware/shared-gpu.yml's heteromig_hetero_start_time_buffer
-ORDERS = ("ACB", "CBA", "BAC")
+ORDERS = ("AMCB", "CBMA", "MBAC")
 
 
 # ------------------------------------------------------------------------------ the GPU
@@ -232,6 +239,7 @@ class Bench:
             PYTHONUNBUFFERED="1",
         )
         self.backgrounds: list[str] = opts.backgrounds
+        self.isolated_jsonl: Path | None = None  # the last VALID M run's results.jsonl
 
     def build(self, models: set[str], accuracy: str = "99") -> None:
         for model in sorted(models):
@@ -306,16 +314,30 @@ class Bench:
         return result
 
     def measure_b(self, rep: int) -> dict[str, Any]:
-        run_id = "realgpu-%d-r%d" % (int(time.time()), rep)
+        return self.runner_run(rep, "B", self.backgrounds)
+
+    def measure_m(self, rep: int) -> dict[str, Any]:
+        return self.runner_run(rep, "M", "none")
+
+    def runner_run(self, rep: int, kind: str, backgrounds: Any) -> dict[str, Any]:
+        """The main through playbooks/hetero_run.yml, with ``backgrounds`` (a list or 'none')."""
+        run_id = "realgpu-%d-r%d-%s" % (int(time.time()), rep, kind)
         extra = {
             "heteromig_host_root": str(self.host_root),
             "heteromig_hetero_run_id": run_id,
             "heteromig_hetero_main_benchmark": self.opts.main,
             "heteromig_hetero_main_benchmark_duration": self.opts.duration_ms,
-            "heteromig_hetero_background_benchmarks": self.backgrounds,
+            "heteromig_hetero_background_benchmarks": backgrounds,
             "heteromig_hetero_background_benchmark_timeout": self.opts.bg_duration_ms,
             "ansible_python_interpreter": sys.executable,
         }
+        env = dict(
+            os.environ,
+            HETEROMIG_REPORT_DIR=str(self.out / "reports"),
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        )
+        if kind == "B" and self.isolated_jsonl is not None:
+            env["HETEROMIG_REPORT_BASELINES"] = str(self.isolated_jsonl)
         playbook = subprocess.run(
             [
                 os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
@@ -326,17 +348,15 @@ class Bench:
                 json.dumps(extra),
             ],
             cwd=REPO,
-            env=dict(
-                os.environ,
-                HETEROMIG_REPORT_DIR=str(self.out / "reports"),
-                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-            ),
+            env=env,
             capture_output=True,
             text=True,
             check=False,
             timeout=400,
         )
-        (self.out / ("r%d-B-playbook.log" % rep)).write_text(playbook.stdout + playbook.stderr)
+        (self.out / ("r%d-%s-playbook.log" % (rep, kind))).write_text(
+            playbook.stdout + playbook.stderr
+        )
         if playbook.returncode:
             raise RuntimeError("hetero_run.yml exited %d" % playbook.returncode)
         records = glob.glob(
@@ -349,7 +369,42 @@ class Bench:
         result["run_id"] = run_id
         verdicts = re.findall(r"\b(VALID|INVALID)\b", playbook.stdout)
         result["run_verdicts_in_output"] = sorted(set(verdicts))
+        host_result = Path(records[0]).parent.parent / "result.json"
+        if host_result.is_file():
+            shutil.copy(host_result, self.out / ("r%d-%s-result.json" % (rep, kind)))
+            result["runner"] = runner_figures(json.loads(host_result.read_text()))
+        if kind == "M" and (result.get("runner") or {}).get("verdict") == "VALID":
+            jsonl = self.out / "reports" / run_id / "results.jsonl"
+            self.isolated_jsonl = jsonl if jsonl.is_file() else self.isolated_jsonl
         return result
+
+
+def runner_figures(host_result: dict[str, Any]) -> dict[str, Any]:
+    """The runner's verdict and its own NVML figures of the main's timed window."""
+    activity = host_result.get("gpu_activity") or {}
+    during = {d.get("key"): d for d in activity.get("during_main") or []}
+    series = []
+    for raw in activity.get("series") or []:
+        stats = during.get(raw.get("key")) or {}
+        series.append(
+            {
+                "key": raw.get("key"),
+                "scope": raw.get("scope"),
+                "benchmarks": raw.get("benchmarks"),
+                "samples_whole_run": len(raw.get("t") or []),
+                "util_pct_main": stats.get("util_pct"),
+                "mem_used_mib_main": stats.get("mem_used_mib"),
+            }
+        )
+    return {
+        "verdict": host_result.get("verdict"),
+        "reasons": host_result.get("reasons"),
+        "gpu_activity_state": activity.get("state"),
+        "gpu_activity_backend": activity.get("backend"),
+        "gpu_activity_interval_s": activity.get("interval_s"),
+        "main_window": activity.get("main_window"),
+        "series": series,
+    }
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -367,7 +422,7 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 
 def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
-    by_kind: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": []}
+    by_kind: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": [], "M": []}
     for item in measurements:
         if item.get("samples_per_second"):
             by_kind[item["kind"]].append(item)
@@ -378,6 +433,14 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
         utils = [i["gpu"]["util_median"] for i in items if i.get("gpu", {}).get("samples")]
         summary[kind]["gpu_util_median_of_medians"] = statistics.median(utils) if utils else None
         summary[kind]["gpu_util_min_of_medians"] = min(utils) if utils else None
+        runner_utils = [
+            s["util_pct_main"]["median"]
+            for i in items
+            for s in (i.get("runner") or {}).get("series") or []
+            if (s.get("util_pct_main") or {}).get("median") is not None
+        ]
+        if runner_utils:  # the runner's own NVML samples (result.json gpu_activity)
+            summary[kind]["runner_nvml_util_medians"] = runner_utils
     a, b, c = (summary[k].get("median") for k in "ABC")
     if a and c:
         summary["interference_C_over_A"] = round(c / a, 4)
@@ -403,7 +466,10 @@ def main() -> None:
     parser.add_argument("--duration-ms", type=int, default=5000)
     parser.add_argument("--bg-duration-ms", type=int, default=300000)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--kinds", default="ACB", help="which of A, C, B to measure")
+    parser.add_argument("--kinds", default="ACB", help="which of A, C, B, M to measure")
+    parser.add_argument(
+        "--m-reps", type=int, default=0, help="measure M in the first N repetitions only (0: all)"
+    )
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument(
         "--deadline-s", type=float, default=0, help="start no repetition after this many seconds"
@@ -447,12 +513,19 @@ def main() -> None:
                     print(json.dumps(figures["accuracy"][-1]), flush=True)
                     save()
         bench.build({opts.main, *bench.backgrounds})
-        measure = {"A": bench.measure_a, "B": bench.measure_b, "C": bench.measure_c}
+        measure = {
+            "A": bench.measure_a,
+            "B": bench.measure_b,
+            "C": bench.measure_c,
+            "M": bench.measure_m,
+        }
         for rep in range(1, opts.reps + 1):
             if opts.deadline_s and time.time() - began > opts.deadline_s:
                 figures["errors"].append("deadline: stopped before repetition %d" % rep)
                 break
             order = [k for k in ORDERS[(rep - 1) % len(ORDERS)] if k in opts.kinds]
+            if opts.m_reps and rep > opts.m_reps:
+                order = [k for k in order if k != "M"]
             for kind in order:
                 started = time.time()
                 try:
