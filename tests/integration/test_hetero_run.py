@@ -26,6 +26,8 @@ from lab import HostSpec, LabRun, MakeLab, SshLab
 from lab.runner import ANSIBLE_CFG
 from lab.sshlab import LAB_MARKER
 
+HOLD_ENV = "HETEROMIG_FAKE_BENCH_HOLD"  # tests/fixtures/hetero/fake_bench.py's gate
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,19 +107,24 @@ def gpu_hosts_inventory(lab: SshLab) -> None:
 
 
 def start_lab(
-    ssh_lab: MakeLab, tmp_path: Path, names: list[str], slices: int = 3, **extra: Any
+    ssh_lab: MakeLab,
+    tmp_path: Path,
+    names: list[str],
+    slices: int = 3,
+    hold: Path | None = None,
+    **extra: Any,
 ) -> SshLab:
+    """``hold``: every benchmark on these hosts stays in warm-up until that file exists."""
     # Each host's sessions get a TMPDIR of their own: a module killed with its host (a reboot,
     # a SIGKILL) leaves its AnsiballZ payload there, not in the machine's /tmp.
     temps = {n: tmp_path / "host-tmp" / n for n in names}
     for directory in temps.values():
         directory.mkdir(parents=True, exist_ok=True)
-    lab = ssh_lab(
-        [
-            HostSpec(n, hostvars(tmp_path / "results", **extra), {"TMPDIR": str(temps[n])})
-            for n in names
-        ]
-    )
+    env = {n: {"TMPDIR": str(temps[n])} for n in names}
+    if hold is not None:
+        for name in names:
+            env[name][HOLD_ENV] = str(hold)
+    lab = ssh_lab([HostSpec(n, hostvars(tmp_path / "results", **extra), env[n]) for n in names])
     for name in names:
         if slices:
             make_mig_slices(lab.hostdir(name) / "nvml-sim.json", slices)
@@ -131,10 +138,16 @@ def controller_tmp(lab: SshLab) -> Path:
     return path
 
 
-def spawn_playbook(lab: SshLab, playbook: Path, extravars: dict[str, Any]) -> subprocess.Popen[str]:
+def spawn_playbook(
+    lab: SshLab,
+    playbook: Path,
+    extravars: dict[str, Any],
+    envvars: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     """ansible-playbook in its own process group (like a terminal's), as lab.run_playbook sets it up."""
     inventory = lab.inventory or lab.write_inventory()
     env = dict(os.environ)
+    env.update(envvars or {})
     env.update(
         {
             "PATH": "%s%s%s" % (Path(sys.executable).parent, os.pathsep, env.get("PATH", "")),
@@ -455,13 +468,17 @@ def test_resume_after_the_controller_crashed(ssh_lab: MakeLab, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_two_runs_on_one_host_at_once(ssh_lab: MakeLab, tmp_path: Path) -> None:
-    lab = start_lab(ssh_lab, tmp_path, ["h1"], heteromig_hetero_main_benchmark_duration=12000)
+    hold = tmp_path / "release"
+    lab = start_lab(ssh_lab, tmp_path, ["h1"], hold=hold)
     first = spawn_playbook(lab, PLAYBOOK, {"heteromig_hetero_run_id": "first"})
     try:
-        wait_for_phase(lab, "h1", "first", {"starting_backgrounds", "start_buffer", "main_running"})
+        # the first run's benchmarks wait at the gate: it is in progress, whatever the load
+        wait_for_phase(lab, "h1", "first", {"starting_backgrounds"}, timeout=120)
         second = lab.run_playbook(PLAYBOOK, extravars={"heteromig_hetero_run_id": "second"})
-        out = first.communicate(timeout=120)[0]
+        hold.touch()
+        out = first.communicate(timeout=180)[0]
     finally:
+        hold.touch()
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
@@ -525,25 +542,39 @@ def test_embedded_harness_end_to_end(ssh_lab: MakeLab, tmp_path: Path) -> None:
 def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: Path) -> None:
     """4 hosts, forks 2: before, the second pair started only when the first pair had ended.
 
-    Each main's timed window comes from its own LoadGen log (power_begin/power_end); with every
-    run started before any is watched, all four windows overlap.
+    Every benchmark waits at a gate until all four runs are in progress at once: had a run held
+    its worker to the end, the second pair would never start (the first pair cannot end) and
+    the wait below fails. Each main's timed window then comes from its own LoadGen log
+    (power_begin/power_end), and all four overlap.
     """
     names = ["h1", "h2", "h3", "h4"]
+    hold = tmp_path / "release"
     lab = start_lab(
         ssh_lab,
         tmp_path,
         names,
         slices=2,
+        hold=hold,
         heteromig_hetero_main_benchmark_duration=4000,
         heteromig_hetero_lease_timeout=10000,
     )
-    run = lab.run_playbook(
-        PLAYBOOK, extravars={"heteromig_hetero_run_id": "wide"}, envvars={"ANSIBLE_FORKS": "2"}
+    proc = spawn_playbook(
+        lab, PLAYBOOK, {"heteromig_hetero_run_id": "wide"}, {"ANSIBLE_FORKS": "2"}
     )
-    assert run.rc == 0, run.stdout[-3000:]
+    try:
+        for name in names:
+            wait_for_phase(lab, name, "wide", {"starting_backgrounds"}, timeout=180)
+        hold.touch()
+        out = proc.communicate(timeout=240)[0]
+    finally:
+        hold.touch()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
     windows = {}
     for name in names:
-        res = result_of(run, name)
+        res = json.loads((tmp_path / "results" / "wide" / name / "result.json").read_text())
         assert res["verdict"] == "VALID", (name, res["reasons"])
         window = res["main"]["timed_window"]
         assert window["source"] == "power_begin/power_end"
@@ -551,8 +582,8 @@ def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: P
     latest_begin = max(begin for begin, _end in windows.values())
     earliest_end = min(end for _begin, end in windows.values())
     assert latest_begin < earliest_end, "the mains did not all run at once: %s" % windows
-    started = [line for line in run.stdout.splitlines() if "started: main" in line]
-    assert len(started) == 4, run.stdout[-3000:]
+    started = [line for line in out.splitlines() if "started: main" in line]
+    assert len(started) == 4, out[-3000:]
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:
