@@ -52,6 +52,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_./+@%,:=-]+$")
 _LAB_SEQ = itertools.count()
 _ALL_LABS: list[SshLab] = []  # every lab this process created, for leftover_processes()
+# Address blocks (127.0.<labnum>.0/24) this process has locked: a closed lab's block stays locked
+# until the process ends, so that a lab of another pytest process (an xdist worker) never takes
+# it and mistakes this process's later check of the closed lab for its own sshd processes
+# (matched by address). Only this process's labs reuse it, one at a time.
+_HELD_LABNUMS: dict[int, IO[bytes]] = {}
+_LABNUMS_IN_USE: set[int] = set()
 
 
 class LabError(RuntimeError):
@@ -149,7 +155,7 @@ class SshLab:
         self.hosts: dict[str, LabHost] = {}
         self.inventory: Path | None = None
         self._specs = specs
-        self._lock: IO[bytes] | None = None
+        self._holds_labnum = False
         self._runs = itertools.count(1)
         self._closed = False
         self._sshd = _find_program("sshd")
@@ -191,9 +197,9 @@ class SshLab:
         left = procs.kill_tree(self._lab_pids)
         for host in self.hosts.values():
             _reap(host)
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        if self._holds_labnum:
+            _LABNUMS_IN_USE.discard(self.labnum)  # the lock stays held: see _HELD_LABNUMS
+            self._holds_labnum = False
         if self._own_control_dir:
             shutil.rmtree(self.control_dir, ignore_errors=True)
         if self._own_dir:
@@ -465,6 +471,9 @@ class SshLab:
             hostdir = self.labdir / spec.name
             (hostdir / ".sshd").mkdir(parents=True, exist_ok=True)
             _keygen(hostdir / ".sshd" / "ssh_host_ed25519_key", f"heteromig-lab-{spec.name}")
+        for labnum in sorted(set(_HELD_LABNUMS) - _LABNUMS_IN_USE):
+            if self._try_labnum(labnum):
+                return
         first = (os.getpid() * 7 + next(_LAB_SEQ)) % 250
         for attempt in range(32):
             labnum = 2 + (first + attempt) % 250  # 127.0.0.x and 127.0.1.1 are often taken
@@ -473,21 +482,25 @@ class SshLab:
         raise LabError(f"no free 127.0.<labnum>.0/24 with port {self.port} after 32 tries")
 
     def _try_labnum(self, labnum: int) -> bool:
-        LOCK_DIR.mkdir(exist_ok=True)
-        lock = (LOCK_DIR / f"{labnum}.lock").open("wb")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
+        if labnum in _LABNUMS_IN_USE:
             return False
+        if labnum not in _HELD_LABNUMS:
+            LOCK_DIR.mkdir(exist_ok=True)
+            lock = (LOCK_DIR / f"{labnum}.lock").open("wb")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                return False
+            _HELD_LABNUMS[labnum] = lock
         hosts = {
             spec.name: LabHost(spec, f"127.0.{labnum}.{n}", self.port, self.labdir / spec.name)
             for n, spec in enumerate(self._specs, start=1)
         }
         if not all(_bindable(h.endpoint) for h in hosts.values()):
-            lock.close()
             return False
-        self.labnum, self.hosts, self._lock = labnum, hosts, lock
+        self.labnum, self.hosts, self._holds_labnum = labnum, hosts, True
+        _LABNUMS_IN_USE.add(labnum)
         for host in hosts.values():
             self._write_sshd_config(host)
             if not self._start_sshd(host):
@@ -496,8 +509,8 @@ class SshLab:
                 for h in hosts.values():
                     _reap(h)
                 log = _tail(host.log_path)
-                self.hosts, self._lock = {}, None
-                lock.close()
+                self.hosts, self._holds_labnum = {}, False
+                _LABNUMS_IN_USE.discard(labnum)
                 if "Address already in use" in log or "Cannot bind" in log:
                     return False
                 raise LabError(f"{host.name}: sshd failed to start:\n{log}")
