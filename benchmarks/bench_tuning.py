@@ -1,7 +1,7 @@
 """Target-QPS tuning (main_target_qps: auto) against a fine scan of fixed targets.
 
-    .venv/bin/python benchmarks/bench_tuning.py --repeat 3
-    .venv/bin/python benchmarks/bench_tuning.py --repeat 1 --tune-start 900
+    .venv/bin/python benchmarks/bench_tuning.py --repeat 3                 # from the probe
+    .venv/bin/python benchmarks/bench_tuning.py --repeat 3 --starts probe,420
 
 The device is the one of tests/integration/test_campaign_tuning_lab.py (imported from there, one
 source): a synthetic benchmark of *known capacity* (600 samples/s) driven by the real MLPerf
@@ -9,18 +9,21 @@ LoadGen, through its own harness profile, with a second benchmark of that profil
 background on the other MIG slice. One SSH-lab host (tests/lab), a simulated H100 cut into two
 3g.40gb slices before anything runs. Each repetition:
 
-1. **Tuning.** A campaign (``playbooks/sweep.yml`` without its engine build, as the test runs it)
-   of one Server cell with ``main_target_qps: auto``: an Offline probe, short trials of 1 s and
-   one 2 s confirmation, every one a real hetero run. Read from the ledger: the tuned value and
-   the number of short trials.
+1. **Tuning**, once per start of ``--starts`` (``probe``: the Offline probe; a number: the
+   cell's ``tune_start``). A campaign (``playbooks/sweep.yml`` without its engine build, as the
+   test runs it) of one Server cell with ``main_target_qps: auto``: short trials of 1 s (longer
+   when LoadGen finds one too short for its target) and one 2 s confirmation, every one a real
+   hetero run. Read from the ledger: the tuned value, the number of short trials (the repeated
+   ones too) and how each INVALID trial was read.
 2. **Fine scan.** The same hetero run (same cell options, background, 1 s trial length) at
    fixed targets: every 1% from 90% to 106% of the device's nominal capacity, plus 50%, 75%
    and 125% of it, one playbook looping ``heteromig.fleet.hetero_run`` over them with one run
    id each. The highest VALID target of the scan is the reference.
 
 Targets: the tuned value within 3% of the scan's highest VALID target; at most 8 short trials.
-Tuning and scan alternate (tuning 1, scan 1, tuning 2, ...). One JSON line per run, then a
-summary with median and spread, the 1-minute load average with each line.
+Tunings and scan alternate (the starts of repetition 1, scan 1, the starts of repetition 2, ...).
+One JSON line per run, then a summary per start with median and spread, the 1-minute load
+average with each line and ``uptime`` at the start and the end.
 """
 
 from __future__ import annotations
@@ -167,7 +170,13 @@ def tune_once(lab: SshLab, work: Path, sweep: Path, cell: dict[str, Any], tag: s
         "start_from": tuning["start_from"],
         "short_trials": sum(1 for t in trials if t["kind"] == "trial"),
         "confirmations": sum(1 for t in trials if t["kind"] == "confirm"),
-        "trials": [(t["kind"], t["target"], t["verdict"]) for t in trials],
+        "trials": [
+            (t["kind"], t["target"], t.get("duration_ms"), t["verdict"], t.get("cause"))
+            for t in trials
+        ],
+        "lengthened": sum(
+            1 for t in trials if t["kind"] == "trial" and t.get("cause") == "too_short"
+        ),
         "playbook_wall_s": round(wall, 2),
         "loadavg_1m_before": load_before,
         "loadavg_1m": loadavg(),
@@ -205,19 +214,58 @@ def scan_once(lab: SshLab, work: Path, cell: dict[str, Any], tag: str) -> dict:
     }
 
 
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def start_of(word: str) -> float | None:
+    """``probe`` -> None (the Offline probe), else the tune_start number."""
+    if word.strip().lower() == "probe":
+        return None
+    value = float(word)
+    if not value > 0:
+        raise SystemExit("--starts: %r is neither 'probe' nor a number > 0" % word)
+    return value
+
+
+def summarize(tunes: list[dict], reference: float | None) -> dict[str, Any]:
+    found = [t["value"] for t in tunes if t["value"] is not None]
+    errors = [abs(v - reference) / reference for v in found if reference is not None]
+    return {
+        "runs": len(tunes),
+        "tuned_value": spread(found) if found else None,
+        "nothing_found": sum(1 for t in tunes if t["value"] is None),
+        "error_vs_reference": spread(errors) if errors else None,
+        # a run that found nothing is not within 3%
+        "within_3pct": [e <= 0.03 for e in errors] + [False] * (len(tunes) - len(errors)),
+        "short_trials": spread([t["short_trials"] for t in tunes]),
+        "lengthened": [t["lengthened"] for t in tunes],
+        "at_most_8_trials": [t["short_trials"] <= 8 for t in tunes],
+        "tuning_wall_s": spread([t["playbook_wall_s"] for t in tunes]),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--starts",
+        default="probe",
+        help="comma-separated starts tuned in turn each repetition: 'probe' (the Offline "
+        "probe) or a number (the cell's tune_start), e.g. probe,420",
+    )
+    parser.add_argument(
         "--tune-start",
         type=float,
         default=None,
-        help="the cell's tune_start (the first target) instead of the Offline probe",
+        help="the same as --starts <number> (one start)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
+    starts = [args.tune_start] if args.tune_start else [start_of(w) for w in args.starts.split(",")]
+    uptime_before = uptime()
     work = Path(tempfile.mkdtemp(prefix="hm-bench-tune-"))
     lab = None
     try:
@@ -242,42 +290,35 @@ def main() -> int:
             yaml.safe_dump({"all": {"children": {"gpus": {"hosts": {HOST: lab.host_vars(HOST)}}}}})
         )
         lab.inventory = inventory
-        tunes, scans = [], []
+        tunes: dict[str, list[dict]] = {}
+        scans = []
         for index in range(args.repeat):
-            cell = tuning_spec(profiles, bench, "benchtune%d" % index, args.tune_start)
-            tune = tune_once(lab, work, sweep, cell, str(index))
-            print(json.dumps(tune), flush=True)
-            tunes.append(tune)
+            for number, start in enumerate(starts):
+                tag = "%d-%d" % (index, number)
+                cell = tuning_spec(profiles, bench, "benchtune%d%d" % (index, number), start)
+                tune = tune_once(lab, work, sweep, cell, tag)
+                print(json.dumps(tune), flush=True)
+                tunes.setdefault("probe" if start is None else "%g" % start, []).append(tune)
             scan = scan_once(lab, work, cell, str(index))
             print(json.dumps(scan), flush=True)
             scans.append(scan)
-        found = [t["value"] for t in tunes if t["value"] is not None]
         highest = [s["highest_valid"] for s in scans if s["highest_valid"] is not None]
         reference = min(highest) if highest else None
-        errors = [
-            abs(t["value"] - reference) / reference
-            for t in tunes
-            if t["value"] is not None and reference is not None
-        ]
+        every = [t for runs in tunes.values() for t in runs]
         summary = {
             "summary": "tuning",
             "date": now_utc(),
             "cpus": os.cpu_count(),
             "capacity_nominal": CAPACITY,
-            "tune_start": args.tune_start,
+            "starts": list(tunes),
             "repeat": args.repeat,
-            "tuned_value": spread(found) if found else None,
-            "nothing_found": sum(1 for t in tunes if t["value"] is None),
             "highest_valid": spread(highest) if highest else None,
             "scans_fine_monotonic": [s["fine_monotonic"] for s in scans],
             "reference_highest_valid": reference,
-            "error_vs_reference": spread(errors) if errors else None,
-            # a run that found nothing is not within 3%
-            "within_3pct": [e <= 0.03 for e in errors] + [False] * (len(tunes) - len(errors)),
-            "short_trials": spread([t["short_trials"] for t in tunes]),
-            "at_most_8_trials": [t["short_trials"] <= 8 for t in tunes],
-            "tuning_wall_s": spread([t["playbook_wall_s"] for t in tunes]),
-            "loadavg_1m": spread([r["loadavg_1m"] for r in tunes + scans]),
+            "by_start": {start: summarize(runs, reference) for start, runs in tunes.items()},
+            "loadavg_1m": spread([r["loadavg_1m"] for r in every + scans]),
+            "uptime_before": uptime_before,
+            "uptime_after": uptime(),
         }
         print(json.dumps(summary), flush=True)
     finally:

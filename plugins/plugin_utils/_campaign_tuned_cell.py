@@ -22,6 +22,12 @@ import yaml
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.utils.display import Display
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+    DETAIL_LOG,
+    SUMMARY_LOG,
+    find_loadgen_dirs,
+    parse_detail,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
     RUNS,
     Claim,
@@ -32,6 +38,11 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger i
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
     Campaign,
     Cell,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_cause import (
+    Cause,
+    classify,
+    early_stopping_text,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuning import (
     CONFIRM,
@@ -80,6 +91,8 @@ def plan_tuning(campaign: Campaign, directory: str) -> None:
                     float(cell.tuning.get("tune_start") or 1.0),
                     tolerance=_tolerance(cell),
                     max_trials=_max_trials(cell),
+                    trial_ms=_trial_duration(cell),
+                    max_trial_ms=_longest_trial(cell),
                 )
             except TuningError as exc:
                 raise AnsibleActionFail("sweep spec: cell %s: %s" % (cell.id, exc)) from None
@@ -158,11 +171,17 @@ def tuned_cell(
     class _RunFailed(Exception):
         pass
 
-    def one_run(kind: str, index: int, target: float | None) -> tuple[Outcome, dict]:
+    def one_run(
+        kind: str, index: int, target: float | None, duration_ms: int | None = None
+    ) -> tuple[Outcome, dict]:
         done = recorded.get((kind, index)) if kind != CONFIRM else None
-        if done is not None and (target is None or done.get("target") == target):
+        if (
+            done is not None
+            and (target is None or done.get("target") == target)
+            and (duration_ms is None or done.get("duration_ms") == duration_ms)
+        ):
             trial_list.append(_trial_entry(done))
-            return Outcome(done.get("verdict") == "VALID", done.get("metric")), {}
+            return _recorded_outcome(done), {}
         letter = {"probe": "p", TRIAL: "t", CONFIRM: "c"}[kind]
         args = dict(cell.options)
         if kind == "probe":
@@ -170,7 +189,7 @@ def tuned_cell(
             args.update(main_scenario="Offline")
         if kind != CONFIRM:
             args.update(
-                main_benchmark_duration=trial_ms,
+                main_benchmark_duration=duration_ms or trial_ms,
                 main_mode="PerformanceOnly",
                 main_action="run_harness",
             )
@@ -187,7 +206,9 @@ def tuned_cell(
         if result.get("failed") and failure is None:
             failure = str(result.get("msg") or "hetero_run failed")
         verdict = result.get("verdict") or "INVALID"
-        metric = ((result.get("main") or {}).get("loadgen") or {}).get("metric")
+        main_loadgen = (result.get("main") or {}).get("loadgen") or {}
+        metric = main_loadgen.get("metric")
+        cause = classify(verdict, main_loadgen, _early_stopping(result))
         record = append(
             ledger,
             {
@@ -203,6 +224,9 @@ def tuned_cell(
                 "target": target,
                 "duration_ms": args.get("main_benchmark_duration"),
                 "verdict": verdict,
+                "cause": cause.cause,
+                "why": None if verdict == "VALID" else cause.why,
+                "queries_needed": cause.queries_needed,
                 "metric": metric,
                 "reasons": list(result.get("reasons") or ([failure] if failure else []))[:5],
                 "results_dir": result.get("results_dir"),
@@ -211,7 +235,7 @@ def tuned_cell(
         )
         trial_list.append(_trial_entry(record))
         display.display(
-            "campaign [%s] %s %s %d%s: %s%s"
+            "campaign [%s] %s %s %d%s: %s%s%s"
             % (
                 host,
                 cell.id,
@@ -220,19 +244,23 @@ def tuned_cell(
                 " at %g QPS" % target if target is not None else " (Offline)",
                 "FAILED" if failure else verdict,
                 " (%s)" % _metric_value(metric) if metric else "",
+                " [%s: %s]" % (cause.cause, cause.why)
+                if verdict != "VALID" and not failure
+                else "",
             )
         )
         if failure is not None:
             raise _RunFailed("%s %d (run %s): %s" % (kind, index, run_id, failure))
         last.clear()
         last.update(result)
-        return Outcome(verdict == "VALID", metric), result
+        return Outcome(verdict == "VALID", metric, cause=cause), result
 
     tuning: dict[str, Any] = {
         "option": "main_target_qps",
         "tolerance": _tolerance(cell),
         "max_trials": _max_trials(cell),
         "trial_duration_ms": trial_ms,
+        "longest_trial_ms": _longest_trial(cell),
         "trials": trial_list,
     }
     try:
@@ -251,8 +279,8 @@ def tuned_cell(
             tuning.update(start=value, start_from="offline probe")
         confirmed: dict[str, Any] = {}
 
-        def run(kind: str, index: int, target: float) -> Outcome:
-            outcome, result = one_run(kind, index, target)
+        def run(kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
+            outcome, result = one_run(kind, index, target, duration_ms)
             if kind == CONFIRM:
                 confirmed.clear()
                 confirmed.update(result)
@@ -263,6 +291,8 @@ def tuned_cell(
             float(tuning["start"]),
             tolerance=_tolerance(cell),
             max_trials=_max_trials(cell),
+            trial_ms=trial_ms,
+            max_trial_ms=_longest_trial(cell),
         )
     except _RunFailed as exc:
         return "tuning stopped: %s" % exc, {}, tuning
@@ -274,6 +304,7 @@ def tuned_cell(
         converged=found.converged,
         bracket=[found.lo, found.hi],
         short_trials=found.short_trials,
+        lengthened=found.lengthened,
         confirmations=found.confirmations,
         reason=found.reason,
     )
@@ -326,6 +357,52 @@ def _trial_duration(cell: Cell) -> int:
     return max(1000, int(full) // 10)
 
 
+def _longest_trial(cell: Cell) -> int:
+    """The longest a lengthened short trial may run: the cell's own duration (the
+    confirmation's), never less than the trial duration."""
+    full = int(cell.options.get("main_benchmark_duration") or 600000)
+    return max(full, _trial_duration(cell))
+
+
+def _early_stopping(result: Mapping[str, Any]) -> str | None:
+    """LoadGen's early-stopping result of a run's main benchmark, from its fetched logs (the
+    detail log's ``early_stopping_result``, else the summary's lines); None when not found."""
+    fetched = (result.get("main") or {}).get("fetched_dir")
+    if not isinstance(fetched, str) or not os.path.isdir(fetched):
+        return None
+    for directory in find_loadgen_dirs(fetched)[:1]:
+        text = _read_text(os.path.join(directory, DETAIL_LOG))
+        if text is not None:
+            value = parse_detail(text).get("early_stopping_result")
+            if isinstance(value, str) and value.strip():
+                return value
+        summary = _read_text(os.path.join(directory, SUMMARY_LOG))
+        if summary is not None:
+            return early_stopping_text(summary)
+    return None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(64 * 1024 * 1024)
+    except OSError:
+        return None
+
+
+def _recorded_outcome(record: Mapping[str, Any]) -> Outcome:
+    """A trial replayed from the ledger, read as its session read it."""
+    valid = record.get("verdict") == "VALID"
+    cause = record.get("cause")
+    return Outcome(
+        valid,
+        record.get("metric"),
+        cause=None
+        if valid or not isinstance(cause, str)
+        else Cause(cause, str(record.get("why") or ""), None, record.get("queries_needed")),
+    )
+
+
 def _metric_value(metric: Any) -> float | None:
     value = metric.get("value") if isinstance(metric, Mapping) else metric
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -336,7 +413,18 @@ def _metric_value(metric: Any) -> float | None:
 def _trial_entry(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: record.get(k)
-        for k in ("kind", "index", "target", "verdict", "metric", "trial_run_id", "failed")
+        for k in (
+            "kind",
+            "index",
+            "target",
+            "duration_ms",
+            "verdict",
+            "cause",
+            "why",
+            "metric",
+            "trial_run_id",
+            "failed",
+        )
     }
 
 

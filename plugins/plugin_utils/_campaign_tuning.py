@@ -5,25 +5,39 @@
 
 Submitters tune a Server target in isolation, then lower it until the run stays VALID under
 background load (FIELD_NOTES 1, "Tuning practice"). :func:`tune` does that with a bracketing
-search over short trial runs, then one full-length confirmation run:
+search over short trial runs, then one full-length confirmation run. Each INVALID trial has a
+cause (:mod:`_campaign_trial_cause`, in LoadGen's own terms), and only some causes say where
+the limit is:
+
+- **too high** (LoadGen's latency constraint broken): the target is above the limit;
+- **too short** (the latency held, but early stopping, min duration or min queries was not
+  satisfied): the trial said nothing about the target. It runs again at the same target, longer
+  (long enough for the queries LoadGen asked for), and later trials are sized for that query
+  count at their own target (never shorter than the trial length);
+- **other** (e.g. the main's LoadGen VALID but the hetero run INVALID for a background): the
+  trial runs once more at the same target; a second one is read as too high.
+
+Every run counts as a short trial, the repeated ones too. The search:
 
 1. **Bracket.** The first trial runs at ``upper`` (the cell's ``tune_start``, or the samples/s
    of a short Offline probe). A VALID trial steps *up* by ``step`` (then ``step**2``,
-   ``step**4``, ...) until one is INVALID; an INVALID one steps *down* the same way until one is
-   VALID, never below ``upper * floor_fraction`` (a floor that is INVALID ends the search: no
-   target is VALID).
-2. **Narrow.** Between the highest VALID target ``lo`` and the lowest INVALID one ``hi`` the
+   ``step**4``, ...) until one is too high; a too-high one steps *down* the same way until one
+   is VALID, never below ``upper * floor_fraction`` (a floor that is too high ends the search:
+   no target is VALID).
+2. **Narrow.** Between the highest VALID target ``lo`` and the lowest too-high one ``hi`` the
    next trial runs at ``sqrt(lo * hi)`` (bisection on a log scale) until ``hi / lo <= 1 +
    tolerance``: the capacity lies in ``[lo, hi)``, so ``lo`` is within ``tolerance`` of it.
    At most ``max_trials`` trials in all; when they run out first, ``lo`` is taken as it is and
-   the result says it did not converge.
+   the result says it did not converge. A trial that would have to be longer than
+   ``max_trial_ms`` (the full length) runs at that length; one that is still too short there
+   ends the search (the cell's length cannot give LoadGen enough queries at that target).
 3. **Confirm.** One full-length run at ``lo``. An INVALID confirmation (a short trial is a noisy
    witness) steps down by the tolerance, ``value / (1 + tolerance)``, and confirms again, at most
-   ``max_confirmations`` times in all.
+   ``max_confirmations`` times in all; a confirmation too short for LoadGen ends the tuning.
 
-Pure: the runs are the callable ``run`` (kind, index, target) -> :class:`Outcome`, so the search
-is unit-tested against a fake device of known capacity (tests/unit/test_campaign_tuning.py).
-No Ansible imports.
+Pure: the runs are the callable ``run`` (kind, index, target, duration_ms) -> :class:`Outcome`
+(duration_ms is None for a confirmation: the cell's own length), so the search is unit-tested
+against fake devices of known capacity (tests/unit/test_campaign_tuning.py). No Ansible imports.
 """
 
 from __future__ import annotations
@@ -32,6 +46,15 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_cause import (
+    OTHER,
+    TOO_HIGH,
+    TOO_SHORT,
+    Cause,
+    duration_for,
+    queries_to_ask,
+)
 
 TRIAL = "trial"
 CONFIRM = "confirm"
@@ -43,6 +66,7 @@ DEFAULT_MAX_TRIALS = 8
 DEFAULT_STEP = 1.2
 DEFAULT_FLOOR_FRACTION = 0.05
 DEFAULT_MAX_CONFIRMATIONS = 3
+DEFAULT_TRIAL_MS = 1000
 # the value written into the options is rounded to this many significant digits: 3 digits are
 # finer than any tolerance allowed (0.1%), and 412.5 reads better than 412.4873611
 SIGNIFICANT_DIGITS = 4
@@ -54,11 +78,22 @@ class TuningError(ValueError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run said: VALID or not, its headline metric, anything the caller keeps."""
+    """What one run said: VALID or not, why (None: VALID, or too high when INVALID), its
+    headline metric, anything the caller keeps."""
 
     valid: bool
     metric: Any = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    cause: Cause | None = None
+
+    @property
+    def reads_as(self) -> str:
+        """VALID, TOO_HIGH, TOO_SHORT or OTHER."""
+        if self.valid:
+            return VALID
+        if self.cause is None or self.cause.cause == VALID:
+            return TOO_HIGH
+        return self.cause.cause
 
 
 @dataclass(frozen=True)
@@ -69,16 +104,33 @@ class Trial:
     verdict: str  # VALID or INVALID
     metric: Any = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    cause: str = VALID  # how the search read it: VALID, TOO_HIGH, TOO_SHORT or OTHER
+    why: str | None = None  # LoadGen's words for it
+    duration_ms: int | None = None  # the trial's length (None: a full-length confirmation)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "index": self.index,
             "target": self.target,
+            "duration_ms": self.duration_ms,
             "verdict": self.verdict,
+            "cause": self.cause,
+            "why": self.why,
             "metric": self.metric,
             **dict(self.info),
         }
+
+
+@dataclass(frozen=True)
+class Searched:
+    """What the search (steps 1-2) found."""
+
+    lo: float | None  # the highest VALID short-trial target, None when nothing was VALID
+    hi: float | None  # the lowest too-high one
+    converged: bool  # the bracket narrowed to the tolerance (or nothing lies between)
+    trials: list[Trial]
+    stopped: str | None = None  # why it ended early (a trial too short at the full length)
 
 
 @dataclass(frozen=True)
@@ -87,7 +139,7 @@ class Result:
     found: float | None  # the search's highest VALID short-trial target, else None
     converged: bool  # the bracket narrowed to the tolerance within max_trials
     lo: float | None  # the final bracket: highest VALID ...
-    hi: float | None  # ... and lowest INVALID short-trial target
+    hi: float | None  # ... and lowest too-high short-trial target
     trials: list[Trial]  # every run in order, short trials and confirmations
     reason: str  # one line: what happened
 
@@ -99,8 +151,13 @@ class Result:
     def confirmations(self) -> int:
         return sum(1 for t in self.trials if t.kind == CONFIRM)
 
+    @property
+    def lengthened(self) -> int:
+        """Short trials repeated longer because LoadGen found them too short."""
+        return sum(1 for t in self.trials if t.kind == TRIAL and t.cause == TOO_SHORT)
 
-Runner = Callable[[str, int, float], Outcome]
+
+Runner = Callable[[str, int, float, int | None], Outcome]
 
 
 def rounded(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
@@ -118,6 +175,8 @@ def check_settings(
     step: float = DEFAULT_STEP,
     floor_fraction: float = DEFAULT_FLOOR_FRACTION,
     max_confirmations: int = DEFAULT_MAX_CONFIRMATIONS,
+    trial_ms: int = DEFAULT_TRIAL_MS,
+    max_trial_ms: int | None = None,
 ) -> None:
     """TuningError naming the first bad setting."""
     if not (isinstance(upper, (int, float)) and math.isfinite(upper) and upper > 0):
@@ -132,6 +191,13 @@ def check_settings(
         raise TuningError("floor_fraction must be between 0 and 1, got %r" % (floor_fraction,))
     if max_confirmations < 1:
         raise TuningError("max_confirmations must be >= 1, got %r" % (max_confirmations,))
+    if trial_ms < 1:
+        raise TuningError("the trial duration must be >= 1 ms, got %r" % (trial_ms,))
+    if max_trial_ms is not None and max_trial_ms < trial_ms:
+        raise TuningError(
+            "the longest trial (%r ms) is shorter than the trial duration (%r ms)"
+            % (max_trial_ms, trial_ms)
+        )
 
 
 def search(
@@ -143,21 +209,40 @@ def search(
     step: float = DEFAULT_STEP,
     floor_fraction: float = DEFAULT_FLOOR_FRACTION,
     digits: int = SIGNIFICANT_DIGITS,
-) -> tuple[float | None, float | None, bool, list[Trial]]:
-    """Steps 1-2 (module doc): (lo, hi, converged, trials). lo is None when nothing was VALID.
-    Every target is rounded down to ``digits`` significant digits before it runs."""
-    check_settings(upper, tolerance, max_trials, step, floor_fraction)
+    trial_ms: int = DEFAULT_TRIAL_MS,
+    max_trial_ms: int | None = None,
+) -> Searched:
+    """Steps 1-2 (module doc). Every target is rounded down to ``digits`` significant digits
+    before it runs; each trial runs ``trial_ms`` or longer (what too-short trials taught),
+    never longer than ``max_trial_ms``."""
+    check_settings(
+        upper,
+        tolerance,
+        max_trials,
+        step,
+        floor_fraction,
+        trial_ms=trial_ms,
+        max_trial_ms=max_trial_ms,
+    )
     floor = upper * floor_fraction
     lo: float | None = None
     hi: float | None = None
     trials: list[Trial] = []
     target = float(upper)
     exponent = 1  # the next expansion's step is step ** exponent (1, 2, 4, ...)
+    min_queries = 0  # the query count LoadGen asked for in a too-short trial
+    repeat = False  # the next trial repeats the last target (too short, or other)
     while len(trials) < max_trials:
-        target = rounded(target, digits)
-        if (lo is not None and target <= lo) or (hi is not None and target >= hi):
-            return lo, hi, True, trials  # the rounding leaves nothing between lo and hi
-        outcome = run(TRIAL, len(trials) + 1, target)
+        if not repeat:
+            target = rounded(target, digits)
+            if (lo is not None and target <= lo) or (hi is not None and target >= hi):
+                return Searched(lo, hi, True, trials)  # the rounding leaves nothing between
+        duration = duration_for(trial_ms, target, min_queries)
+        if max_trial_ms is not None:
+            duration = min(duration, max_trial_ms)
+        outcome = run(TRIAL, len(trials) + 1, target, duration)
+        reads = outcome.reads_as
+        cause = outcome.cause
         trials.append(
             Trial(
                 TRIAL,
@@ -166,27 +251,52 @@ def search(
                 VALID if outcome.valid else INVALID,
                 outcome.metric,
                 dict(outcome.info),
+                reads,
+                cause.why if cause is not None and not outcome.valid else None,
+                duration,
             )
         )
-        if outcome.valid:
+        if reads == TOO_SHORT:
+            if max_trial_ms is not None and duration >= max_trial_ms:
+                return Searched(
+                    lo,
+                    hi,
+                    False,
+                    trials,
+                    "a trial at %g QPS, already at the full length (%d ms), was still too "
+                    "short for LoadGen (%s): lengthen main_benchmark_duration"
+                    % (target, duration, cause.why if cause else "too short"),
+                )
+            min_queries = max(
+                min_queries, queries_to_ask(duration, target, cause or Cause(TOO_SHORT, ""))
+            )
+            repeat = True
+            continue
+        if reads == OTHER and not (
+            repeat and trials[-2].cause == OTHER and trials[-2].target == target
+        ):
+            repeat = True  # says nothing about the target: once more
+            continue
+        repeat = False
+        if reads == VALID:
             lo = target
-        else:
+        else:  # too high, or a second OTHER at the same target
             hi = target
         if lo is not None and hi is not None:
             if hi / lo <= 1.0 + tolerance:
-                return lo, hi, True, trials
+                return Searched(lo, hi, True, trials)
             target = math.sqrt(lo * hi)
         elif lo is not None:  # every trial VALID so far: step up
             target = lo * step**exponent
             exponent *= 2
-        else:  # every trial INVALID so far: step down, not below the floor
+        else:  # every trial too high so far: step down, not below the floor
             if hi is None:
                 raise AssertionError("no trial ran: the first one is always recorded")
             if hi <= rounded(floor, digits) * (1.0 + 1e-9):
-                return None, hi, True, trials
+                return Searched(None, hi, True, trials)
             target = max(floor, hi / step**exponent)
             exponent *= 2
-    return lo, hi, False, trials
+    return Searched(lo, hi, False, trials)
 
 
 def tune(
@@ -199,12 +309,24 @@ def tune(
     floor_fraction: float = DEFAULT_FLOOR_FRACTION,
     max_confirmations: int = DEFAULT_MAX_CONFIRMATIONS,
     digits: int = SIGNIFICANT_DIGITS,
+    trial_ms: int = DEFAULT_TRIAL_MS,
+    max_trial_ms: int | None = None,
 ) -> Result:
     """The search, then the confirmation runs (module doc). ``run`` is called with kind TRIAL
-    (short runs) and CONFIRM (full-length runs), an index counting from 1 within the kind, and
-    the target. Targets passed to ``run`` are rounded down to ``digits`` significant digits."""
-    check_settings(upper, tolerance, max_trials, step, floor_fraction, max_confirmations)
-    lo, hi, converged, trials = search(
+    (short runs, with their length in ms) and CONFIRM (full-length runs, length None), an index
+    counting from 1 within the kind, and the target. Targets passed to ``run`` are rounded down
+    to ``digits`` significant digits."""
+    check_settings(
+        upper,
+        tolerance,
+        max_trials,
+        step,
+        floor_fraction,
+        max_confirmations,
+        trial_ms,
+        max_trial_ms,
+    )
+    found_by = search(
         run,
         upper,
         tolerance=tolerance,
@@ -212,25 +334,35 @@ def tune(
         step=step,
         floor_fraction=floor_fraction,
         digits=digits,
+        trial_ms=trial_ms,
+        max_trial_ms=max_trial_ms,
+    )
+    lo, hi, converged, trials = found_by.lo, found_by.hi, found_by.converged, found_by.trials
+    lengthened = sum(1 for t in trials if t.cause == TOO_SHORT)
+    counted = "%d short trial(s)%s" % (
+        len(trials),
+        " (%d of them too short for LoadGen, run again longer)" % lengthened if lengthened else "",
     )
     if lo is None:
-        return Result(
-            None,
-            None,
-            converged,
-            None,
-            hi,
-            trials,
-            "no short trial was VALID, down to %g (the floor, %g x the start %g)"
-            % (min(t.target for t in trials), floor_fraction, upper)
-            if converged
-            else "no short trial was VALID in %d trial(s), down to %g"
-            % (len(trials), min(t.target for t in trials)),
-        )
+        if found_by.stopped:
+            reason = "no short trial was VALID: %s" % found_by.stopped
+        elif converged:
+            reason = "no short trial was VALID, down to %g (the floor, %g x the start %g)" % (
+                min(t.target for t in trials),
+                floor_fraction,
+                upper,
+            )
+        else:
+            reason = "no short trial was VALID in %s, down to %g" % (
+                counted,
+                min(t.target for t in trials),
+            )
+        return Result(None, None, converged, None, hi, trials, reason)
     found = lo
     value = found
     for index in range(1, max_confirmations + 1):
-        outcome = run(CONFIRM, index, value)
+        outcome = run(CONFIRM, index, value, None)
+        reads = outcome.reads_as
         trials.append(
             Trial(
                 CONFIRM,
@@ -239,6 +371,9 @@ def tune(
                 VALID if outcome.valid else INVALID,
                 outcome.metric,
                 dict(outcome.info),
+                reads,
+                outcome.cause.why if outcome.cause is not None and not outcome.valid else None,
+                None,
             )
         )
         if outcome.valid:
@@ -249,13 +384,29 @@ def tune(
                 lo,
                 hi,
                 trials,
-                "tuned to %g: %d short trial(s)%s, confirmed at full length%s"
+                "tuned to %g: %s%s, confirmed at full length%s"
                 % (
                     value,
-                    sum(1 for t in trials if t.kind == TRIAL),
-                    "" if converged else " (the bracket did not narrow to the tolerance)",
+                    counted,
+                    (" (the search stopped: %s)" % found_by.stopped)
+                    if found_by.stopped
+                    else ""
+                    if converged
+                    else " (the bracket did not narrow to the tolerance)",
                     " after %d step(s) down" % (index - 1) if index > 1 else "",
                 ),
+            )
+        if reads == TOO_SHORT:
+            return Result(
+                None,
+                found,
+                converged,
+                lo,
+                hi,
+                trials,
+                "short trials found %g, but the full-length confirmation at %g was too short "
+                "for LoadGen (%s): lengthen main_benchmark_duration"
+                % (found, value, outcome.cause.why if outcome.cause else "too short"),
             )
         if index < max_confirmations:
             value = rounded(value / (1.0 + tolerance), digits)

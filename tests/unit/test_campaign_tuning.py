@@ -1,8 +1,12 @@
 """The target-QPS search (plugins/plugin_utils/_campaign_tuning.py) against fake devices.
 
 The oracle is a device of known capacity: a run at target t is VALID iff t <= capacity (the
-noisy variant moves the threshold of each short run by a seeded random amount). Every
-expectation is written from the capacity, never from what the search returned.
+noisy variant moves the threshold of each short run by a seeded random amount). The LoadGen
+variant also knows LoadGen's early stopping: a Server run of fewer than EARLY_STOPPING_QUERIES
+queries is INVALID for too few queries whatever its target, as real LoadGen 6.0.17 said in
+tests/fixtures/loadgen/tuning/ (417 processed + 42 more needed, 202 + 257, 300 + 159: 459 each
+time with no query over the latency bound). Every expectation is written from the capacity and
+those logs, never from what the search returned.
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_cause import (
+    OTHER,
+    TOO_HIGH,
+    TOO_SHORT,
+    VALID,
+    Cause,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuning import (
     CONFIRM,
     TRIAL,
@@ -34,12 +45,14 @@ class Device:
     confirm_noise: float = 0.0
     seed: int = 0
     calls: list[tuple[str, int, float]] = field(default_factory=list)
+    durations: list[int | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def __call__(self, kind: str, index: int, target: float) -> Outcome:
+    def __call__(self, kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
         self.calls.append((kind, index, target))
+        self.durations.append(duration_ms)
         spread = self.noise if kind == TRIAL else self.confirm_noise
         threshold = self.capacity * (1.0 + self.rng.uniform(-spread, spread))
         return Outcome(target <= threshold, metric=min(target, threshold), info={"n": index})
@@ -127,7 +140,7 @@ def test_noisy_trials_and_a_failing_confirmation_step_down(seed: int) -> None:
 def test_confirmations_that_all_fail_give_no_value() -> None:
     calls: list[tuple[str, int, float]] = []
 
-    def run(kind: str, index: int, target: float) -> Outcome:
+    def run(kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
         calls.append((kind, index, target))
         return Outcome(kind == TRIAL and target <= 300.0)
 
@@ -138,7 +151,8 @@ def test_confirmations_that_all_fail_give_no_value() -> None:
 
 
 def test_search_brackets_the_capacity() -> None:
-    lo, hi, converged, trials = search(Device(733.0), 1000.0, tolerance=0.02)
+    found = search(Device(733.0), 1000.0, tolerance=0.02)
+    lo, hi, converged, trials = found.lo, found.hi, found.converged, found.trials
     assert converged and lo is not None and hi is not None
     assert lo <= 733.0 < hi and hi / lo <= 1.02
     assert len(trials) <= 8
@@ -165,3 +179,128 @@ def test_rounding_is_down_to_4_significant_digits() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, float], word: str) -> None:
     with pytest.raises(TuningError, match=word):
         check_settings(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- trials too short for LoadGen
+EARLY_STOPPING_QUERIES = 417 + 42  # tests/fixtures/loadgen/tuning/too-few-queries
+
+
+@dataclass
+class LoadGenDevice:
+    """A device of known capacity under LoadGen's early stopping (module doc): a run of
+    target x duration queries; too few -> TOO_SHORT with LoadGen's count, over the capacity ->
+    TOO_HIGH (LoadGen's latency verdict comes first, as in the ``latency`` fixture), else
+    VALID. A confirmation runs ``full_ms``."""
+
+    capacity: float
+    full_ms: int = 2000
+    calls: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def __call__(self, kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
+        length = self.full_ms if duration_ms is None else duration_ms
+        self.calls.append((kind, target, length))
+        if target > self.capacity:
+            return Outcome(False, cause=Cause(TOO_HIGH, "performance constraints not satisfied"))
+        queries = int(target * length / 1000.0)
+        if queries < EARLY_STOPPING_QUERIES:
+            return Outcome(
+                False,
+                cause=Cause(
+                    TOO_SHORT,
+                    "early stopping not satisfied",
+                    queries,
+                    EARLY_STOPPING_QUERIES,
+                ),
+            )
+        return Outcome(True, metric=target)
+
+
+def test_a_low_start_lengthens_its_too_short_trial_instead_of_stepping_down() -> None:
+    # the failure of benchmarks/bench_tuning.py --tune-start 420 (docs/benchmarks.md): 1 s at
+    # 420 QPS is too short for early stopping; reading it as "too high" stepped down for ever
+    device = LoadGenDevice(600.0)
+    result = tune(device, 420.0, trial_ms=1000, max_trial_ms=2000)
+    assert result.value is not None, result.reason
+    assert 600.0 * 0.97 <= result.value <= 600.0, result
+    assert result.short_trials <= 8
+    first, second = result.trials[0], result.trials[1]
+    assert (first.target, first.duration_ms, first.cause) == (420.0, 1000, TOO_SHORT)
+    # the same target again, long enough for the queries LoadGen asked for, and VALID
+    assert second.target == 420.0 and second.verdict == "VALID"
+    assert second.duration_ms is not None
+    assert 420.0 * second.duration_ms / 1000.0 >= EARLY_STOPPING_QUERIES
+    assert second.duration_ms <= 2000
+    # no trial ever went below the start: a too-short trial is not "too high"
+    assert min(t.target for t in result.trials) == 420.0
+    # every trial read as too high really was above the capacity
+    assert all(t.target > 600.0 for t in result.trials if t.cause == TOO_HIGH)
+    assert result.lengthened == 1
+    assert "too short for LoadGen" in result.reason
+
+
+def test_later_trials_are_sized_for_the_queries_loadgen_asked_for() -> None:
+    device = LoadGenDevice(600.0)
+    result = tune(device, 420.0, trial_ms=1000, max_trial_ms=2000)
+    # after the lesson, no trial is too short again, and none is shorter than the trial length
+    assert [t.cause for t in result.trials].count(TOO_SHORT) == 1
+    for trial in result.trials[1:]:
+        if trial.kind == TRIAL:
+            assert trial.duration_ms is not None and trial.duration_ms >= 1000
+            assert trial.target * trial.duration_ms / 1000.0 >= EARLY_STOPPING_QUERIES
+
+
+def test_a_start_from_the_probe_keeps_the_short_trial_length() -> None:
+    # near the capacity a 1 s trial has enough queries: nothing is lengthened (as the lab test)
+    device = LoadGenDevice(600.0)
+    result = tune(device, 599.0, trial_ms=1000, max_trial_ms=2000)
+    assert result.value is not None and 600.0 * 0.97 <= result.value <= 600.0
+    assert {t.duration_ms for t in result.trials if t.kind == TRIAL} == {1000}
+    assert result.lengthened == 0
+
+
+def test_a_trial_still_too_short_at_the_full_length_ends_the_search() -> None:
+    # 100 QPS: 459 queries need 4.6 s, the cell is 2 s long: no trial can be judged
+    device = LoadGenDevice(600.0)
+    result = tune(device, 100.0, trial_ms=1000, max_trial_ms=2000)
+    assert result.value is None and result.found is None
+    assert [(t.target, t.duration_ms, t.cause) for t in result.trials] == [
+        (100.0, 1000, TOO_SHORT),
+        (100.0, 2000, TOO_SHORT),
+    ]
+    assert "lengthen main_benchmark_duration" in result.reason
+    assert all(kind == TRIAL for kind, _t, _d in device.calls)
+
+
+def test_a_confirmation_too_short_for_loadgen_is_not_stepped_down() -> None:
+    # short trials of 3 s are long enough at 200 QPS; the 2 s confirmation is not
+    device = LoadGenDevice(200.0, full_ms=2000)
+    result = tune(device, 200.0, trial_ms=3000, max_trial_ms=3000)
+    assert result.value is None and result.found == 200.0
+    confirms = [t for t in result.trials if t.kind == CONFIRM]
+    assert [(t.target, t.cause) for t in confirms] == [(200.0, TOO_SHORT)]
+    assert "too short for LoadGen" in result.reason
+
+
+def test_an_inconclusive_trial_runs_again_and_a_second_one_counts_as_too_high() -> None:
+    outcomes = {
+        # target -> the causes of its runs, in order
+        500.0: [OTHER, VALID],  # a background failed once, then VALID
+        600.0: [OTHER, OTHER],  # twice: read as too high
+    }
+    seen: list[tuple[float, str]] = []
+
+    def run(kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
+        if kind == CONFIRM:
+            return Outcome(True)
+        queue = outcomes.get(target)
+        cause = queue.pop(0) if queue else (VALID if target <= 550.0 else TOO_HIGH)
+        seen.append((target, cause))
+        if cause == VALID:
+            return Outcome(True)
+        return Outcome(False, cause=Cause(cause, cause))
+
+    result = tune(run, 500.0, tolerance=0.025, max_trials=12)
+    assert seen[:4] == [(500.0, OTHER), (500.0, VALID), (600.0, OTHER), (600.0, OTHER)]
+    assert result.value is not None and 550.0 * 0.975 <= result.value <= 550.0
+    assert result.trials[3].cause == OTHER
+    assert result.hi is not None and result.hi <= 600.0

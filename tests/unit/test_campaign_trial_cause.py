@@ -1,0 +1,129 @@
+"""Why a tuning trial was INVALID (plugins/plugin_utils/_campaign_trial_cause.py), on real logs.
+
+The logs are LoadGen 6.0.17's own (tests/fixtures/loadgen/tuning/, written by its capture.py,
+one directory per case with the settings in case.json). They are read by the collection's
+LoadGen parser (module_utils/_loadgen_logs.py), as a hetero run reads its main's logs. What
+each case must be read as follows from how it was made (its case.json: target, length, the
+device's latency against the bound), not from the code under test; the query counts are the
+ones LoadGen printed in those summaries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+    parse_detail,
+    read_loadgen_dir,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_cause import (
+    OTHER,
+    TOO_HIGH,
+    TOO_SHORT,
+    VALID,
+    Cause,
+    classify,
+    duration_for,
+    early_stopping_counts,
+    early_stopping_text,
+    lengthened_ms,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "loadgen" / "tuning"
+
+
+def case(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name / "case.json").read_text())
+
+
+def cause_of(name: str, verdict: str = "INVALID") -> Cause:
+    directory = FIXTURES / name
+    loadgen = read_loadgen_dir(str(directory))
+    detail = parse_detail((directory / "mlperf_log_detail.txt").read_text())
+    return classify(verdict, loadgen, detail.get("early_stopping_result"))
+
+
+def test_the_fixtures_are_what_their_settings_say() -> None:
+    # the device of each case against the 50 ms bound: the oracle of the tests below
+    for name in ("too-few-queries", "lengthened", "max-duration", "max-query-count"):
+        assert case(name)["delay_s"] * 1e9 < case(name)["latency_bound_ns"] / 10
+    assert case("latency")["delay_s"] * 1e9 > case("latency")["latency_bound_ns"]
+    assert read_loadgen_dir(str(FIXTURES / "lengthened"))["result_validity"] == "VALID"
+    for name in ("too-few-queries", "latency", "max-duration", "max-query-count"):
+        assert read_loadgen_dir(str(FIXTURES / name))["result_validity"] == "INVALID"
+
+
+def test_a_run_over_the_latency_bound_is_too_high() -> None:
+    cause = cause_of("latency")
+    assert cause.cause == TOO_HIGH
+    # LoadGen's own recommendation is quoted
+    assert "Reduce target QPS to improve latency." in cause.why
+
+
+@pytest.mark.parametrize(
+    ("name", "processed", "more", "unmet"),
+    [
+        # counts as LoadGen printed them in each summary ("Processed N queries", "Would need to
+        # run at least M more queries")
+        ("too-few-queries", 417, 42, "early stopping not satisfied"),
+        ("max-duration", 202, 257, "min duration not satisfied"),
+        ("max-query-count", 300, 159, "min queries not satisfied"),
+    ],
+)
+def test_a_run_too_short_for_loadgen_is_too_short(
+    name: str, processed: int, more: int, unmet: str
+) -> None:
+    cause = cause_of(name)
+    assert cause.cause == TOO_SHORT, cause
+    assert (cause.processed, cause.queries_needed) == (processed, processed + more)
+    assert unmet in cause.why
+
+
+def test_the_summary_gives_the_same_counts_as_the_detail_log() -> None:
+    for name, counts in (("too-few-queries", (417, 42)), ("latency", (417, 46261))):
+        summary = (FIXTURES / name / "mlperf_log_summary.txt").read_text()
+        assert early_stopping_counts(early_stopping_text(summary)) == counts
+    # a VALID run says "Run successful." and asks for nothing
+    summary = (FIXTURES / "lengthened" / "mlperf_log_summary.txt").read_text()
+    assert early_stopping_counts(early_stopping_text(summary)) == (None, None)
+    assert early_stopping_text("no such section\n") is None
+
+
+def test_without_the_early_stopping_text_a_short_run_is_still_too_short() -> None:
+    loadgen = read_loadgen_dir(str(FIXTURES / "too-few-queries"))
+    cause = classify("INVALID", loadgen, None)
+    assert cause.cause == TOO_SHORT and cause.queries_needed is None
+    # and is lengthened by doubling
+    assert lengthened_ms(1000, 420.0, cause) == 2000
+
+
+def test_the_lengthened_trial_is_at_least_as_long_as_the_one_loadgen_found_valid() -> None:
+    # the real LoadGen run of the same device and target for 1.4 s was VALID ("lengthened")
+    short = case("too-few-queries")
+    longer = case("lengthened")
+    assert longer["target_qps"] == short["target_qps"]
+    assert cause_of("lengthened", verdict="VALID").cause == VALID
+    length = lengthened_ms(
+        short["min_duration_ms"], short["target_qps"], cause_of("too-few-queries")
+    )
+    assert longer["min_duration_ms"] <= length <= 2 * short["min_duration_ms"]
+
+
+def test_a_valid_loadgen_result_in_an_invalid_hetero_run_says_nothing_about_the_target() -> None:
+    loadgen = read_loadgen_dir(str(FIXTURES / "lengthened"))
+    assert classify("INVALID", loadgen, None).cause == OTHER
+    assert classify("INVALID", None, None).cause == OTHER  # no LoadGen result at all
+    assert classify("VALID", loadgen, None).cause == VALID
+
+
+def test_later_trials_are_sized_for_the_count_at_their_own_target() -> None:
+    # 459 queries (417 + 42) with the 25% margin: 1.4 s at 420 QPS, 1.2 s at 504, and never
+    # shorter than the trial length
+    assert duration_for(1000, 420.0, 459) == 1400
+    assert duration_for(1000, 504.0, 459) == 1200
+    assert duration_for(1000, 725.0, 459) == 1000
+    assert duration_for(1000, 420.0, 0) == 1000
