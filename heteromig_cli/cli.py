@@ -341,7 +341,7 @@ def cmd_sweep(args: argparse.Namespace, collection: Collection, out: TextIO) -> 
     _say(
         out,
         "heteromig sweep: %d cell(s) claimed in this session (%s); ledger %s"
-        % (claimed, session, directory / views.LEDGER),
+        % (claimed, session, plan.get("ledger") or directory / views.LEDGER),
     )
     html = directory / "campaign.html"
     if html.is_file() and run.signal is None:
@@ -365,14 +365,10 @@ def cmd_sweep(args: argparse.Namespace, collection: Collection, out: TextIO) -> 
 
 
 def _claimed_in(directory: Path, collection: Collection, session: Any) -> int:
-    collection.import_plugin_utils()
-    from ansible_collections.heteromig.fleet.plugins.plugin_utils import (
-        _campaign_ledger as ledger,
-    )
-
+    """Claims of this session in the campaign's ledgers (its slice's, when sliced)."""
     try:
-        records, _warnings = ledger.read(str(directory / views.LEDGER))
-    except ledger.LedgerError:
+        records = views.read_campaign(directory, collection).records
+    except views.NotFound:
         return 0
     return sum(1 for r in records if r.get("event") == "claimed" and r.get("session") == session)
 
@@ -385,7 +381,12 @@ def cmd_status(args: argparse.Namespace, collection: Collection, out: TextIO) ->
         for warning in warnings:
             _say(sys.stderr, "heteromig: warning: %s" % warning)
         views.print_cells(lines, out, "campaign %s" % target.path)
-        return EXIT_VALID if views.all_valid(lines) else EXIT_NOT_VALID
+        # a slice with no ledger: its cells are unknown unless campaign.json lists them
+        unknown = (
+            views.slices_missing(target.path, collection)
+            and not (target.path / "campaign.json").is_file()
+        )
+        return EXIT_VALID if views.all_valid(lines) and not unknown else EXIT_NOT_VALID
     summary = views.run_summary(target.path, collection)
     views.print_rows(summary, out)
     return EXIT_VALID if views.run_ok(summary) else EXIT_NOT_VALID

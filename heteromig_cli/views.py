@@ -1,7 +1,10 @@
 """``heteromig status`` and ``heteromig report``: what a campaign or a run left on disk.
 
-A campaign directory holds ``ledger.jsonl`` (every claim and outcome; docs/campaign.md) and,
-once its report ran, ``campaign.json``/``campaign.md``/``campaign.html``. A run's results
+A campaign directory holds ``ledger.jsonl`` (every claim and outcome; docs/campaign.md), or one
+``ledger.slice-<K>of<N>.jsonl`` per slice when the campaign runs in slices (docs/campaign.md,
+"Slicing"), and, once its report ran, ``campaign.json``/``campaign.md``/``campaign.html``.
+``status`` merges the slice ledgers as the report does (every slice's cells, each from its own
+ledger) and warns where the report would refuse them. A run's results
 directory (``results/<run_id>/``) holds ``results.jsonl`` and the summaries the hetero_report
 callback writes (docs/reports.md). Both are read with the collection's own readers.
 """
@@ -9,8 +12,9 @@ callback writes (docs/reports.md). Both are read with the collection's own reade
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,6 +22,8 @@ from heteromig_cli.collection import Collection
 
 LEDGER = "ledger.jsonl"
 RESULTS = "results.jsonl"
+# a slice's ledger (plugins/plugin_utils/_campaign_slices.py reads it; this only finds one)
+SLICE_LEDGER = re.compile(r"^ledger\.slice-[0-9]+of[0-9]+\.jsonl$")
 
 
 class NotFound(Exception):
@@ -40,11 +46,11 @@ def locate(name: str | None, campaign_dir: str | None, collection: Collection) -
     if not name:
         raise NotFound("give a campaign (directory or name) or a run's results directory")
     given = Path(name).expanduser()
-    if given.is_file() and given.name in (LEDGER, RESULTS):
+    if given.is_file() and (given.name in (LEDGER, RESULTS) or SLICE_LEDGER.match(given.name)):
         given = given.parent
     if given.is_dir():
         path = given.resolve()
-        if (path / LEDGER).is_file() or (path / "campaign.json").is_file():
+        if (path / LEDGER).is_file() or (path / "campaign.json").is_file() or _has_slices(path):
             return Target("campaign", path)
         if (path / RESULTS).is_file():
             return Target("run", path)
@@ -61,6 +67,13 @@ def locate(name: str | None, campaign_dir: str | None, collection: Collection) -
             % (name, results / "campaigns" / name, results / name)
         )
     raise NotFound("%s does not exist" % given)
+
+
+def _has_slices(path: Path) -> bool:
+    try:
+        return any(SLICE_LEDGER.match(p.name) for p in path.iterdir())
+    except OSError:
+        return False
 
 
 def _align(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
@@ -84,6 +97,108 @@ class CellLine:
     host: str
     run_id: str
     metric: str
+    slice: str = ""  # K/N when the campaign runs in slices
+
+
+@dataclass
+class Ledgers:
+    """A campaign directory's records, its slice ledgers merged (slice order)."""
+
+    records: list[dict[str, Any]]
+    warnings: list[str]
+    cell_slice: dict[str, str] = field(default_factory=dict)  # cell -> "K/N"
+    cells: list[str] = field(default_factory=list)  # the slices' cells, in slice order
+    slices: list[str] = field(default_factory=list)  # the labels of the slice ledgers found
+    missing: list[str] = field(default_factory=list)  # labels of slices with no ledger
+
+
+def read_campaign(directory: Path, collection: Collection) -> Ledgers:
+    """Every ledger of a campaign directory, read by the collection's own readers and merged
+    as ``_campaign_slices.merge`` merges them for the report: each slice's records from its
+    own ledger, in slice order, each slice's cells from its latest ``slice`` record. Without
+    the spec the checks that need it are left to the report; what the report would refuse is
+    a warning here (status shows what is on disk)."""
+    collection.import_plugin_utils()
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils import (
+        _campaign_ledger as ledger,
+    )
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils import (
+        _campaign_slices as slicing,
+    )
+
+    try:
+        ledgers, warnings = slicing.read_ledgers(str(directory))
+    except ledger.LedgerError as exc:
+        raise NotFound(str(exc)) from None
+    pieces = {n: slicing.ledger_slice(n) for n in ledgers}
+    pieces = {n: p for n, p in pieces.items() if p is not None}
+    plain = list(ledgers.get(LEDGER) or [])
+    if not pieces:
+        return Ledgers(plain, warnings)
+    out = Ledgers([], warnings)
+    if plain:
+        out.warnings.append(
+            "%s holds %s (%d record(s) of an unsliced run) and slice ledgers (%s): the report "
+            "refuses such a directory; shown: the slices only"
+            % (directory, LEDGER, len(plain), ", ".join(sorted(pieces)))
+        )
+    counts = sorted({p.count for p in pieces.values()})
+    if len(counts) > 1:
+        out.warnings.append(
+            "the slice ledgers are of different splits (%s): the report refuses them"
+            % ", ".join(sorted(pieces))
+        )
+    headers: dict[str, Mapping[str, Any]] = {}
+    for name, piece in sorted(pieces.items(), key=lambda kv: (kv[1].count, kv[1].index)):
+        records = list(ledgers[name])
+        out.records += records
+        out.slices.append(piece.label)
+        top = slicing.latest_header(records)
+        if top is None:
+            if records:
+                out.warnings.append(
+                    "%s has no slice record: it was not written by a sliced run" % name
+                )
+            cells: list[str] = []
+        else:
+            headers[piece.label] = top
+            cells = [str(c) for c in top.get("cells") or []]
+        cells += [
+            str(r["cell"])
+            for r in records
+            if r.get("event") == "claimed" and isinstance(r.get("cell"), str)
+        ]
+        for cell in dict.fromkeys(cells):
+            other = out.cell_slice.get(cell)
+            if other is not None and other != piece.label:
+                out.warnings.append(
+                    "cell %s is in slice %s and in slice %s: the report refuses them"
+                    % (cell, other, piece.label)
+                )
+                continue
+            if other is None:
+                out.cell_slice[cell] = piece.label
+                out.cells.append(cell)
+    for key, words in (("campaign", "campaigns"), ("spec_hash", "specs")):
+        seen = sorted({str(h.get(key)) for h in headers.values()})
+        if len(seen) > 1:
+            out.warnings.append(
+                "the slices last ran different %s (%s): the report refuses them until every "
+                "slice ran the same spec" % (words, ", ".join(seen))
+            )
+    if len(counts) == 1:
+        out.missing = [
+            "%d/%d" % (k, counts[0])
+            for k in range(1, counts[0] + 1)
+            if "%d/%d" % (k, counts[0]) not in out.slices
+        ]
+        for label in out.missing:
+            k, n = label.split("/")
+            out.warnings.append(
+                "slice %s has no ledger (ledger.slice-%sof%s.jsonl): it has not run yet, or has "
+                "no host; its cells are not known here" % (label, k, n)
+            )
+    return out
 
 
 def _metric(metric: Any) -> str:
@@ -97,16 +212,13 @@ def campaign_cells(
 ) -> tuple[list[CellLine], list[str]]:
     """Every cell's state from the ledger (and warnings); ``cells`` or campaign.json add cells
     no record names yet (pending) and give the order."""
-    collection.import_plugin_utils()
+    read = read_campaign(directory, collection)
     from ansible_collections.heteromig.fleet.plugins.plugin_utils import (
         _campaign_ledger as ledger,
     )
 
-    try:
-        records, warnings = ledger.read(str(directory / LEDGER))
-    except ledger.LedgerError as exc:
-        raise NotFound(str(exc)) from None
-    states = ledger.cell_states(records)
+    states = ledger.cell_states(read.records)
+    warnings = read.warnings
     order = list(cells)
     if not order:
         try:
@@ -114,12 +226,14 @@ def campaign_cells(
             order = [str(c["id"]) for c in summary.get("cells") or [] if c.get("id")]
         except (OSError, ValueError, TypeError, KeyError):
             order = []
+    order += [c for c in read.cells if c not in order]
     order += [c for c in states if c not in order]
     lines = []
     for cell in order:
         state = states.get(cell)
+        piece = read.cell_slice.get(cell, "")
         if state is None:
-            lines.append(CellLine(cell, "pending", "-", 0, "-", "-", ""))
+            lines.append(CellLine(cell, "pending", "-", 0, "-", "-", "", piece))
             continue
         last = state.last or {}
         if state.state == "in_flight":
@@ -137,17 +251,26 @@ def campaign_cells(
                 state.host or "-",
                 state.run_id or "-",
                 _metric(last.get("metric")) if last.get("event") == "finished" else "",
+                piece,
             )
         )
     return lines, warnings
 
 
+def slices_missing(directory: Path, collection: Collection) -> list[str]:
+    """The labels of the slices that have no ledger in the campaign directory."""
+    return read_campaign(directory, collection).missing
+
+
 def print_cells(lines: Sequence[CellLine], out: TextIO, title: str) -> None:
+    sliced = any(c.slice for c in lines)
     rows = [
         [c.cell, c.state, c.verdict, str(c.attempts), c.host, c.metric or "-", c.run_id]
+        + ([c.slice or "-"] if sliced else [])
         for c in lines
     ]
     header = ["cell", "state", "verdict", "attempts", "host", "metric", "run id"]
+    header += ["slice"] if sliced else []
     for text in _align(rows, header) if rows else ["(no cell in the ledger yet)"]:
         out.write(text + "\n")
     counts: dict[str, int] = {}
@@ -156,7 +279,18 @@ def print_cells(lines: Sequence[CellLine], out: TextIO, title: str) -> None:
     parts = [
         "%s=%d" % (s, counts[s]) for s in ("done", "failed", "in_flight", "pending") if s in counts
     ]
-    out.write("%s: %d cell(s): %s\n" % (title, len(lines), " ".join(parts) or "none"))
+    slices = sorted(
+        {c.slice for c in lines if c.slice}, key=lambda x: [int(n) for n in x.split("/")]
+    )
+    out.write(
+        "%s: %d cell(s): %s%s\n"
+        % (
+            title,
+            len(lines),
+            " ".join(parts) or "none",
+            " (slices %s)" % ", ".join(slices) if slices else "",
+        )
+    )
 
 
 def all_valid(lines: Sequence[CellLine]) -> bool:

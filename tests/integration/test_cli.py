@@ -385,3 +385,162 @@ def test_sweep_ctrl_c_then_resume_then_nothing_left(lab: Lab) -> None:
     assert check.returncode == 0, explain(check)
     assert "check mode: the plan above is what would run" in check.stdout
     assert len(ledger(campaign)) == records
+
+
+# ------------------------------------------------------------------------------ slices
+def test_status_merges_the_slice_ledgers_of_a_campaign(lab: Lab) -> None:
+    """``status`` of a campaign run in slices (docs/campaign.md, "Slicing"): its ledgers are
+    written here by the collection's own writer (claim_next with the slice's ``slice`` record,
+    append), as two slice runs write them; the states expected are what this test made."""
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
+        append,
+        claim_next,
+    )
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_slices import (
+        Slice,
+        header,
+        partition,
+    )
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
+        Campaign,
+        parse_spec,
+    )
+
+    spec = {
+        "version": 1,
+        "campaign": "sliced",
+        "defaults": {"main_benchmark_duration": 5000, "retries": 0},
+        "systems": [{"name": "sysA", "hosts": "a"}, {"name": "sysB", "hosts": "b"}],
+        "benchmarks": {
+            "synth-mlp-small": {"scenarios": ["Offline", "Server"]},
+            "synth-conv-1d": {"scenarios": ["SingleStream"]},
+        },
+    }
+    camp = parse_spec(spec, "sliced.yml")
+    hosts = {"sysA": ["a1", "a2"], "sysB": ["b1", "b2"]}
+    split = partition(camp, hosts, 2)
+    campaign = lab.tmp_path / "campaign"
+    campaign.mkdir()
+    expected: dict[str, tuple[str, str, str]] = {}  # cell -> (state, verdict, slice)
+
+    def finish(path: Path, claim: Any, host: str, verdict: str) -> None:
+        append(
+            str(path),
+            {
+                "event": "finished",
+                "cell": claim.cell.id,
+                "run_id": claim.run_id,
+                "host": host,
+                "session": "s",
+                "attempt": claim.attempt,
+                "verdict": verdict,
+                "failed": False,
+                "metric": {"name": "samples_per_second", "value": 1.5, "unit": "samples/s"},
+            },
+        )
+
+    claims: dict[str, Any] = {}
+    for index in (1, 2):
+        piece = Slice(index, 2)
+        view = Campaign(
+            **{**camp.__dict__, "cells": [c for c in camp.cells if c.id in split.cells(index)]}
+        )
+        top = header(camp, piece, split.cells(index), split.hosts(index))
+        path = campaign / piece.ledger
+        for host in split.hosts(index):
+            system = "sysA" if host.startswith("a") else "sysB"
+            if index == 2 and system == "sysB":
+                continue  # slice 2's sysB host has not started: its cells are pending
+            first = True
+            while claim := claim_next(str(path), view, system, host, "s", header=top):
+                claims[claim.cell.id] = claim
+                if index == 2:  # slice 2's sysA host is running its first cell
+                    expected[claim.cell.id] = ("in_flight", "-", piece.label)
+                    break
+                verdict = "INVALID" if system == "sysB" and first else "VALID"
+                finish(path, claim, host, verdict)
+                expected[claim.cell.id] = (
+                    "done" if verdict == "VALID" else "failed",
+                    verdict,
+                    piece.label,
+                )
+                first = False
+        for cell in split.cells(index):
+            expected.setdefault(cell, ("pending", "-", piece.label))
+    assert sorted(expected) == sorted(c.id for c in camp.cells)
+    states = {s for s, _v, _p in expected.values()}
+    assert states == {"done", "failed", "in_flight", "pending"}, expected  # all four shown
+    assert sorted(p.name for p in campaign.glob("*.jsonl")) == [
+        "ledger.slice-1of2.jsonl",
+        "ledger.slice-2of2.jsonl",
+    ]
+
+    status = lab.run("status", campaign)
+    assert status.returncode == 1, explain(status)  # not every cell is done
+    lines = status.stdout.splitlines()
+    assert lines[0].split() == [
+        "cell",
+        "state",
+        "verdict",
+        "attempts",
+        "host",
+        "metric",
+        "run",
+        "id",
+        "slice",
+    ]
+    shown = {}
+    for line in lines[2:-1]:
+        words = line.split()
+        shown[words[0]] = (words[1], words[2], words[-1])
+    assert shown == expected, status.stdout
+    counts = {s: [v[0] for v in expected.values()].count(s) for s in states}
+    assert lines[-1] == (
+        "campaign %s: %d cell(s): done=%d failed=%d in_flight=%d pending=%d (slices 1/2, 2/2)"
+        % (
+            campaign,
+            len(expected),
+            counts["done"],
+            counts["failed"],
+            counts["in_flight"],
+            counts["pending"],
+        )
+    )
+    assert status.stderr == "", status.stderr
+    # the slice ledger's own file name, or --campaign-dir, finds the same campaign
+    by_file = lab.run("status", campaign / "ledger.slice-2of2.jsonl")
+    assert by_file.stdout == status.stdout, explain(by_file)
+    assert lab.run("status", "--campaign-dir", campaign).stdout == status.stdout
+
+    # a slice that has not run: named in a warning, and the exit code says not done
+    (campaign / "ledger.slice-2of2.jsonl").rename(lab.tmp_path / "slice-2.jsonl")
+    alone = lab.run("status", campaign)
+    assert alone.returncode == 1, explain(alone)
+    assert (
+        "heteromig: warning: slice 2/2 has no ledger (ledger.slice-2of2.jsonl): it has not run "
+        "yet, or has no host; its cells are not known here" in alone.stderr
+    ), alone.stderr
+    assert {line.split()[0] for line in alone.stdout.splitlines()[2:-1]} == set(split.cells(1))
+    (lab.tmp_path / "slice-2.jsonl").rename(campaign / "ledger.slice-2of2.jsonl")
+
+    # both slices run to the end (the sysB host of slice 2 too): every cell done -> 0
+    for index in (1, 2):
+        piece = Slice(index, 2)
+        path = campaign / piece.ledger
+        for cell, claim in claims.items():
+            if split.cell_slice[cell] == index and expected[cell][0] == "in_flight":
+                finish(path, claim, claim.cell.system, "VALID")
+        view = Campaign(
+            **{**camp.__dict__, "cells": [c for c in camp.cells if c.id in split.cells(index)]}
+        )
+        top = header(camp, piece, split.cells(index), split.hosts(index))
+        for host in split.hosts(index):
+            system = "sysA" if host.startswith("a") else "sysB"
+            while claim := claim_next(str(path), view, system, host, "s2", header=top):
+                finish(path, claim, host, "VALID")
+    # slice 1's INVALID cell stays failed (retries: 0): drop it from the "all done" check
+    failed = [c for c, v in expected.items() if v[0] == "failed"]
+    status = lab.run("status", campaign)
+    assert status.returncode == 1, explain(status)
+    final = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[2:-1]}
+    assert {c for c, s in final.items() if s != "done"} == set(failed), status.stdout
