@@ -17,8 +17,8 @@ with M: AMCB, CBMA, MBAC):
   B  the main launched by heteromig's runner (playbooks/hetero_run.yml, allow_shared_gpu) with
      the same backgrounds, as a list;
   M  (with --kinds ...M) the main alone through the runner (background_benchmarks: none): its
-     result.json's gpu_activity holds the runner's own NVML samples of the main alone, and the
-     B runs' reports take the last M run as their isolated baseline.
+     result.json's gpu_activity holds the runner's own NVML samples of the main alone. (The
+     reports do not compare B with M: a shared-GPU run is never an isolated reference there.)
 Each measurement keeps the main's LoadGen samples/s and validity, and the GPU's utilisation and
 memory (nvidia-smi --query-gpu=utilization.gpu,memory.used -lms 250, sampled all along) during
 the main's timed phase. Figures: median and min-max of A, C, B; interference C/A and runner
@@ -239,7 +239,6 @@ class Bench:
             PYTHONUNBUFFERED="1",
         )
         self.backgrounds: list[str] = opts.backgrounds
-        self.isolated_jsonl: Path | None = None  # the last VALID M run's results.jsonl
 
     def build(self, models: set[str], accuracy: str = "99") -> None:
         for model in sorted(models):
@@ -336,8 +335,6 @@ class Bench:
             HETEROMIG_REPORT_DIR=str(self.out / "reports"),
             ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         )
-        if kind == "B" and self.isolated_jsonl is not None:
-            env["HETEROMIG_REPORT_BASELINES"] = str(self.isolated_jsonl)
         playbook = subprocess.run(
             [
                 os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
@@ -373,9 +370,6 @@ class Bench:
         if host_result.is_file():
             shutil.copy(host_result, self.out / ("r%d-%s-result.json" % (rep, kind)))
             result["runner"] = runner_figures(json.loads(host_result.read_text()))
-        if kind == "M" and (result.get("runner") or {}).get("verdict") == "VALID":
-            jsonl = self.out / "reports" / run_id / "results.jsonl"
-            self.isolated_jsonl = jsonl if jsonl.is_file() else self.isolated_jsonl
         return result
 
 
