@@ -35,6 +35,10 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_activity import (
+    PLAN_KEY,
+    interval_from_plan,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
 from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
@@ -99,6 +103,8 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "verbose_all": {"type": "bool", "default": False},
     "env": {"type": "dict", "default": {}},
     "max_output_bytes": {"type": "int", "default": 256 * 1024 * 1024},
+    # _gpu_activity.DEFAULT_INTERVAL_S (this table stays literal: _campaign_spec reads it by ast)
+    "gpu_sample_interval_s": {"type": "raw", "default": 0.5},
     # running and watching
     "run_id": {"type": "str"},
     "resume": {"type": "bool", "default": False},
@@ -173,6 +179,14 @@ def _var(templar: Any, task_vars: Mapping[str, Any], name: str) -> Any:
     if value is None:
         return None
     return templar.template(value)
+
+
+def _number(value: Any) -> Any:
+    """A number given as text (``-e name=0.25``) as a float; anything else as it is."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
 
 
 def _garbled(res: Mapping[str, Any]) -> bool:
@@ -287,6 +301,11 @@ class ActionModule(ActionBase):
                 backend=backend,
                 run_id=run_id,
             )
+            # the runner's GPU activity sampling (module_utils._gpu_activity checks the range)
+            interval, problem = interval_from_plan({PLAN_KEY: _number(args[PLAN_KEY])})
+            if problem:
+                raise PlanError(problem)
+            plan[PLAN_KEY] = interval
         except PlanError as exc:
             raise AnsibleActionFail(str(exc)) from None
         results_dir = os.path.join(results_root, run_id, host)

@@ -301,6 +301,16 @@ options:
       the rest is appended at the end).
     type: int
     default: 268435456
+  gpu_sample_interval_s:
+    description:
+      - Seconds between two NVML samples of the GPU activity (RV(gpu_activity)) the host runner
+        takes while the run lasts; V(0) turns the sampling off.
+      - Otherwise from V(0.2) (GPM, on MIG slices, needs more than 0.1 s between two samples) to
+        V(60). Anything else fails the task before the run starts, naming the value.
+      - A number of seconds (text such as C(0.25) from the command line is read as one).
+      - A run longer than 2400 samples keeps every other sample and doubles the interval.
+    type: raw
+    default: 0.5
   run_id:
     description: The run's id. By default one id per task (and loop item) and playbook run,
       shared by all hosts (C(<UTC time>-<6 hex>)).
