@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -223,7 +224,7 @@ def start_of(word: str) -> float | None:
     if word.strip().lower() == "probe":
         return None
     value = float(word)
-    if not value > 0:
+    if math.isnan(value) or value <= 0:
         raise SystemExit("--starts: %r is neither 'probe' nor a number > 0" % word)
     return value
 
