@@ -117,6 +117,9 @@ def scan_playbook(work: Path, cell: dict[str, Any], targets: list[float], tag: s
                     "name": "One hetero run per fixed target",
                     "heteromig.fleet.hetero_run": options,
                     "loop": [[i, t] for i, t in enumerate(targets)],
+                    # a run that fails (a runner lost under load) is recorded as FAILED, and
+                    # the scan goes on
+                    "ignore_errors": True,
                 },
             ],
         }
@@ -175,6 +178,7 @@ def tune_once(lab: SshLab, work: Path, sweep: Path, cell: dict[str, Any], tag: s
             (t["kind"], t["target"], t.get("duration_ms"), t["verdict"], t.get("cause"))
             for t in trials
         ],
+        "why": [(t["target"], (t.get("why") or "")[:200]) for t in trials if t.get("why")],
         "lengthened": sum(
             1 for t in trials if t["kind"] == "trial" and t.get("cause") == "too_short"
         ),
@@ -190,8 +194,14 @@ def scan_once(lab: SshLab, work: Path, cell: dict[str, Any], tag: str) -> dict:
     wall = run(lab, work, scan_playbook(work, cell, targets, tag), {}, "scan-%s" % tag)
     verdicts, reasons = {}, {}
     for index, target in enumerate(targets):
-        [path] = (work / ("scan-%s" % tag) / ("scan-%s-%d" % (tag, index))).glob("*/result.json")
-        data = json.loads(path.read_text())
+        found = list(
+            (work / ("scan-%s" % tag) / ("scan-%s-%d" % (tag, index))).glob("*/result.json")
+        )
+        if len(found) != 1:
+            verdicts[target] = "FAILED"
+            reasons[str(target)] = "no result.json (%d found)" % len(found)
+            continue
+        data = json.loads(found[0].read_text())
         verdicts[target] = data["verdict"]
         if data["reasons"]:
             reasons[str(target)] = data["reasons"][0][:160]
