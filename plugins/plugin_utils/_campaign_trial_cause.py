@@ -59,6 +59,7 @@ class Cause:
     why: str
     processed: int | None = None  # queries LoadGen processed (early stopping's count)
     queries_needed: int | None = None  # processed + "would need at least N more"
+    overlatency: int | None = None  # queries over the latency bound (result_overlatency_...)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class Cause:
             "why": self.why,
             "processed": self.processed,
             "queries_needed": self.queries_needed,
+            "overlatency": self.overlatency,
         }
 
 
@@ -88,10 +90,14 @@ def early_stopping_counts(text: str | None) -> tuple[int | None, int | None]:
 
 
 def classify(
-    verdict: str | None, loadgen: Mapping[str, Any] | None, early_stopping: str | None = None
+    verdict: str | None,
+    loadgen: Mapping[str, Any] | None,
+    early_stopping: str | None = None,
+    overlatency: int | None = None,
 ) -> Cause:
-    """The cause of one trial from its hetero verdict, its main's ``loadgen`` structure and
-    LoadGen's early-stopping text (module doc)."""
+    """The cause of one trial from its hetero verdict, its main's ``loadgen`` structure,
+    LoadGen's early-stopping text and its count of queries over the latency bound (the detail
+    log's ``result_overlatency_query_count``; module doc)."""
     if verdict == VALID:
         return Cause(VALID, "VALID")
     loadgen = loadgen or {}
@@ -125,16 +131,18 @@ def classify(
     needed = processed + more if processed is not None and more is not None else None
     return Cause(
         TOO_SHORT,
-        "LoadGen: %s%s%s"
+        "LoadGen: %s%s%s%s"
         % (
             ", ".join(unmet),
             "; processed %d queries, would need at least %d more" % (processed, more)
             if needed is not None
             else "",
+            "; %d over the latency bound" % overlatency if overlatency else "",
             _said(reason),
         ),
         processed,
         needed,
+        overlatency if isinstance(overlatency, int) and not isinstance(overlatency, bool) else None,
     )
 
 

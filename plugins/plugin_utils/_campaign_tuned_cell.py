@@ -208,7 +208,7 @@ def tuned_cell(
         verdict = result.get("verdict") or "INVALID"
         main_loadgen = (result.get("main") or {}).get("loadgen") or {}
         metric = main_loadgen.get("metric")
-        cause = classify(verdict, main_loadgen, _early_stopping(result))
+        cause = classify(verdict, main_loadgen, *_early_stopping(result))
         record = append(
             ledger,
             {
@@ -227,6 +227,7 @@ def tuned_cell(
                 "cause": cause.cause,
                 "why": None if verdict == "VALID" else cause.why,
                 "queries_needed": cause.queries_needed,
+                "overlatency": cause.overlatency,
                 "metric": metric,
                 "reasons": list(result.get("reasons") or ([failure] if failure else []))[:5],
                 "results_dir": result.get("results_dir"),
@@ -298,6 +299,11 @@ def tuned_cell(
         return "tuning stopped: %s" % exc, {}, tuning
     except TuningError as exc:
         return "tuning: %s" % exc, {}, tuning
+    # how the search read each run: a too-short trial with queries over the bound that cannot
+    # fit in the cell's length is read as too high (the ledger's cause is LoadGen's)
+    searched = [entry for entry in trial_list if entry.get("kind") != "probe"]
+    for entry, trial in zip(searched, found.trials, strict=False):
+        entry["read_as"] = trial.cause
     tuning.update(
         value=found.value,
         found=found.found,
@@ -364,22 +370,29 @@ def _longest_trial(cell: Cell) -> int:
     return max(full, _trial_duration(cell))
 
 
-def _early_stopping(result: Mapping[str, Any]) -> str | None:
-    """LoadGen's early-stopping result of a run's main benchmark, from its fetched logs (the
-    detail log's ``early_stopping_result``, else the summary's lines); None when not found."""
+def _early_stopping(result: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """LoadGen's early-stopping result of a run's main benchmark and its count of queries over
+    the latency bound, from its fetched logs (the detail log's ``early_stopping_result`` and
+    ``result_overlatency_query_count``, else the summary's lines); None where not found."""
     fetched = (result.get("main") or {}).get("fetched_dir")
     if not isinstance(fetched, str) or not os.path.isdir(fetched):
-        return None
+        return None, None
     for directory in find_loadgen_dirs(fetched)[:1]:
-        text = _read_text(os.path.join(directory, DETAIL_LOG))
-        if text is not None:
-            value = parse_detail(text).get("early_stopping_result")
+        text, over = None, None
+        detail = _read_text(os.path.join(directory, DETAIL_LOG))
+        if detail is not None:
+            values = parse_detail(detail)
+            value = values.get("early_stopping_result")
             if isinstance(value, str) and value.strip():
-                return value
-        summary = _read_text(os.path.join(directory, SUMMARY_LOG))
-        if summary is not None:
-            return early_stopping_text(summary)
-    return None
+                text = value
+            count = values.get("result_overlatency_query_count")
+            if isinstance(count, int) and not isinstance(count, bool):
+                over = count
+        if text is None:
+            summary = _read_text(os.path.join(directory, SUMMARY_LOG))
+            text = early_stopping_text(summary) if summary is not None else None
+        return text, over
+    return None, None
 
 
 def _read_text(path: str) -> str | None:
@@ -399,7 +412,13 @@ def _recorded_outcome(record: Mapping[str, Any]) -> Outcome:
         record.get("metric"),
         cause=None
         if valid or not isinstance(cause, str)
-        else Cause(cause, str(record.get("why") or ""), None, record.get("queries_needed")),
+        else Cause(
+            cause,
+            str(record.get("why") or ""),
+            None,
+            record.get("queries_needed"),
+            record.get("overlatency"),
+        ),
     )
 
 

@@ -12,8 +12,11 @@ the limit is:
 - **too high** (LoadGen's latency constraint broken): the target is above the limit;
 - **too short** (the latency held, but early stopping, min duration or min queries was not
   satisfied): the trial said nothing about the target. It runs again at the same target, longer
-  (long enough for the queries LoadGen asked for), and later trials are sized for that query
-  count at their own target (never shorter than the trial length);
+  (long enough for the queries LoadGen asked for). When no query missed the latency bound, the
+  count is what early stopping needs whatever the target, and later trials are sized for it at
+  their own target (never shorter than the trial length). When some queries missed the bound
+  and the count asked for does not fit in ``max_trial_ms`` (the full length), the target cannot
+  be shown VALID in the cell: it is read as too high;
 - **other** (e.g. the main's LoadGen VALID but the hetero run INVALID for a background): the
   trial runs once more at the same target; a second one is read as too high.
 
@@ -44,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_cause import (
@@ -231,6 +234,7 @@ def search(
     target = float(upper)
     exponent = 1  # the next expansion's step is step ** exponent (1, 2, 4, ...)
     min_queries = 0  # the query count LoadGen asked for in a too-short trial
+    next_ms: int | None = None  # the retry of a too-short trial with queries over the bound
     repeat = False  # the next trial repeats the last target (too short, or other)
     while len(trials) < max_trials:
         if not repeat:
@@ -238,6 +242,8 @@ def search(
             if (lo is not None and target <= lo) or (hi is not None and target >= hi):
                 return Searched(lo, hi, True, trials)  # the rounding leaves nothing between
         duration = duration_for(trial_ms, target, min_queries)
+        if next_ms is not None:
+            duration, next_ms = max(duration, next_ms), None
         if max_trial_ms is not None:
             duration = min(duration, max_trial_ms)
         outcome = run(TRIAL, len(trials) + 1, target, duration)
@@ -257,7 +263,23 @@ def search(
             )
         )
         if reads == TOO_SHORT:
-            if max_trial_ms is not None and duration >= max_trial_ms:
+            short = cause or Cause(TOO_SHORT, "")
+            asked = queries_to_ask(duration, target, short)
+            longer = duration_for(trial_ms, target, max(min_queries, asked))
+            capped = max_trial_ms is not None and (
+                duration >= max_trial_ms or longer > max_trial_ms
+            )
+            if capped and short.overlatency:
+                # queries over the bound, and LoadGen's count does not fit in the full length:
+                # this target cannot be shown VALID in the cell, it is too high
+                reads = TOO_HIGH
+                trials[-1] = replace(
+                    trials[-1],
+                    cause=TOO_HIGH,
+                    why="%s; more than the full length (%s ms) gives: read as too high"
+                    % (short.why, max_trial_ms),
+                )
+            elif max_trial_ms is not None and duration >= max_trial_ms:
                 return Searched(
                     lo,
                     hi,
@@ -265,13 +287,17 @@ def search(
                     trials,
                     "a trial at %g QPS, already at the full length (%d ms), was still too "
                     "short for LoadGen (%s): lengthen main_benchmark_duration"
-                    % (target, duration, cause.why if cause else "too short"),
+                    % (target, duration, short.why or "too short"),
                 )
-            min_queries = max(
-                min_queries, queries_to_ask(duration, target, cause or Cause(TOO_SHORT, ""))
-            )
-            repeat = True
-            continue
+            else:
+                if short.overlatency:
+                    # the count is this target's (queries missed the bound): its retry only
+                    next_ms = longer
+                else:
+                    # a count early stopping needs whatever the target: every later trial
+                    min_queries = max(min_queries, asked)
+                repeat = True
+                continue
         if reads == OTHER and not (
             repeat and trials[-2].cause == OTHER and trials[-2].target == target
         ):

@@ -44,16 +44,35 @@ def cause_of(name: str, verdict: str = "INVALID") -> Cause:
     directory = FIXTURES / name
     loadgen = read_loadgen_dir(str(directory))
     detail = parse_detail((directory / "mlperf_log_detail.txt").read_text())
-    return classify(verdict, loadgen, detail.get("early_stopping_result"))
+    return classify(
+        verdict,
+        loadgen,
+        detail.get("early_stopping_result"),
+        detail.get("result_overlatency_query_count"),
+    )
 
 
 def test_the_fixtures_are_what_their_settings_say() -> None:
     # the device of each case against the 50 ms bound: the oracle of the tests below
-    for name in ("too-few-queries", "lengthened", "max-duration", "max-query-count"):
+    for name in (
+        "too-few-queries",
+        "lengthened",
+        "max-duration",
+        "max-query-count",
+        "some-overlatency",
+    ):
         assert case(name)["delay_s"] * 1e9 < case(name)["latency_bound_ns"] / 10
+    slow = case("some-overlatency")
+    assert slow["slow_delay_s"] * 1e9 > slow["latency_bound_ns"] and slow["slow_every"] > 100
     assert case("latency")["delay_s"] * 1e9 > case("latency")["latency_bound_ns"]
     assert read_loadgen_dir(str(FIXTURES / "lengthened"))["result_validity"] == "VALID"
-    for name in ("too-few-queries", "latency", "max-duration", "max-query-count"):
+    for name in (
+        "too-few-queries",
+        "latency",
+        "max-duration",
+        "max-query-count",
+        "some-overlatency",
+    ):
         assert read_loadgen_dir(str(FIXTURES / name))["result_validity"] == "INVALID"
 
 
@@ -81,6 +100,7 @@ def test_a_run_too_short_for_loadgen_is_too_short(
     assert cause.cause == TOO_SHORT, cause
     assert (cause.processed, cause.queries_needed) == (processed, processed + more)
     assert unmet in cause.why
+    assert cause.overlatency == 0  # no query missed the bound
 
 
 def test_the_summary_gives_the_same_counts_as_the_detail_log() -> None:
@@ -127,3 +147,12 @@ def test_later_trials_are_sized_for_the_count_at_their_own_target() -> None:
     assert duration_for(1000, 504.0, 459) == 1200
     assert duration_for(1000, 725.0, 459) == 1000
     assert duration_for(1000, 420.0, 0) == 1000
+
+
+def test_a_short_run_with_queries_over_the_bound_says_how_many() -> None:
+    # the 99th percentile held (every 150th query late), early stopping did not: LoadGen asked
+    # for 421 more queries after 417 (its summary), with 2 queries over the bound (detail log)
+    cause = cause_of("some-overlatency")
+    assert cause.cause == TOO_SHORT
+    assert (cause.processed, cause.queries_needed, cause.overlatency) == (417, 838, 2)
+    assert "2 over the latency bound" in cause.why

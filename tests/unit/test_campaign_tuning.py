@@ -304,3 +304,52 @@ def test_an_inconclusive_trial_runs_again_and_a_second_one_counts_as_too_high() 
     assert result.value is not None and 550.0 * 0.975 <= result.value <= 550.0
     assert result.trials[3].cause == OTHER
     assert result.hi is not None and result.hi <= 600.0
+
+
+@dataclass
+class OverBoundDevice(LoadGenDevice):
+    """LoadGenDevice, but near the capacity some queries miss the bound: from ``edge`` up to
+    the capacity early stopping wants ``needed_near_edge`` queries (with 2 over the bound), as
+    in tests/fixtures/loadgen/tuning/some-overlatency (417 + 421 with 2 late)."""
+
+    edge: float = 560.0
+    needed_near_edge: int = 838
+
+    def __call__(self, kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
+        length = self.full_ms if duration_ms is None else duration_ms
+        queries = int(target * length / 1000.0)
+        if self.edge <= target <= self.capacity and queries < self.needed_near_edge:
+            self.calls.append((kind, target, length))
+            return Outcome(
+                False,
+                cause=Cause(TOO_SHORT, "early stopping", queries, self.needed_near_edge, 2),
+            )
+        return super().__call__(kind, index, target, duration_ms)
+
+
+def test_a_short_trial_with_queries_over_the_bound_is_retried_longer_at_its_target_only() -> None:
+    # 838 queries at ~600 QPS fit in the 2 s cell: the target runs again, longer; the count is
+    # that target's, so later trials elsewhere keep the short length
+    device = OverBoundDevice(600.0, full_ms=2000)
+    result = tune(device, 590.0, trial_ms=1000, max_trial_ms=2000)
+    first, second = result.trials[0], result.trials[1]
+    assert (first.target, first.duration_ms, first.cause) == (590.0, 1000, TOO_SHORT)
+    assert second.target == 590.0 and second.duration_ms is not None
+    assert 590.0 * second.duration_ms / 1000.0 >= 838 and second.duration_ms <= 2000
+    assert second.verdict == "VALID"
+    later = [t for t in result.trials[2:] if t.kind == TRIAL and not 560.0 <= t.target <= 600.0]
+    assert later and all(t.duration_ms == 1000 for t in later)
+    assert result.value is not None and 560.0 <= result.value <= 600.0
+
+
+def test_a_short_trial_over_the_bound_that_cannot_fit_the_cell_is_too_high() -> None:
+    # early stopping wants 5000 queries near the capacity: more than 2 s at ~600 QPS gives, so
+    # such a target cannot be shown VALID in this cell: read as too high at once, no retry
+    device = OverBoundDevice(600.0, full_ms=2000, needed_near_edge=5000)
+    result = tune(device, 590.0, trial_ms=1000, max_trial_ms=2000)
+    first = result.trials[0]
+    assert (first.target, first.verdict, first.cause) == (590.0, "INVALID", TOO_HIGH)
+    assert first.why is not None and "read as too high" in first.why
+    assert result.trials[1].target < 590.0  # stepped down, not repeated
+    assert result.value is not None and result.value < 560.0
+    assert all(t.cause != TOO_SHORT for t in result.trials)
