@@ -146,10 +146,11 @@ def test_rebuilt_report_draws_the_captured_samples(run: str) -> None:
         :-1
     ]  # the last L closes the area back to the lane's foot
     assert len(points) == len(drawn)
-    xs = [x for x, _ in points]
+    xs = [point[0] for point in points]
     assert xs == sorted(xs)
-    percents = [(top + height - y) / height * 100.0 for _, y in points]
-    assert percents == pytest.approx([u for _, u in drawn], abs=0.005 / height * 100 * 1.01)
+    percents = [(top + height - point[1]) / height * 100.0 for point in points]
+    captured = [sample[1] for sample in drawn]
+    assert percents == pytest.approx(captured, abs=0.005 / height * 100 * 1.01)
 
     # memory used, as a line scaled to the GPU's memory
     mem = _child(lane, "polyline", "activity-mem")
