@@ -34,9 +34,10 @@ Every run counts as a short trial, the repeated ones too. The search:
    the result says it did not converge. A trial that would have to be longer than
    ``max_trial_ms`` (the full length) runs at that length; one that is still too short there
    ends the search (the cell's length cannot give LoadGen enough queries at that target).
-3. **Confirm.** One full-length run at ``lo``. An INVALID confirmation (a short trial is a noisy
+3. **Confirm.** One full-length run at ``lo``. A too-high confirmation (a short trial is a noisy
    witness) steps down by the tolerance, ``value / (1 + tolerance)``, and confirms again, at most
-   ``max_confirmations`` times in all; a confirmation too short for LoadGen ends the tuning.
+   ``max_confirmations`` times in all; an inconclusive one (other) runs once more at the same
+   value (a second one steps down); a confirmation too short for LoadGen ends the tuning.
 
 Pure: the runs are the callable ``run`` (kind, index, target, duration_ms) -> :class:`Outcome`
 (duration_ms is None for a confirmation: the cell's own length), so the search is unit-tested
@@ -435,7 +436,11 @@ def tune(
                 % (found, value, outcome.cause.why if outcome.cause else "too short"),
             )
         if index < max_confirmations:
-            value = rounded(value / (1.0 + tolerance), digits)
+            again = reads == OTHER and not (
+                index > 1 and trials[-2].kind == CONFIRM and trials[-2].cause == OTHER
+            )
+            if not again:  # an inconclusive confirmation runs once more at the same value
+                value = rounded(value / (1.0 + tolerance), digits)
     return Result(
         None,
         found,

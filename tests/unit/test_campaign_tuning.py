@@ -353,3 +353,38 @@ def test_a_short_trial_over_the_bound_that_cannot_fit_the_cell_is_too_high() -> 
     assert result.trials[1].target < 590.0  # stepped down, not repeated
     assert result.value is not None and result.value < 560.0
     assert all(t.cause != TOO_SHORT for t in result.trials)
+
+
+def test_an_inconclusive_confirmation_runs_again_at_the_same_value() -> None:
+    # the bench at load 26: a confirmation with no LoadGen result stepped down to 3.9% below
+    # the capacity; it says nothing about the value, so the value is confirmed again
+    confirms: list[tuple[float, str]] = []
+    plan = [OTHER, VALID]
+
+    def run(kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
+        if kind == TRIAL:
+            return Outcome(target <= 600.0)
+        cause = plan.pop(0)
+        confirms.append((target, cause))
+        return Outcome(cause == VALID, cause=None if cause == VALID else Cause(cause, cause))
+
+    result = tune(run, 590.0)
+    assert confirms[0][0] == confirms[1][0] == result.value
+    assert result.value is not None and 600.0 * 0.975 <= result.value <= 600.0
+    assert result.confirmations == 2
+
+
+def test_two_inconclusive_confirmations_step_down_like_a_too_high_one() -> None:
+    targets: list[float] = []
+
+    def run(kind: str, index: int, target: float, duration_ms: int | None) -> Outcome:
+        if kind == TRIAL:
+            return Outcome(target <= 600.0)
+        targets.append(target)
+        if len(targets) <= 2:
+            return Outcome(False, cause=Cause(OTHER, "no LoadGen result"))
+        return Outcome(True)
+
+    result = tune(run, 590.0, max_confirmations=3)
+    assert targets[0] == targets[1] and targets[2] == pytest.approx(targets[1] / 1.025, rel=1e-3)
+    assert result.value == targets[2]
