@@ -152,6 +152,44 @@ def _xdist_controller(config: pytest.Config) -> bool:
     return not _xdist_worker(config) and bool(getattr(config.option, "numprocesses", None))
 
 
+# ------------------------------------------------------------------- scheduling under xdist
+_SHARED_SCOPES = ("module", "class", "package")
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The group ``item`` must run in (its module, when a fixture outlives one test), or None."""
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        if defs and defs[-1].scope in _SHARED_SCOPES:
+            return item.nodeid.split("::", 1)[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``: longest work first, and spread wherever fixtures allow.
+
+    The tests of a module whose fixtures outlive one test (a module-scoped lab) stay on one
+    worker; every other test is a unit of its own, so one long file (the sweeps' SSH-lab tests)
+    does not sit on one worker while the others idle. The order, the same on every worker:
+    integration tests marked slow, other integration tests, unit tests; pytest-xdist hands the
+    units out in that order as workers become free, so the longest start first.
+    """
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("integration") is None:
+            return 2
+        return 0 if item.get_closest_marker("slow") is not None else 1
+
+    items.sort(key=rank)  # stable: within a rank, collection order
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _pytest_managed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     basetemp = tmp_path_factory.getbasetemp()
     return [p for p in [basetemp, *basetemp.parents] if p.parent in _WATCH.dirs]

@@ -199,6 +199,7 @@ def spec(profiles: Path, bench: Path, **tuning: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_a_tune_cell_finds_the_known_capacity_confirms_it_and_reports_the_search(
     ssh_lab: MakeLab, tmp_path: Path
 ) -> None:

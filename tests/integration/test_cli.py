@@ -157,6 +157,7 @@ def ledger(campaign: Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ run
+@pytest.mark.slow
 def test_run_valid_then_status_and_report(lab: Lab) -> None:
     done = lab.run("run", "-i", lab.inventory, "-e", "heteromig_results_dir=%s" % lab.results)
     assert done.returncode == 0, explain(done)
@@ -293,6 +294,7 @@ def test_sweep_with_an_invalid_cell_exits_1(lab: Lab) -> None:
     )
 
 
+@pytest.mark.slow
 def test_sweep_ctrl_c_then_resume_then_nothing_left(lab: Lab) -> None:
     spec = lab.spec(
         "sweep.yml",

@@ -542,10 +542,12 @@ def test_embedded_harness_end_to_end(ssh_lab: MakeLab, tmp_path: Path) -> None:
 def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: Path) -> None:
     """4 hosts, forks 2: before, the second pair started only when the first pair had ended.
 
-    Every benchmark waits at a gate until all four runs are in progress at once: had a run held
-    its worker to the end, the second pair would never start (the first pair cannot end) and
-    the wait below fails. Each main's timed window then comes from its own LoadGen log
-    (power_begin/power_end), and all four overlap.
+    Every benchmark waits at a gate until all four runs are in progress at once (each host's
+    background waits there): had a run held its worker to the end, the second pair would never
+    start (the first pair cannot end) and the wait below fails. Each main's timed window then
+    comes from its own LoadGen log (power_begin/power_end), and all four overlap: what is left
+    between them is a main's start-up once the gate opens, short of its 10 s window even on a
+    loaded machine.
     """
     names = ["h1", "h2", "h3", "h4"]
     hold = tmp_path / "release"
@@ -555,15 +557,17 @@ def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: P
         names,
         slices=2,
         hold=hold,
-        heteromig_hetero_main_benchmark_duration=4000,
+        heteromig_hetero_main_benchmark_duration=10000,
         heteromig_hetero_lease_timeout=10000,
     )
     proc = spawn_playbook(
         lab, PLAYBOOK, {"heteromig_hetero_run_id": "wide"}, {"ANSIBLE_FORKS": "2"}
     )
     try:
-        for name in names:
-            wait_for_phase(lab, name, "wide", {"starting_backgrounds"}, timeout=180)
+        deadline = time.monotonic() + 180
+        while len(list(tmp_path.glob("release.waiting.*"))) < len(names):
+            assert time.monotonic() < deadline, "not every host's background reached the gate"
+            time.sleep(0.1)
         hold.touch()
         out = proc.communicate(timeout=240)[0]
     finally:

@@ -249,6 +249,7 @@ def test_connection_lost_for_longer_than_lease_and_reconnect(
 
 
 # -------------------------------------------------------------------------------- 4. fetch fails
+@pytest.mark.slow
 def test_fetch_failure_keeps_the_verdict_and_resume_fetches(
     ssh_lab: MakeLab, tmp_path: Path
 ) -> None:

@@ -266,6 +266,7 @@ def test_installed_gpu_facts_ad_hoc(project: Path, tmp_path: Path) -> None:
     assert (tmp_path / "host" / "nvml-sim.json").is_file()
 
 
+@pytest.mark.slow
 def test_installed_hetero_run_playbook_ends_valid(project: Path, tmp_path: Path) -> None:
     inv = write_inventory(tmp_path, tmp_path / "host")
     env = user_env(tmp_path)

@@ -129,6 +129,7 @@ def _lscpu() -> dict[str, str]:
 # Three hosts through the whole pipeline, then the export: about 2-4 minutes on an idle 2-core
 # machine, more under load; pyproject's 300 s default is for single-step tests.
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_inventories_lab_runs_and_exports(ssh_lab: MakeLab, tmp_path: Path) -> None:
     t0 = time.monotonic()
     lab = start_lab(ssh_lab, tmp_path, list(HOSTS))
@@ -250,6 +251,7 @@ def test_inventories_lab_runs_and_exports(ssh_lab: MakeLab, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(900)  # the tarball build and install, then the whole pipeline
+@pytest.mark.slow
 def test_a_user_project_runs_its_lab_inventory(
     ssh_lab: MakeLab,
     tmp_path: Path,

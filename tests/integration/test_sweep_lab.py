@@ -204,6 +204,7 @@ class Links(HTMLParser):
 
 
 # --------------------------------------------------------------------- 1. two systems, all VALID
+@pytest.mark.slow
 def test_two_systems_every_cell_valid_reports_and_submission(
     ssh_lab: MakeLab, tmp_path: Path
 ) -> None:
@@ -321,6 +322,7 @@ def test_two_systems_every_cell_valid_reports_and_submission(
 
 
 # --------------------------------------------------------------------- 2. hosts share a queue
+@pytest.mark.slow
 def test_hosts_of_a_system_share_its_cells(ssh_lab: MakeLab, tmp_path: Path) -> None:
     lab = start_lab(ssh_lab, {"h100": {"h1": H100, "h2": H100}})
     campaign = tmp_path / "campaign"
@@ -457,6 +459,7 @@ def five_cells() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 3. a host lost
+@pytest.mark.slow
 def test_host_lost_mid_sweep_its_cell_finishes_elsewhere(
     ssh_lab: MakeLab, tmp_path: Path, playbooks: Callable[..., Playbook]
 ) -> None:
@@ -503,6 +506,7 @@ def test_host_lost_mid_sweep_its_cell_finishes_elsewhere(
 
 
 # ------------------------------------------------------------------- 4. controller interrupted
+@pytest.mark.slow
 def test_controller_sigint_then_the_same_command_resumes(
     ssh_lab: MakeLab, tmp_path: Path, playbooks: Callable[..., Playbook]
 ) -> None:

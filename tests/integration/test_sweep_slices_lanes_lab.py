@@ -67,6 +67,7 @@ def three_cells() -> dict[str, Any]:
 
 
 @pytest.mark.timeout(900)  # three playbook runs
+@pytest.mark.slow
 def test_two_slices_as_two_playbook_runs_merge_into_one_campaign(
     ssh_lab: MakeLab, tmp_path: Path
 ) -> None:
@@ -177,6 +178,7 @@ def lane_runs(lab: SshLab, host: str, gpu: int) -> set[str]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_two_gpus_at_once_run_two_cells_side_by_side_and_say_so(
     ssh_lab: MakeLab, tmp_path: Path
 ) -> None:
