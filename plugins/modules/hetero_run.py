@@ -80,7 +80,7 @@ options:
       - The harness profile that renders every command. Built in are V(heteromig_synthetic) (the
         collection's LoadGen harness with synthetic models) and V(nvidia_mlperf) (NVIDIA's MLPerf
         code through C(make run_harness RUN_ARGS=... LOG_DIR=...) with the
-        C(hetero)/C(hetero_high_accuracy) config_ver) and V(mlcflow) (MLCommons' official
+        C(hetero)/C(hetero_high_accuracy) config_ver) and V(mlcommons_mlcflow) (MLCommons' official
         implementations through MLCFlow's C(mlcr run-mlperf,inference); models and datasets
         fetched beforehand, see docs/harness.md).
       - A profile is C(<name>.yml) in O(harness_profile_dirs) or in the collection's

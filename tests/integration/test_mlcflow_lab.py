@@ -1,4 +1,4 @@
-"""The mlcflow harness profile over the SSH lab: a hetero run through mlcr (a stand-in mlcr that
+"""The mlcommons_mlcflow harness profile over the SSH lab: a hetero run through mlcr (a stand-in mlcr that
 runs the real mlcflow CLI and real LoadGen, tests/mlcflow/standin_mlcr.py) on simulated MIG
 slices, with the models and datasets fetched first."""
 
@@ -58,7 +58,7 @@ def test_mlcflow_hetero_run_is_valid_and_its_logs_are_found(
     assert run.rc == 0, run.stdout[-4000:]
     res = run.result(TASK, "h1").res
     assert res["verdict"] == "VALID", res["reasons"]
-    assert res["harness"] == "mlcflow"
+    assert res["harness"] == "mlcommons_mlcflow"
     main = res["main"]
     assert main["command"][:3] == [
         str(mlcr),

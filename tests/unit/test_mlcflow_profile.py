@@ -1,4 +1,4 @@
-"""The mlcflow harness profile: the mlcr command it renders, run through the real mlcflow CLI with
+"""The mlcommons_mlcflow harness profile: the mlcr command it renders, run through the real mlcflow CLI with
 a stand-in script (tests/mlcflow/standin_mlcr.py, real LoadGen), where LoadGen's logs land, its
 readiness marker and its accuracy verdicts."""
 
@@ -37,7 +37,7 @@ SLICES = [
     for i in range(3)
 ]
 OPTIONS: dict[str, Any] = {
-    "harness": "mlcflow",
+    "harness": "mlcommons_mlcflow",
     "main_benchmark": "resnet50",
     "background_benchmarks": ["retinanet"],
     "main_benchmark_duration": 600000,
@@ -127,12 +127,12 @@ def test_an_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(PlanError) as info:
         plan(main_benchmark="resnet")
     assert str(info.value) == (
-        "harness mlcflow does not know the main benchmark 'resnet'; its benchmarks are "
+        "harness mlcommons_mlcflow does not know the main benchmark 'resnet'; its benchmarks are "
         "bert-99, bert-99.9, resnet50, retinanet"
     )
     with pytest.raises(PlanError, match="main benchmark bert-99 does not support the MultiStream"):
         plan(main_benchmark="bert-99", main_scenario="MultiStream")
-    with pytest.raises(PlanError, match=r"is neither a set .* nor a benchmark of harness mlcflow"):
+    with pytest.raises(PlanError, match=r"is neither a set .* nor a benchmark of harness mlcommons_mlcflow"):
         plan(background_benchmarks="gptj-99")
 
 
