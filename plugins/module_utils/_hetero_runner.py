@@ -112,6 +112,7 @@ LEASE_CHECK_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
 DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024
 OUTPUT_TAIL = 1024 * 1024
+EXEC_SETTLE_S = 2.0  # how long a live runner may show no command line before it counts as gone
 
 
 class RunnerError(Exception):
@@ -198,8 +199,15 @@ def acquire_host_lock(host_root: str, info: Dict[str, Any]) -> int:
     return fd
 
 
-def pid_runs(pid: Optional[int], marker: str) -> bool:
-    """Whether ``pid`` is alive, not a zombie, and its command line contains ``marker``."""
+def pid_seen(pid: Optional[int], marker: str) -> Optional[bool]:
+    """Whether ``pid`` is alive, not a zombie, and its command line contains ``marker``; None
+    for a live process that shows no command line at all.
+
+    A process shows none from the moment its exec closes its close-on-exec descriptors (when
+    the parent's ``Popen`` returns) until the kernel has laid out the new program's arguments,
+    and again while it exits (memory released, not yet a zombie). On a loaded host the first
+    window is long enough for a status read right after the start to fall into it.
+    """
     if not pid:
         return False
     try:
@@ -208,9 +216,25 @@ def pid_runs(pid: Optional[int], marker: str) -> bool:
         if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X"):
             return False
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            return marker.encode() in handle.read()
+            cmdline = handle.read()
     except (OSError, ValueError):
         return False
+    if marker.encode() in cmdline:
+        return True
+    return None if not cmdline.strip(b"\0") else False
+
+
+def pid_runs(pid: Optional[int], marker: str, settle: float = 0.0) -> bool:
+    """``pid_seen``, waiting up to ``settle`` seconds for a live process without a command line
+    to show one (False if it still shows none then)."""
+    deadline = time.time() + settle
+    while True:
+        seen = pid_seen(pid, marker)
+        if seen is not None:
+            return seen
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- layout check
@@ -1133,15 +1157,18 @@ def start(
         status_path = os.path.join(run_dir, "status.json")
         if not os.path.exists(status_path):
             write_json_atomic(status_path, first)
+        # The runner is this process's child: until it is reaped its pid is its own, and poll()
+        # says whether it runs. /proc may not show its command line yet (pid_seen).
         if not wait_for_runner:
-            status = read_status(run_dir)
-            status["runner_alive"] = proc.poll() is None or status.get("done", False)
+            running = proc.poll() is None
+            status = read_status(run_dir, alive=True if running else None)
+            status["runner_alive"] = running or status.get("done", False)
             return status
         deadline = time.time() + start_timeout
         while time.time() < deadline:
             written = read_json(status_path)
             if isinstance(written, dict) and written.get("seq", 0) > 0:
-                return read_status(run_dir)
+                return read_status(run_dir, alive=True if proc.poll() is None else None)
             if proc.poll() is not None:
                 raise RunnerError(
                     "the runner exited at once (code %s): %s"
@@ -1190,8 +1217,11 @@ def find_run(host_root: str, run_id: Optional[str]) -> Optional[str]:
     return max(runs, key=os.path.getmtime) if runs else None
 
 
-def read_status(run_dir: str) -> Dict[str, Any]:
-    """The run's status, with ``runner_alive``; a dead runner without a result is 'lost'."""
+def read_status(run_dir: str, alive: Optional[bool] = None) -> Dict[str, Any]:
+    """The run's status, with ``runner_alive``; a dead runner without a result is 'lost'.
+
+    ``alive``: whether the runner runs, from a caller that knows (its parent); else /proc says.
+    """
     status = read_json(os.path.join(run_dir, "status.json"))
     if not isinstance(status, dict):
         plan = read_json(os.path.join(run_dir, "plan.json")) or {}
@@ -1203,7 +1233,8 @@ def read_status(run_dir: str) -> Dict[str, Any]:
             "done": False,
             "pid": None,
         }
-    alive = pid_runs(status.get("pid"), run_dir)
+    if alive is None:
+        alive = pid_runs(status.get("pid"), run_dir, settle=EXEC_SETTLE_S)
     status["runner_alive"] = alive
     if not alive and not status.get("done"):
         # the runner died without finishing (host rebooted, killed): say so

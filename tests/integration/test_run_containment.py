@@ -22,6 +22,7 @@ import pytest
 from ansible_collections.heteromig.fleet.plugins.module_utils import _hetero_runner as R
 from ansible_collections.heteromig.fleet.plugins.module_utils._run_containment import (
     cgroup2_mount,
+    end_leftovers_of_dead_run,
 )
 
 pytestmark = pytest.mark.integration
@@ -289,3 +290,38 @@ def test_a_stopped_run_leaves_no_process_and_no_cgroup(host_root: Path, method: 
     assert result["verdict"] == "INVALID" and result["reasons"] == ["stopped by the test"]
     assert pids_with(str(host_root)) == []
     assert_no_cgroup_left(run_dir)
+
+
+def cgroup2_of(pid: int) -> str:
+    """The process's cgroup in the v2 hierarchy, from /proc/<pid>/cgroup."""
+    lines = Path("/proc/%d/cgroup" % pid).read_text().splitlines()
+    return next(line[3:] for line in lines if line.startswith("0::"))
+
+
+def test_ending_what_a_run_left_never_ends_its_runner(host_root: Path, method: str) -> None:
+    """Issue 16: a start that gets the host lock ends what the run before it left, taking its
+    runner for gone; but a runner frees the lock before it writes its done status, so a start
+    in between finds it still running. What that cleanup ends (the run's marker, its cgroup)
+    must never take the runner itself, or the run it just finished is lost."""
+    run_dir = host_root / "runs" / "window"
+    the_plan = plan(host_root, "window", fake(str(run_dir / "main"), "--duration-ms", "600000"), [])
+    runner = int(start(host_root, the_plan)["pid"])
+    wait_for(lambda: pids_with(str(run_dir / "main")), 30, "the main benchmark to launch")
+    main = pids_with(str(run_dir / "main"))[0]
+    # read from /proc, not through the code under test: the runner carries no marker of the
+    # run, and it is not in the run's cgroup (the benchmark is)
+    assert b"HETEROMIG_RUN_DIR=" not in Path("/proc/%d/environ" % runner).read_bytes()
+    assert b"HETEROMIG_RUN_DIR=" in Path("/proc/%d/environ" % main).read_bytes()
+    cgroup = json.loads((run_dir / "containment.json").read_text())["cgroup"]
+    assert (cgroup is not None) == (method == "cgroup")
+    if cgroup is not None:
+        leaf = "/" + os.path.basename(cgroup)
+        assert cgroup2_of(main).endswith(leaf) and not cgroup2_of(runner).endswith(leaf)
+
+    ended = end_leftovers_of_dead_run(str(run_dir))  # what the next start does
+    assert main in {e["pid"] for e in ended} and runner not in {e["pid"] for e in ended}
+    wait_for(lambda: not alive(main), 10, "the main benchmark to be ended")
+    assert alive(runner), "the cleanup of the run ended its runner"
+    result = finish(the_plan)  # the runner still writes its verdict
+    assert result["reasons"][0] == "the main benchmark was killed by SIGKILL", result["reasons"]
+    assert pids_with(str(host_root)) == []
