@@ -24,6 +24,14 @@ differ on the machine: the noise floor of every ratio).
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --hosts 8 --rounds 3 --json out.json
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --breakdown   # where the time goes
     .venv/bin/python benchmarks/bench_mig_reconfigure.py --hooks-clients  # with hooks and clients
+    # A/B against another version of the collection (a tree from `git archive COMMIT`):
+    .venv/bin/python benchmarks/bench_mig_reconfigure.py --hooks-clients --compare-tree before=/tmp/before
+
+``--compare-tree NAME=DIR`` (repeatable) times every variant with the collection of DIR too, in
+the same rounds (interleaved), each tree on its own simulated hosts (state files and stamps) and
+with its own ``ansible.cfg``; each tree's ratios are to its own trivial play, and the summary
+also gives each variant of this tree against the same variant of the other (ratio of medians,
+and the spread of the per-round ratios).
 
 Wall time is what the target is about; CPU time (user + system of ansible-playbook and every
 process it started, from getrusage) is printed too, as it is much less sensitive to other load
@@ -105,7 +113,7 @@ def write_inventory(workdir: Path, hosts: int, gpus: int) -> Path:
         "    ansible_connection: local",
         f"    ansible_python_interpreter: {sys.executable}",
         "    heteromig_gpu_backend: sim",
-        f"    heteromig_sim_state: \"{workdir}/{{{{ inventory_hostname }}}}/nvml-sim.json\"",
+        f'    heteromig_sim_state: "{workdir}/{{{{ inventory_hostname }}}}/nvml-sim.json"',
         "  hosts:",
     ]
     for index in range(hosts):
@@ -125,8 +133,13 @@ def write_hooks_clients(workdir: Path, hook_log: Path) -> Path:
     hooks_file = workdir / "hooks.yaml"
     hooks_file.write_text(json.dumps({"version": "v1", "hooks": {"apply-start": [hook]}}))
     data = {
-        "heteromig_mig_hooks": {"version": "v1", "hooks": {
-            point: [hook] for point in ("apply-start", "pre-apply-mode", "pre-apply-config", "apply-exit")}},
+        "heteromig_mig_hooks": {
+            "version": "v1",
+            "hooks": {
+                point: [hook]
+                for point in ("apply-start", "pre-apply-mode", "pre-apply-config", "apply-exit")
+            },
+        },
         "heteromig_mig_hooks_file": str(hooks_file),
         "heteromig_mig_gpu_clients": [
             {"unit": "kubelet", "order": 10, "missing": "skip"},
@@ -152,8 +165,10 @@ def hosts_pynvml() -> dict[str, object]:
     spec = importlib.util.find_spec("pynvml")
     if spec is None or not spec.origin:
         return {"path": None, "bytecode": False}
-    return {"path": spec.origin,
-            "bytecode": os.path.exists(importlib.util.cache_from_source(spec.origin))}
+    return {
+        "path": spec.origin,
+        "bytecode": os.path.exists(importlib.util.cache_from_source(spec.origin)),
+    }
 
 
 def _cpu() -> float:
@@ -161,21 +176,35 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(playbook: Path, inventory: Path, extra: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds of ansible-playbook and everything it started, stdout)."""
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-            str(playbook), *extra]
+def run(
+    playbook: Path, inventory: Path, extra: list[str], env: dict[str, str], root: Path = REPO
+) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of ansible-playbook and everything it started, stdout).
+
+    ``root``: the collection tree to run from (its ansible.cfg is in ``env``).
+    """
+    argv = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "-i",
+        str(inventory),
+        str(playbook),
+        *extra,
+    ]
     cpu = _cpu()
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"{playbook.name} failed (rc {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
+        raise SystemExit(
+            f"{playbook.name} failed (rc {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+        )
     return elapsed, _cpu() - cpu, done.stdout
 
 
 def recap(stdout: str) -> dict[str, tuple[int, int, int, int]]:
-    return {m.group(1): tuple(int(m.group(i)) for i in range(2, 6)) for m in _RECAP.finditer(stdout)}  # type: ignore[misc]
+    return {
+        m.group(1): tuple(int(m.group(i)) for i in range(2, 6)) for m in _RECAP.finditer(stdout)
+    }  # type: ignore[misc]
 
 
 def main() -> int:
@@ -185,121 +214,261 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--layout", default="all-1g")
     parser.add_argument("--target", type=float, default=1.3)
-    parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VAR=VALUE",
-                        help="extra vars for the mig_reconfigure runs (repeatable)")
+    parser.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="extra vars for the mig_reconfigure runs (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--hooks-clients", action="store_true",
-                        help="also time the no-change run with hooks (inline and a file, every "
-                             "hook point) and GPU clients (units and commands) configured; every "
-                             "such run is checked to have run no hook")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time gpu_facts alone, the planning call alone (no stamp), "
-                             "the trivial play again (the noise), and a run on hosts without a stamp")
+    parser.add_argument(
+        "--hooks-clients",
+        action="store_true",
+        help="also time the no-change run with hooks (inline and a file, every "
+        "hook point) and GPU clients (units and commands) configured; every "
+        "such run is checked to have run no hook",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time gpu_facts alone, the planning call alone (no stamp), "
+        "the trivial play again (the noise), and a run on hosts without a stamp",
+    )
+    parser.add_argument(
+        "--compare-tree",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also time every variant with the collection tree DIR (for example "
+        "`git archive COMMIT` unpacked), interleaved, on its own hosts",
+    )
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-mig-"))
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
+    top = Path(tempfile.mkdtemp(prefix="bench-mig-"))
     try:
-        inventory = write_inventory(workdir, args.hosts, args.gpus)
-        trivial = workdir / "trivial.yml"
+        trees = [Tree("", REPO, top / "this")]
+        for spec in args.compare_tree:
+            name, _sep, root = spec.partition("=")
+            if (
+                not name
+                or not root
+                or not (Path(root) / "playbooks" / "mig_reconfigure.yml").is_file()
+            ):
+                raise SystemExit(
+                    f"--compare-tree {spec!r}: expected NAME=DIR, DIR a collection tree"
+                )
+            trees.append(Tree(name, Path(root).resolve(), top / name))
+        for tree in trees:
+            tree.prepare(args)
+        return _timed(args, trees)
+    finally:
+        if args.keep:
+            print(f"work directory kept: {top}")
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+class Tree:
+    """One collection tree under test, with its own simulated hosts (state files and stamps)."""
+
+    def __init__(self, name: str, root: Path, workdir: Path) -> None:
+        self.name = name
+        self.root = root
+        self.workdir = workdir
+        self.playbook = root / "playbooks" / "mig_reconfigure.yml"
+        self.hook_log = workdir / "hooks.log"
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}",
+            }
+        )
+        self.inventory = workdir / "inventory.yml"
+        self.variants: dict[str, tuple[Path, list[str]]] = {}
+
+    def key(self, variant: str) -> str:
+        """The variant's name in the figures: as is for this tree, NAME:variant for another."""
+        return f"{self.name}:{variant}" if self.name else variant
+
+    def run(self, playbook: Path, extra: list[str]) -> tuple[float, float, str]:
+        return run(playbook, self.inventory, extra, self.env, self.root)
+
+    def prepare(self, args: argparse.Namespace) -> None:
+        """Write the inventory and playbooks, apply the layout once, warm the caches."""
+        self.workdir.mkdir(parents=True)
+        self.inventory = write_inventory(self.workdir, args.hosts, args.gpus)
+        trivial = self.workdir / "trivial.yml"
         trivial.write_text(TRIVIAL)
         layout = ["-e", f"heteromig_mig_layout={args.layout}"]
         for extra in args.extra_vars:
             layout += ["-e", extra]
-
-        pynvml = hosts_pynvml()
-        if not pynvml["bytecode"]:
-            print(f"note: the hosts' pynvml ({pynvml['path']}) has no bytecode, so every module "
-                  "run on them compiles it; hosts set up by heteromig.fleet.host_runtime have it")
-        setup, _cpu_s, out = run(PLAYBOOK, inventory, layout, env)
+        setup, _cpu_s, out = self.run(self.playbook, layout)
         changed = sum(1 for counts in recap(out).values() if counts[1])
-        print(f"setup: {args.layout} applied on {changed}/{args.hosts} hosts in {setup:.1f}s")
-        run(trivial, inventory, [], env)  # warm caches (pyc, page cache) for both
+        print(
+            f"setup{' of ' + self.name if self.name else ''}: {args.layout} applied on "
+            f"{changed}/{args.hosts} hosts in {setup:.1f}s ({self.root})"
+        )
+        self.run(trivial, [])  # warm caches (pyc, page cache) for both
 
-        # every variant once per round, interleaved, so that load drift hits all alike
-        variants: dict[str, tuple[Path, list[str]]] = {
-            "trivial": (trivial, []),
-            "mig_reconfigure": (PLAYBOOK, layout),
-        }
-        hook_log = workdir / "hooks.log"
+        self.variants = {"trivial": (trivial, []), "mig_reconfigure": (self.playbook, layout)}
         if args.hooks_clients:
-            variants["mig_reconfigure_hooks_clients"] = (
-                PLAYBOOK, [*layout, "-e", "@" + str(write_hooks_clients(workdir, hook_log))])
-        # runs with every host's stamp removed first (the planning call plans and records it)
-        unrecorded = {"mig_reconfigure_unrecorded"}
+            self.variants["mig_reconfigure_hooks_clients"] = (
+                self.playbook,
+                [*layout, "-e", "@" + str(write_hooks_clients(self.workdir, self.hook_log))],
+            )
         if args.breakdown:
-            facts = workdir / "gpu_facts.yml"
+            facts = self.workdir / "gpu_facts.yml"
             facts.write_text(GPU_FACTS)
-            plan = workdir / "plan_only.yml"
+            plan = self.workdir / "plan_only.yml"
             plan.write_text(PLAN_ONLY % args.layout)
-            variants["gpu_facts_light"] = (facts, [])
-            variants["mig_layout_plan_only"] = (plan, [])
+            self.variants["gpu_facts_light"] = (facts, [])
+            self.variants["mig_layout_plan_only"] = (plan, [])
             # the trivial play once more: how far two runs of one playbook differ here
-            variants["trivial_again"] = (trivial, [])
-            variants["mig_reconfigure_unrecorded"] = (PLAYBOOK, layout)
-        walls: dict[str, list[float]] = {name: [] for name in variants}
-        cpus: dict[str, list[float]] = {name: [] for name in variants}
-        for round_ in range(1, args.rounds + 1):
-            for name, (playbook, extra) in variants.items():
-                if name in unrecorded:
-                    for stamp in workdir.glob("*/mig_layout-stamp.json"):
-                        stamp.unlink()
-                wall, cpu, out = run(playbook, inventory, extra, env)
-                if playbook == PLAYBOOK:
-                    counts = recap(out)
-                    if len(counts) != args.hosts or any(c[1] or c[2] or c[3] for c in counts.values()):
-                        raise SystemExit(f"round {round_}: not a clean no-change run:\n{out[-3000:]}")
-                    if hook_log.exists():
-                        raise SystemExit(f"round {round_}: a hook ran on a no-change run: "
-                                         f"{hook_log.read_text()[:500]}")
-                walls[name].append(wall)
-                cpus[name].append(cpu)
-            print(f"round {round_}: " + "; ".join(
-                f"{name} wall {walls[name][-1]:.2f}s CPU {cpus[name][-1]:.2f}s" for name in variants))
+            self.variants["trivial_again"] = (trivial, [])
+            # with every host's stamp removed first (the planning call plans and records it)
+            self.variants["mig_reconfigure_unrecorded"] = (self.playbook, layout)
 
-        med = {kind: {name: statistics.median(values) for name, values in series.items()}
-               for kind, series in (("wall", walls), ("cpu", cpus))}
-        ratios = {kind: {name: round(med[kind][name] / med[kind]["trivial"], 3) for name in variants}
-                  for kind in med}
-        ratio = {kind: ratios[kind]["mig_reconfigure"] for kind in med}
-        figures = {
-            "hosts": args.hosts,
-            "gpus_per_host": args.gpus,
-            "layout": args.layout,
-            "rounds": args.rounds,
-            "wall_s": walls,
-            "cpu_s": cpus,
-            "median_wall_s": med["wall"],
-            "median_cpu_s": med["cpu"],
-            "ratios_to_trivial": ratios,
-            "ratio_wall": ratio["wall"],
-            "ratio_cpu": ratio["cpu"],
-            "target": args.target,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "hosts_pynvml": pynvml,
-            "load_average_after": os.getloadavg(),
-        }
-        print("medians (ratio to trivial):")
+    def timed_run(self, variant: str, round_: int, hosts: int) -> tuple[float, float]:
+        playbook, extra = self.variants[variant]
+        if variant == "mig_reconfigure_unrecorded":
+            for stamp in self.workdir.glob("*/mig_layout-stamp.json"):
+                stamp.unlink()
+        wall, cpu, out = self.run(playbook, extra)
+        if playbook == self.playbook:
+            counts = recap(out)
+            if len(counts) != hosts or any(c[1] or c[2] or c[3] for c in counts.values()):
+                raise SystemExit(
+                    f"round {round_}, {self.key(variant)}: not a clean no-change run:\n{out[-3000:]}"
+                )
+            if self.hook_log.exists():
+                raise SystemExit(
+                    f"round {round_}, {self.key(variant)}: a hook ran on a no-change run: "
+                    f"{self.hook_log.read_text()[:500]}"
+                )
+        return wall, cpu
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def _timed(args: argparse.Namespace, trees: list[Tree]) -> int:
+    """Every variant of every tree once per round, interleaved (load drift hits all alike)."""
+    pynvml = hosts_pynvml()
+    if not pynvml["bytecode"]:
+        print(
+            f"note: the hosts' pynvml ({pynvml['path']}) has no bytecode, so every module "
+            "run on them compiles it; hosts set up by heteromig.fleet.host_runtime have it"
+        )
+    variants = list(trees[0].variants)
+    keys = [tree.key(name) for name in variants for tree in trees]
+    walls: dict[str, list[float]] = {key: [] for key in keys}
+    cpus: dict[str, list[float]] = {key: [] for key in keys}
+    for round_ in range(1, args.rounds + 1):
+        # each variant in every tree back to back, so that an A/B pair sees the same load
         for name in variants:
-            print(f"  {name:28s} wall {med['wall'][name]:6.2f}s (x{ratios['wall'][name]:.2f})  "
-                  f"CPU {med['cpu'][name]:6.2f}s (x{ratios['cpu'][name]:.2f})")
-        print(f"target: mig_reconfigure <= {args.target} x trivial")
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=2) + "\n")
-        return 0 if ratio["wall"] <= args.target else 1
-    finally:
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            for tree in trees:
+                wall, cpu = tree.timed_run(name, round_, args.hosts)
+                walls[tree.key(name)].append(wall)
+                cpus[tree.key(name)].append(cpu)
+        print(
+            f"round {round_}: "
+            + "; ".join(
+                f"{key} wall {walls[key][-1]:.2f}s CPU {cpus[key][-1]:.2f}s" for key in keys
+            ),
+            flush=True,
+        )
+
+    med = {
+        kind: {key: statistics.median(values) for key, values in series.items()}
+        for kind, series in (("wall", walls), ("cpu", cpus))
+    }
+    ratios = {
+        kind: {
+            tree.key(name): round(med[kind][tree.key(name)] / med[kind][tree.key("trivial")], 3)
+            for name in variants
+            for tree in trees
+        }
+        for kind in med
+    }
+    # per round, each variant over its own tree's trivial play of the same round
+    round_ratios = {
+        kind: {
+            tree.key(name): [
+                v / t
+                for v, t in zip(series[tree.key(name)], series[tree.key("trivial")], strict=True)
+            ]
+            for name in variants
+            for tree in trees
+        }
+        for kind, series in (("wall", walls), ("cpu", cpus))
+    }
+    ratio = {kind: ratios[kind]["mig_reconfigure"] for kind in med}
+    # this tree against each other tree, variant by variant (paired by round)
+    compare = {
+        tree.name: {
+            name: {
+                kind: {
+                    "ratio_of_medians": round(med[kind][name] / med[kind][tree.key(name)], 3),
+                    "per_round": [
+                        round(a / b, 3)
+                        for a, b in zip(series[name], series[tree.key(name)], strict=True)
+                    ],
+                }
+                for kind, series in (("wall", walls), ("cpu", cpus))
+            }
+            for name in variants
+        }
+        for tree in trees[1:]
+    }
+    figures = {
+        "hosts": args.hosts,
+        "gpus_per_host": args.gpus,
+        "layout": args.layout,
+        "rounds": args.rounds,
+        "trees": {tree.name or "this": str(tree.root) for tree in trees},
+        "wall_s": walls,
+        "cpu_s": cpus,
+        "median_wall_s": med["wall"],
+        "median_cpu_s": med["cpu"],
+        "ratios_to_trivial": ratios,
+        "per_round_ratios_to_trivial": round_ratios,
+        "ratio_wall": ratio["wall"],
+        "ratio_cpu": ratio["cpu"],
+        "compare_trees": compare,
+        "target": args.target,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "hosts_pynvml": pynvml,
+        "load_average_after": os.getloadavg(),
+    }
+    print("medians (ratio to the same tree's trivial play; per-round ratios min-max):")
+    for key in keys:
+        print(
+            f"  {key:36s} wall {med['wall'][key]:6.2f}s (x{ratios['wall'][key]:.2f}, "
+            f"{_spread(round_ratios['wall'][key])})  CPU {med['cpu'][key]:6.2f}s "
+            f"(x{ratios['cpu'][key]:.2f}, {_spread(round_ratios['cpu'][key])})"
+        )
+    for other, by_variant in compare.items():
+        print(f"this tree against {other} (ratio of medians; per-round min-max):")
+        for name, kinds in by_variant.items():
+            print(
+                f"  {name:36s} "
+                + "  ".join(
+                    f"{kind} x{kinds[kind]['ratio_of_medians']:.3f} ({_spread(kinds[kind]['per_round'])})"
+                    for kind in ("wall", "cpu")
+                )
+            )
+    print(f"target: mig_reconfigure <= {args.target} x trivial")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if ratio["wall"] <= args.target else 1
 
 
 if __name__ == "__main__":
