@@ -39,6 +39,7 @@ _PLANNER_SOURCES = (
     ("module_utils", "_gpu_catalog.py"),
     ("module_utils", "_gpu_inventory.py"),
     ("module_utils", "_mig_apply.py"),
+    ("module_utils", "_mig_layout_run.py"),
     ("module_utils", "_mig_plan.py"),
     ("module_utils", "_mig_stamp.py"),
     ("module_utils", "_mig_state.py"),
