@@ -8,8 +8,10 @@ Markers (integration, slow, compat) and the default timeout are declared in pypr
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import time
@@ -153,29 +155,48 @@ def _xdist_controller(config: pytest.Config) -> bool:
 
 
 # ------------------------------------------------------------------- scheduling under xdist
-_SHARED_SCOPES = ("module", "class", "package")
+# pytest-xdist 3.8's own --dist loadgroup does not group under pytest 9 (it renames item._nodeid,
+# which pytest 9 no longer reads), so the grouping is made here, on --dist loadscope: the
+# controller asks conftest for its scheduler (pytest_xdist_make_scheduler).
+_WIDE_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|class|package)["']""")
 
 
-def _xdist_group(item: pytest.Item) -> str | None:
-    """The group ``item`` must run in (its module, when a fixture outlives one test), or None."""
-    info = getattr(item, "_fixtureinfo", None)
-    for defs in getattr(info, "name2fixturedefs", {}).values():
-        if defs and defs[-1].scope in _SHARED_SCOPES:
-            return item.nodeid.split("::", 1)[0]
-    return None
+@functools.cache
+def _shares_fixtures(test_file: str) -> bool:
+    """Whether a test file defines a fixture that outlives one test (its tests stay together)."""
+    try:
+        return bool(_WIDE_FIXTURE.search((ROOT / test_file).read_text(encoding="utf-8")))
+    except OSError:
+        return True
 
 
-@pytest.hookimpl(tryfirst=True)
+def _work_unit(nodeid: str) -> str:
+    """One test file whose fixtures outlive a test is one unit; any other test is its own."""
+    test_file = nodeid.split("::", 1)[0]
+    return test_file if _shares_fixtures(test_file) else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SpreadScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return SpreadScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup``: longest work first, and spread wherever fixtures allow.
+    """On an xdist worker: the longest work first (the same order on every worker).
 
-    The tests of a module whose fixtures outlive one test (a module-scoped lab) stay on one
-    worker; every other test is a unit of its own, so one long file (the sweeps' SSH-lab tests)
-    does not sit on one worker while the others idle. The order, the same on every worker:
-    integration tests marked slow, other integration tests, unit tests; pytest-xdist hands the
-    units out in that order as workers become free, so the longest start first.
+    Integration tests marked slow, other integration tests, unit tests. The controller hands
+    the units out in that order as workers become free (run with --no-loadscope-reorder), so
+    the sweeps' minutes-long SSH-lab tests do not start last.
     """
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    if not _xdist_worker(config):
         return
 
     def rank(item: pytest.Item) -> int:
@@ -184,10 +205,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return 0 if item.get_closest_marker("slow") is not None else 1
 
     items.sort(key=rank)  # stable: within a rank, collection order
-    for item in items:
-        group = _xdist_group(item)
-        if group is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _pytest_managed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
