@@ -34,6 +34,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+    LATENCY_CHECK,
+    LENGTH_CHECKS,
+)
+
 MAIN = "main"
 
 PHASE_INIT = "init"
@@ -777,16 +782,7 @@ def performance_problems(loadgen: Dict[str, Any]) -> List[str]:
         ]
     if validity == VALID:
         return []
-    unmet = [
-        words
-        for key, words in (
-            ("min_duration_satisfied", "min duration not satisfied"),
-            ("min_queries_satisfied", "min queries not satisfied"),
-            ("early_stopping_met", "early stopping not satisfied"),
-            ("performance_constraints_satisfied", "latency constraint not met"),
-        )
-        if loadgen.get(key) is False
-    ]
+    unmet = [words for key, words in (*LENGTH_CHECKS, LATENCY_CHECK) if loadgen.get(key) is False]
     if loadgen.get("invalid_reason"):
         unmet.append(loadgen["invalid_reason"])
     return [

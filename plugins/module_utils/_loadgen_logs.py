@@ -39,6 +39,15 @@ LOADGEN_FILES = (
 MLLOG_PREFIX = ":::MLLOG "
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
+# The checks of a parsed LoadGen result (parse_loadgen's keys) that say a run was too short,
+# and the words that name each one failing; then the latency check.
+LENGTH_CHECKS = (
+    ("min_duration_satisfied", "min duration not satisfied"),
+    ("min_queries_satisfied", "min queries not satisfied"),
+    ("early_stopping_met", "early stopping not satisfied"),
+)
+LATENCY_CHECK = ("performance_constraints_satisfied", "latency constraint not met")
+
 # Percentiles reported in the result, as contract keys -> LoadGen's key infix.
 _PERCENTILES = (
     ("p50", "50.00"),

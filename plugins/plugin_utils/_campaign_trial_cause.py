@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import LENGTH_CHECKS
+
 VALID = "VALID"
 TOO_HIGH = "too_high"
 TOO_SHORT = "too_short"
@@ -116,15 +118,7 @@ def classify(
             "LoadGen: performance constraints not satisfied%s"
             % (" (%s)" % reason if reason else ""),
         )
-    unmet = [
-        words
-        for key, words in (
-            ("min_duration_satisfied", "min duration not satisfied"),
-            ("min_queries_satisfied", "min queries not satisfied"),
-            ("early_stopping_met", "early stopping not satisfied"),
-        )
-        if loadgen.get(key) is False
-    ]
+    unmet = [words for key, words in LENGTH_CHECKS if loadgen.get(key) is False]
     if not unmet:
         return Cause(OTHER, "LoadGen INVALID without a reason it names%s" % _said(reason))
     processed, more = early_stopping_counts(early_stopping)

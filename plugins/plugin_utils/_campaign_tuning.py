@@ -387,6 +387,10 @@ def tune(
         return Result(None, None, converged, None, hi, trials, reason)
     found = lo
     value = found
+
+    def unconfirmed(reason: str) -> Result:
+        return Result(None, found, converged, lo, hi, trials, reason)
+
     for index in range(1, max_confirmations + 1):
         outcome = run(CONFIRM, index, value, None)
         reads = outcome.reads_as
@@ -424,13 +428,7 @@ def tune(
                 ),
             )
         if reads == TOO_SHORT:
-            return Result(
-                None,
-                found,
-                converged,
-                lo,
-                hi,
-                trials,
+            return unconfirmed(
                 "short trials found %g, but the full-length confirmation at %g was too short "
                 "for LoadGen (%s): lengthen main_benchmark_duration"
                 % (found, value, outcome.cause.why if outcome.cause else "too short"),
@@ -441,13 +439,7 @@ def tune(
             )
             if not again:  # an inconclusive confirmation runs once more at the same value
                 value = rounded(value / (1.0 + tolerance), digits)
-    return Result(
-        None,
-        found,
-        converged,
-        lo,
-        hi,
-        trials,
+    return unconfirmed(
         "short trials found %g, but %d full-length confirmation(s) down to %g were INVALID"
         % (found, max_confirmations, value),
     )
