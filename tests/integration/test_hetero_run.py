@@ -6,6 +6,7 @@ profile tests/fixtures/hetero/profiles/fake_loadgen.yml) on simulated MIG slices
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend impor
 from lab import HostSpec, LabRun, MakeLab, SshLab
 from lab.runner import ANSIBLE_CFG
 from lab.sshlab import LAB_MARKER
-
-HOLD_ENV = "HETEROMIG_FAKE_BENCH_HOLD"  # tests/fixtures/hetero/fake_bench.py's gate
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,30 @@ def make_mig_slices(state: Path, count: int) -> None:
     for _slice in range(count):
         nvml.nvmlGpuInstanceCreateComputeInstance(nvml.nvmlDeviceCreateGpuInstance(handle, 19), 0)
     backend.close()
+
+
+def _fake_bench_hold_env() -> str:
+    """The name of the fake benchmark's gate variable, as fake_bench.py defines it."""
+    spec = importlib.util.spec_from_file_location("fake_bench", FIXTURES / "fake_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.HOLD_ENV)
+
+
+HOLD_ENV = _fake_bench_hold_env()
+
+
+@contextlib.contextmanager
+def gate_opened_at_exit(proc: subprocess.Popen[str], hold: Path) -> Iterator[None]:
+    """However the block ends, the gate ``hold`` opens and the controller ``proc`` is gone."""
+    try:
+        yield
+    finally:
+        hold.touch()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def hostvars(results: Path, **extra: Any) -> dict[str, Any]:
@@ -471,17 +495,12 @@ def test_two_runs_on_one_host_at_once(ssh_lab: MakeLab, tmp_path: Path) -> None:
     hold = tmp_path / "release"
     lab = start_lab(ssh_lab, tmp_path, ["h1"], hold=hold)
     first = spawn_playbook(lab, PLAYBOOK, {"heteromig_hetero_run_id": "first"})
-    try:
+    with gate_opened_at_exit(first, hold):
         # the first run's benchmarks wait at the gate: it is in progress, whatever the load
         wait_for_phase(lab, "h1", "first", {"starting_backgrounds"}, timeout=120)
         second = lab.run_playbook(PLAYBOOK, extravars={"heteromig_hetero_run_id": "second"})
         hold.touch()
         out = first.communicate(timeout=180)[0]
-    finally:
-        hold.touch()
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
     assert second.rc != 0
     res = result_of(second, "h1", START_TASK)
     assert second.outcome(START_TASK, "h1") == "failed"
@@ -563,18 +582,13 @@ def test_every_host_runs_at_once_whatever_forks_is(ssh_lab: MakeLab, tmp_path: P
     proc = spawn_playbook(
         lab, PLAYBOOK, {"heteromig_hetero_run_id": "wide"}, {"ANSIBLE_FORKS": "2"}
     )
-    try:
+    with gate_opened_at_exit(proc, hold):
         deadline = time.monotonic() + 180
         while len(list(tmp_path.glob("release.waiting.*"))) < len(names):
             assert time.monotonic() < deadline, "not every host's background reached the gate"
             time.sleep(0.1)
         hold.touch()
         out = proc.communicate(timeout=240)[0]
-    finally:
-        hold.touch()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, out[-3000:]
     windows = {}
     for name in names:
