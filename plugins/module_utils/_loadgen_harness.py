@@ -105,8 +105,10 @@ DEFAULT_SERVER_TARGET_LATENCY_NS = 100 * 1000 * 1000
 DEFAULT_WARMUP_MS = 300
 # Offline: LoadGen issues expected_qps x min_duration x 1.1 samples in one query. The harness
 # measures the throughput through LoadGen (calibrate_offline) and asks for this much more, which
-# keeps the run past min_duration when the load around it changes.
-OFFLINE_QPS_HEADROOM = 1.5
+# keeps the run past min_duration when the load around it changes. At 1.5 the H100's runs
+# reached 1.27-1.4x the calibrated rate (little margin left), and a simulated main on a loaded
+# 2-core machine ran past 1.5x when its neighbours ended (INVALID: min duration not satisfied).
+OFFLINE_QPS_HEADROOM = 2.0
 # Batches run before the warm-up measures (CUDA context, cuDNN autotuning, caches).
 WARMUP_COLD_BATCHES = 2
 # The calibration test issues at most this many samples, and lasts at least this many batches.
