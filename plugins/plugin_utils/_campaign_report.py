@@ -141,16 +141,39 @@ def _tuning(
     if state is None:
         return None
     run_id = state.run_id
+    last = state.last or {}
+    given = last.get("tuning") if last.get("event") == "finished" else None
+    # how the search read each run (the finished record's list): it differs from LoadGen's
+    # cause for a too-short trial read as too high
+    read_as = {
+        t.get("trial_run_id"): t.get("read_as")
+        for t in (given.get("trials") or [] if isinstance(given, Mapping) else [])
+        if isinstance(t, Mapping) and t.get("read_as")
+    }
     trials = [
         {
-            k: r.get(k)
-            for k in ("kind", "index", "target", "verdict", "metric", "trial_run_id", "failed")
+            **{
+                k: r.get(k)
+                for k in (
+                    "kind",
+                    "index",
+                    "target",
+                    "duration_ms",
+                    "verdict",
+                    "cause",
+                    "why",
+                    "metric",
+                    "trial_run_id",
+                    "failed",
+                )
+            },
+            "read_as": read_as.get(r.get("trial_run_id")),
+            # a failed run's cause is its failure (the host lost, a run that did not start)
+            "failure": (list(r.get("reasons") or []) or [None])[0] if r.get("failed") else None,
         }
         for r in records
         if r.get("event") == "trial" and r.get("cell") == cell_id and r.get("run_id") == run_id
     ]
-    last = state.last or {}
-    given = last.get("tuning") if last.get("event") == "finished" else None
     if not trials and not isinstance(given, Mapping):
         return None
     given = dict(given) if isinstance(given, Mapping) else {}
@@ -162,6 +185,31 @@ def _tuning(
         "reason": given.get("reason"),
         "trials": trials,
     }
+
+
+def cause_text(trial: Mapping[str, Any]) -> str:
+    """Why a run of the search went the way it did, in the words its ledger record keeps from
+    the cause reader (_campaign_trial_cause): "too_high: LoadGen: performance constraints not
+    satisfied: 99th percentile latency 62 ms over the 50 ms bound (...)"; "" for a VALID run
+    or a record written before causes were kept."""
+    if trial.get("failed"):
+        return "failed: %s" % (trial.get("failure") or "the run failed")
+    cause = trial.get("cause")
+    if trial.get("verdict") == "VALID" or not cause:
+        return ""
+    read_as = trial.get("read_as")
+    return "%s%s: %s" % (
+        cause,
+        " (read as %s)" % read_as if read_as and read_as != cause else "",
+        trial.get("why") or "",
+    )
+
+
+def _target_text(trial: Mapping[str, Any]) -> str:
+    if trial.get("target") is None:
+        return "Offline"
+    length = trial.get("duration_ms")
+    return "%g%s" % (trial["target"], " (%g s)" % (length / 1000.0) if length else "")
 
 
 def _tuning_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -185,17 +233,19 @@ def _tuning_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 "Start %g (%s). %s" % (info["start"], info["start_from"], info["reason"] or ""),
                 "",
             ]
-        out.append("| # | run | target | verdict | metric |")
-        out.append("|---|---|---|---|---|")
+        out.append("| # | run | target | verdict | metric | why |")
+        out.append("|---|---|---|---|---|---|")
         for trial in info["trials"]:
             out.append(
-                "| %s | %s | %s | %s | %s |"
+                "| %s | %s | %s | %s | %s | %s |"
                 % (
                     trial["index"],
                     trial["kind"],
-                    "Offline" if trial["target"] is None else "%g" % trial["target"],
+                    _target_text(trial),
                     "FAILED" if trial["failed"] else trial["verdict"],
                     _metric_text(trial["metric"]),
+                    # a | in LoadGen's words would end the cell
+                    cause_text(trial).replace("|", "\\|"),
                 )
             )
         out.append("")
@@ -224,19 +274,23 @@ def _tuning_html(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 % (e("%g" % info["start"]), e(str(info["start_from"])), e(info["reason"] or ""))
             )
         out.append(
-            "<table><tr><th>#</th><th>run</th><th>target</th><th>verdict</th><th>metric</th></tr>"
+            "<table><tr><th>#</th><th>run</th><th>target</th><th>verdict</th><th>metric</th>"
+            "<th>why</th></tr>"
         )
         for trial in info["trials"]:
             verdict = "FAILED" if trial["failed"] else str(trial["verdict"])
             out.append(
-                '<tr><td>%s</td><td>%s</td><td>%s</td><td class="%s">%s</td><td>%s</td></tr>'
+                '<tr><td>%s</td><td>%s</td><td>%s</td><td class="%s">%s</td><td>%s</td>'
+                '<td data-cause="%s">%s</td></tr>'
                 % (
                     e(str(trial["index"])),
                     e(str(trial["kind"])),
-                    e("Offline" if trial["target"] is None else "%g" % trial["target"]),
+                    e(_target_text(trial)),
                     e(verdict),
                     e(verdict),
                     e(_metric_text(trial["metric"])),
+                    e(str(trial.get("cause") or "")),
+                    e(cause_text(trial)),
                 )
             )
         out.append("</table>")

@@ -20,8 +20,11 @@ background that ended early; no LoadGen result at all) says nothing about the ta
 
 The wording is LoadGen 6.0.17's, from real logs (tests/fixtures/loadgen/tuning/, written by its
 ``capture.py``). The input is the ``loadgen`` structure of the hetero_run result (parsed from
-those logs by module_utils/_loadgen_logs.py) and LoadGen's early-stopping text (the detail log's
-``early_stopping_result``, or the summary's "Early Stopping Result" lines). No Ansible imports.
+those logs by module_utils/_loadgen_logs.py), LoadGen's early-stopping text (the detail log's
+``early_stopping_result``, or the summary's "Early Stopping Result" lines) and, for a too-high
+trial, how far its latency was over the bound (:func:`latency_against_bound`, from the detail
+log's ``effective_target_latency_ns``, ``effective_target_latency_percentile`` and the result's
+latency at that percentile). No Ansible imports.
 """
 
 from __future__ import annotations
@@ -91,15 +94,50 @@ def early_stopping_counts(text: str | None) -> tuple[int | None, int | None]:
     )
 
 
+def latency_against_bound(detail: Mapping[str, Any] | None) -> str | None:
+    """LoadGen's latency at its target percentile against its latency bound, from the values of
+    a detail log (``parse_detail``): "99th percentile latency 153.4 ms over the 50 ms bound", or
+    "... within the 50 ms bound"; None when the log does not give all three (not a Server run,
+    or a percentile LoadGen reports no result for)."""
+    if not detail:
+        return None
+    bound = _number(detail.get("effective_target_latency_ns"))
+    percentile = _number(detail.get("effective_target_latency_percentile"))
+    if bound is None or percentile is None or not 0 < percentile < 1 or bound <= 0:
+        return None
+    # LoadGen logs the result at each percentile it reports as result_99.00_percentile_...
+    value = _number(detail.get("result_%.2f_percentile_latency_ns" % (percentile * 100)))
+    if value is None:
+        return None
+    return "%sth percentile latency %s ms %s the %s ms bound" % (
+        "%g" % round(percentile * 100, 2),
+        _ms(value),
+        "over" if value > bound else "within",
+        _ms(bound),
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _ms(ns: float) -> str:
+    return "%.4g" % (ns / 1e6)
+
+
 def classify(
     verdict: str | None,
     loadgen: Mapping[str, Any] | None,
     early_stopping: str | None = None,
     overlatency: int | None = None,
+    latency: str | None = None,
 ) -> Cause:
     """The cause of one trial from its hetero verdict, its main's ``loadgen`` structure,
-    LoadGen's early-stopping text and its count of queries over the latency bound (the detail
-    log's ``result_overlatency_query_count``; module doc)."""
+    LoadGen's early-stopping text, its count of queries over the latency bound (the detail
+    log's ``result_overlatency_query_count``) and its latency against the bound
+    (:func:`latency_against_bound`, said of a too-high trial; module doc)."""
     if verdict == VALID:
         return Cause(VALID, "VALID")
     loadgen = loadgen or {}
@@ -115,8 +153,8 @@ def classify(
     if loadgen.get("performance_constraints_satisfied") is False or REDUCE_TARGET in reason:
         return Cause(
             TOO_HIGH,
-            "LoadGen: performance constraints not satisfied%s"
-            % (" (%s)" % reason if reason else ""),
+            "LoadGen: performance constraints not satisfied%s%s"
+            % (": %s" % latency if latency else "", _said(reason)),
         )
     unmet = [words for key, words in LENGTH_CHECKS if loadgen.get(key) is False]
     if not unmet:

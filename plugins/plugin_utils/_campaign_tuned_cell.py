@@ -43,6 +43,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_ca
     Cause,
     classify,
     early_stopping_text,
+    latency_against_bound,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuning import (
     CONFIRM,
@@ -370,18 +371,20 @@ def _longest_trial(cell: Cell) -> int:
     return max(full, _trial_duration(cell))
 
 
-def _early_stopping(result: Mapping[str, Any]) -> tuple[str | None, int | None]:
-    """LoadGen's early-stopping result of a run's main benchmark and its count of queries over
-    the latency bound, from its fetched logs (the detail log's ``early_stopping_result`` and
-    ``result_overlatency_query_count``, else the summary's lines); None where not found."""
+def _early_stopping(result: Mapping[str, Any]) -> tuple[str | None, int | None, str | None]:
+    """LoadGen's early-stopping result of a run's main benchmark, its count of queries over
+    the latency bound and its latency against the bound, from its fetched logs (the detail
+    log's ``early_stopping_result``, ``result_overlatency_query_count`` and latency settings and
+    results, else the summary's lines); None where not found."""
     fetched = (result.get("main") or {}).get("fetched_dir")
     if not isinstance(fetched, str) or not os.path.isdir(fetched):
-        return None, None
+        return None, None, None
     for directory in find_loadgen_dirs(fetched)[:1]:
-        text, over = None, None
+        text, over, latency = None, None, None
         detail = _read_text(os.path.join(directory, DETAIL_LOG))
         if detail is not None:
             values = parse_detail(detail)
+            latency = latency_against_bound(values)
             value = values.get("early_stopping_result")
             if isinstance(value, str) and value.strip():
                 text = value
@@ -391,8 +394,8 @@ def _early_stopping(result: Mapping[str, Any]) -> tuple[str | None, int | None]:
         if text is None:
             summary = _read_text(os.path.join(directory, SUMMARY_LOG))
             text = early_stopping_text(summary) if summary is not None else None
-        return text, over
-    return None, None
+        return text, over, latency
+    return None, None, None
 
 
 def _read_text(path: str) -> str | None:

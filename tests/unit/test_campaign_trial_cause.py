@@ -30,6 +30,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_trial_ca
     duration_for,
     early_stopping_counts,
     early_stopping_text,
+    latency_against_bound,
     lengthened_ms,
 )
 
@@ -49,6 +50,7 @@ def cause_of(name: str, verdict: str = "INVALID") -> Cause:
         loadgen,
         detail.get("early_stopping_result"),
         detail.get("result_overlatency_query_count"),
+        latency_against_bound(detail),
     )
 
 
@@ -81,6 +83,41 @@ def test_a_run_over_the_latency_bound_is_too_high() -> None:
     assert cause.cause == TOO_HIGH
     # LoadGen's own recommendation is quoted
     assert "Reduce target QPS to improve latency." in cause.why
+    # and how far over the bound it was: the device answered after 150 ms (case.json) against
+    # the 50 ms bound; LoadGen's summary printed "99.00 percentile latency (ns)   : 153447792"
+    assert "99th percentile latency 153.4 ms over the 50 ms bound" in cause.why
+    assert case("latency")["delay_s"] * 1e3 <= 153.4
+
+
+def test_the_latency_against_the_bound_from_each_real_log() -> None:
+    # the bound and the percentile are the case's settings (case.json, LoadGen's default 0.99);
+    # the latencies are the ones LoadGen printed in each summary's "99.00 percentile latency"
+    for name, p99_ms in (("latency", "153.4"), ("lengthened", "8.855")):
+        bound_ms = "%g" % (case(name)["latency_bound_ns"] / 1e6)
+        summary = (FIXTURES / name / "mlperf_log_summary.txt").read_text()
+        printed = next(
+            line for line in summary.splitlines() if line.startswith("99.00 percentile latency")
+        )
+        assert "%.4g" % (int(printed.split(":")[1]) / 1e6) == p99_ms
+        detail = parse_detail((FIXTURES / name / "mlperf_log_detail.txt").read_text())
+        word = "over" if float(p99_ms) > float(bound_ms) else "within"
+        assert latency_against_bound(
+            detail
+        ) == "99th percentile latency %s ms %s the %s ms bound" % (
+            p99_ms,
+            word,
+            bound_ms,
+        )
+    # a log without the settings (not a Server run), or no log, says nothing
+    assert latency_against_bound({"result_99.00_percentile_latency_ns": 5}) is None
+    assert latency_against_bound(None) is None
+    # a percentile LoadGen reports no result for says nothing either
+    odd = {
+        "effective_target_latency_ns": 50_000_000,
+        "effective_target_latency_percentile": 0.98,
+        "result_99.00_percentile_latency_ns": 60_000_000,
+    }
+    assert latency_against_bound(odd) is None
 
 
 @pytest.mark.parametrize(
