@@ -11,6 +11,7 @@ Documentation: plugins/modules/campaign.py. The spec and the ledger are pure mod
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import time
@@ -29,6 +30,10 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger i
     LedgerError,
     ensure,
     locked,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_order import (
+    harness_defaults,
+    in_claim_order,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_plan import (
     fmt_duration,
@@ -77,6 +82,34 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 }
 
 
+# The campaign last parsed in this process, by its spec's key: a host's cells are the loop items
+# of one task, run one after another by one worker process, and each would parse the same spec.
+_PARSED: dict[str, Campaign] = {}
+
+
+def _campaign_of(spec: Mapping[str, Any] | None, spec_file: str | None) -> Campaign:
+    """The parsed spec (SpecError when bad), parsed once per process for the same spec: the
+    same value, or the same file unchanged (path, size and modification time)."""
+    if spec is not None:
+        try:
+            key = "spec:" + json.dumps(spec, sort_keys=True, default=str)
+        except (TypeError, ValueError):  # keys of mixed types: parse it (and say what is wrong)
+            return parse_spec(spec, "heteromig_sweep")
+    else:
+        try:
+            found = os.stat(str(spec_file))
+        except OSError:
+            return load_spec(str(spec_file))  # its error names the problem
+        key = "file:%s:%d:%d" % (spec_file, found.st_size, found.st_mtime_ns)
+    if key not in _PARSED:
+        parsed = (
+            parse_spec(spec, "heteromig_sweep") if spec is not None else load_spec(str(spec_file))
+        )
+        _PARSED.clear()
+        _PARSED[key] = parsed
+    return _PARSED[key]
+
+
 def campaign_dir_for(campaign: Campaign, given: str | None) -> str:
     """The campaign's directory on the controller: given, else results/campaigns/<name>."""
     return os.path.abspath(
@@ -105,10 +138,7 @@ class ActionModule(ActionBase):
             )
         args = validation.validated_parameters
         try:
-            if args["spec"] is not None:
-                campaign = parse_spec(args["spec"], "heteromig_sweep")
-            else:
-                campaign = load_spec(args["spec_file"])
+            campaign = _campaign_of(args["spec"], args["spec_file"])
         except SpecError as exc:
             raise AnsibleActionFail("sweep spec: %s" % exc) from None
         directory = campaign_dir_for(campaign, args["campaign_dir"])
@@ -175,6 +205,7 @@ class ActionModule(ActionBase):
             hosts_of,
             ledgers.get(os.path.basename(ledger), []),
             piece.label if piece else None,
+            harness_defaults(campaign.harness),
         )
         forks = task_vars.get("ansible_forks")
         all_hosts = sorted(system_of)
@@ -238,10 +269,14 @@ class ActionModule(ActionBase):
         ledger = str(plan.get("ledger") or os.path.join(directory, LEDGER))
         os.makedirs(directory, exist_ok=True)
         view, header = _slice_view(campaign, plan)
+        # the system's hosts take its cells longest first, in the order the plan printed
+        view = in_claim_order(
+            view, {system_name: (plan.get("systems") or {}).get(system_name, {}).get("claim_order")}
+        )
         run = CellRun(self, view, directory, ledger, session, host, system_name, plan, task_vars)
         if campaign.system(system_name).gpus_at_once > 1:
             return run.lanes(header)
-        claim = run.claim(header)
+        claim = run.claim_waiting(header)
         if claim is None:
             return {
                 "changed": False,

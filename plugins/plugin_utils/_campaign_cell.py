@@ -12,7 +12,8 @@ and prints the campaign's progress; with ``gpus_at_once`` > 1 it drives the host
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ansible.errors import AnsibleActionFail, AnsibleError
@@ -31,11 +32,13 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger i
     RUNS,
     Claim,
     LedgerError,
+    cell_states,
     claim_next,
     finish,
     progress,
     read,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_order import awaited
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_plan import fmt_duration
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import Campaign
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuned_cell import (
@@ -107,6 +110,38 @@ class CellRun:
                 )
             )
         return claim
+
+    def claim_waiting(
+        self,
+        header: Mapping[str, Any] | None,
+        pause: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.time,
+    ) -> Claim | None:
+        """The next cell, or None once none is left and none can come back: while nothing is
+        claimable but a cell of the system in flight in this session may come back as a retry
+        (:func:`_campaign_order.awaited`), wait for it, reading the ledger every ``pause`` s.
+        So a free host takes a retry at once (a lost host's cell too), and the host's loop can
+        end at its first item that finds nothing (sweep.yml's break_when)."""
+        announced = False
+        while True:
+            claim = self.claim(header)
+            if claim is not None:
+                return claim
+            try:
+                records, _warnings = read(self.ledger)
+            except LedgerError as exc:
+                raise AnsibleActionFail("campaign ledger: %s" % exc) from None
+            waiting = awaited(self.campaign, self.system, self.session, cell_states(records), now())
+            if not waiting:
+                return None
+            if not announced:
+                display.display(
+                    "campaign [%s] no cell to take; waiting for %s, in flight, which may come "
+                    "back as a retry" % (self.host, ", ".join(waiting))
+                )
+                announced = True
+            sleep(pause)
 
     def _run(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.action.hetero_run(args, self.task_vars)

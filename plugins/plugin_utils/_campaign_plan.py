@@ -18,6 +18,10 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger i
     cell_states,
     learned_overheads,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_order import (
+    HarnessDefaults,
+    claim_order,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
     Campaign,
     Cell,
@@ -41,6 +45,7 @@ def plan_systems(
     hosts_of: Mapping[str, Sequence[str]],
     records: list[dict[str, Any]],
     slice_label: str | None = None,
+    defaults: HarnessDefaults | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[str], float]:
     """(systems, printed lines, estimated seconds) for ``campaign`` (the cells this run owns:
     all of them, or one slice's) on ``hosts_of`` (system -> its hosts in this run) against the
@@ -50,9 +55,14 @@ def plan_systems(
     its cells to run (each :func:`cell_estimate`, with the overhead learned from the ledger's
     finished cells where there are some) over its hosts x ``gpus_at_once``; the campaign's is
     the largest (systems run side by side).
+
+    A system's ``claim_order`` is the order its hosts take its cells, longest first
+    (:func:`_campaign_order.claim_order`, with the harness's ``defaults``); its cells to run are
+    printed in that order, each with the estimate of its run that ordered it.
     """
     states = cell_states(records)
     overheads = learned_overheads(campaign, records)
+    orders = claim_order(campaign, records, defaults)
     where = " | slice %s" % slice_label if slice_label else ""
     systems: dict[str, dict[str, Any]] = {}
     lines: list[str] = []
@@ -60,9 +70,12 @@ def plan_systems(
     for system in campaign.systems:
         cells = [c for c in campaign.cells if c.system == system.name]
         hosts = list(hosts_of.get(system.name) or [])
+        order = orders.get(system.name) or []
+        runs = {cell_id: (seconds, source) for cell_id, seconds, source in order}
+        rank = {cell_id: position for position, (cell_id, _s, _src) in enumerate(order)}
         todo: list[Cell] = []
         skip: list[Cell] = []
-        for cell in cells:
+        for cell in sorted(cells, key=lambda c: rank.get(c.id, len(rank))):
             state = states.get(cell.id)
             finished = state is not None and (
                 state.state == "done"
@@ -85,6 +98,7 @@ def plan_systems(
             "max_claims": sum(1 + c.retries for c in cells),
             "estimated_s": estimate,
             "overhead_s": overheads.get(system.name),
+            "claim_order": [cell_id for cell_id, _s, _src in order],
         }
         if not hosts:
             lines.append(
@@ -112,12 +126,16 @@ def plan_systems(
         )
         for cell in todo:
             state = states.get(cell.id)
+            seconds, source = runs.get(cell.id, (None, ""))
             lines.append(
-                "  run  %s%s (about %s)"
+                "  run  %s%s (about %s%s)"
                 % (
                     cell.id,
                     " (attempt %d)" % (state.attempts + 1) if state and state.attempts else "",
                     fmt_duration(cell_estimate(cell, overheads.get(system.name))),
+                    "; order %.1f s, %s" % (seconds, "measured" if source == "ledger" else "spec")
+                    if seconds is not None
+                    else "",
                 )
             )
         for cell in skip:

@@ -162,5 +162,8 @@ def test_the_plan_estimate_learns_too() -> None:
     assert systems["sysA"]["estimated_s"] == 47.0 and systems["sysA"]["overhead_s"] == 10.0
     assert systems["sysB"]["estimated_s"] == 213.0 and systems["sysB"]["overhead_s"] is None
     assert total == 213.0
-    assert "  run  %s (about 0m31s)" % A_SRV in lines
+    # the line ends with the estimate that orders the cells (docs/campaign.md, "The claim
+    # order"): its run from the spec (20 s main + 1 s buffer) plus the overhead measured on A_OFF
+    # (16 s wall, 5 s main + 1 s buffer)
+    assert "  run  %s (about 0m31s; order 31.0 s, spec)" % A_SRV in lines
     assert "  skip %s (done, VALID)" % A_OFF in lines
