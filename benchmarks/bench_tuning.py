@@ -24,6 +24,18 @@ Targets: the tuned value within 3% of the scan's highest VALID target; at most 8
 Tunings and scan alternate (the starts of repetition 1, scan 1, the starts of repetition 2, ...).
 One JSON line per run, then a summary per start with median and spread, the 1-minute load
 average with each line and ``uptime`` at the start and the end.
+
+``--device synthetic`` runs the same on the **embedded harness** instead (``heteromig_synthetic``:
+a synthetic numpy model under the real LoadGen, on a simulated MIG slice, ``--model`` with a
+``--background`` on the other slice), whose capacity is not known: it follows the machine and its
+load. So each repetition runs the scan first, then the tunings (scan 1, tunings 1, scan 2, ...),
+and the scan covers every 1% of ``--scan-center`` from ``--scan-from`` to ``--scan-to``. The
+playbook is the whole ``playbooks/sweep.yml`` (host runtime and engine build included); the
+scan's playbook builds the same engines first (cached by content). The spread of the scans'
+highest VALID targets is the noise the tuned values are read against::
+
+    .venv/bin/python benchmarks/bench_tuning.py --device synthetic --repeat 3 \
+        --scan-center 2000 --starts 2000 --latency-ms 20
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,14 +99,77 @@ def tuning_spec(
     return out
 
 
+def synthetic_spec(
+    name: str, model: str, background: str, latency_ms: float, trial_ms: int, start: float | None
+) -> dict[str, Any]:
+    """One Server cell of the embedded harness, tuned (main_target_qps: auto), under the same
+    settings as the known-capacity spec (2 s cell, 1 s trials, the background on the other
+    slice), its latency bound ``latency_ms``."""
+    tuning: dict[str, Any] = {"main_target_qps": "auto", "tune_trial_duration": trial_ms}
+    if start:
+        tuning["tune_start"] = start
+    return {
+        "version": 1,
+        "campaign": name,
+        "harness": "heteromig_synthetic",
+        "defaults": {
+            "main_benchmark_duration": 2 * trial_ms,
+            "main_target_latency_ns": int(latency_ms * 1e6),
+            "start_time_buffer": 300,
+            "end_time_buffer_min": 300,
+            "stop_grace": 2000,
+            "background_benchmarks": "none" if background == "none" else [background],
+            "lease_timeout": 6000,
+            "reconnect_timeout": 2000,
+            "poll_interval": 500,
+            "retries": 0,
+        },
+        # the host's GPU is cut into two 3g.40gb slices before anything runs (make_slices)
+        "systems": [{"name": "lab1", "hosts": "gpus"}],
+        "benchmarks": {model: {"scenarios": ["Server"], "modes": ["performance"]}},
+        "cells": [{"match": {"benchmark": model, "scenario": "Server"}, "set": tuning}],
+    }
+
+
+def _engine_tasks(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The embedded harness's runtime and engines, as playbooks/sweep.yml sets them up."""
+    model = next(iter(cell["benchmarks"]))
+    wanted = {(model, "Server"), (model, "Offline")}
+    backgrounds = cell["defaults"]["background_benchmarks"]
+    wanted |= {(b, "Offline") for b in ([] if backgrounds == "none" else backgrounds)}
+    return [
+        {
+            "name": "Install the host-side runtime",
+            "ansible.builtin.include_role": {"name": "heteromig.fleet.host_runtime"},
+        },
+        {
+            "name": "Read the MIG slices",
+            "heteromig.fleet.gpu_facts": {
+                "backend": "sim",
+                "sim_state": "{{ heteromig_sim_state }}",
+            },
+        },
+        {
+            "name": "Build the engines",
+            "heteromig.fleet.engine_build": {
+                "harness": "heteromig_synthetic",
+                "mig_devices": "{{ ansible_facts['heteromig_mig_devices'] }}",
+                "host_root": "{{ heteromig_host_root }}",
+                "combinations": [{"benchmark": b, "scenario": sc} for b, sc in sorted(wanted)],
+            },
+        },
+    ]
+
+
 def scan_playbook(work: Path, cell: dict[str, Any], targets: list[float], tag: str) -> Path:
     """One hetero run per target, the tuning cell's options otherwise."""
+    synthetic = cell["harness"] == "heteromig_synthetic"
     options = dict(cell["defaults"])
     options.pop("retries", None)
     options.update(
         harness=cell["harness"],
-        harness_profile_dirs=cell["harness_profile_dirs"],
-        main_benchmark="dev-a",
+        harness_profile_dirs=cell.get("harness_profile_dirs") or [],
+        main_benchmark=next(iter(cell["benchmarks"])),
         main_scenario="Server",
         main_benchmark_duration=cell["cells"][0]["set"]["tune_trial_duration"],
         main_target_qps="{{ item.1 }}",
@@ -105,14 +181,34 @@ def scan_playbook(work: Path, cell: dict[str, Any], targets: list[float], tag: s
             "name": "Fine scan of fixed Server targets",
             "hosts": "gpus",
             "gather_facts": False,
-            "tasks": [
+            # as playbooks/sweep.yml: the GPU modules (engine_build's check) on the simulator
+            **(
                 {
-                    "name": "Read the MIG slices",
-                    "heteromig.fleet.gpu_facts": {
-                        "backend": "sim",
-                        "sim_state": "{{ heteromig_sim_state }}",
-                    },
-                },
+                    "module_defaults": {
+                        "group/heteromig.fleet.gpu": {
+                            "backend": "{{ heteromig_gpu_backend }}",
+                            "sim_state": "{{ heteromig_sim_state }}",
+                            "sim_gpus": "{{ heteromig_sim_gpus }}",
+                        }
+                    }
+                }
+                if synthetic
+                else {}
+            ),
+            "tasks": [
+                *(
+                    _engine_tasks(cell)
+                    if synthetic
+                    else [
+                        {
+                            "name": "Read the MIG slices",
+                            "heteromig.fleet.gpu_facts": {
+                                "backend": "sim",
+                                "sim_state": "{{ heteromig_sim_state }}",
+                            },
+                        }
+                    ]
+                ),
                 {
                     "name": "One hetero run per fixed target",
                     "heteromig.fleet.hetero_run": options,
@@ -188,11 +284,22 @@ def tune_once(lab: SshLab, work: Path, sweep: Path, cell: dict[str, Any], tag: s
     }
 
 
-def scan_once(lab: SshLab, work: Path, cell: dict[str, Any], tag: str) -> dict:
-    targets = [round(CAPACITY * f, 1) for f in SCAN]
+def scan_once(
+    lab: SshLab,
+    work: Path,
+    cell: dict[str, Any],
+    tag: str,
+    targets: list[float] | None = None,
+    fine_from: float | None = None,
+) -> dict:
+    """Every target of ``targets`` (default: SCAN of the known capacity) as one hetero run;
+    ``fine_from``: the lowest target of the fine part (default 90% of the capacity)."""
+    if targets is None:
+        targets = [round(CAPACITY * f, 1) for f in SCAN]
+        fine_from = CAPACITY * SCAN[2]
     load_before = loadavg()
     wall = run(lab, work, scan_playbook(work, cell, targets, tag), {}, "scan-%s" % tag)
-    verdicts, reasons = {}, {}
+    verdicts, reasons, p99_ms, completed = {}, {}, {}, {}
     for index, target in enumerate(targets):
         found = list(
             (work / ("scan-%s" % tag) / ("scan-%s-%d" % (tag, index))).glob("*/result.json")
@@ -205,9 +312,15 @@ def scan_once(lab: SshLab, work: Path, cell: dict[str, Any], tag: str) -> dict:
         verdicts[target] = data["verdict"]
         if data["reasons"]:
             reasons[str(target)] = data["reasons"][0][:160]
+        loadgen = (data.get("main") or {}).get("loadgen") or {}
+        latency = loadgen.get("latency_ns") or {}
+        if latency.get("p99") is not None:
+            p99_ms[str(target)] = round(latency["p99"] / 1e6, 2)
+        if (loadgen.get("metric") or {}).get("value") is not None:
+            completed[str(target)] = round(loadgen["metric"]["value"], 1)
     valid = [t for t, v in verdicts.items() if v == "VALID"]
     highest = max(valid) if valid else None
-    fine = [t for t in targets if t >= CAPACITY * SCAN[2]]
+    fine = [t for t in targets if t >= (fine_from or 0)]
     return {
         "run": "scan",
         "rep": tag,
@@ -217,7 +330,12 @@ def scan_once(lab: SshLab, work: Path, cell: dict[str, Any], tag: str) -> dict:
         # stopping: INVALID whatever the device)
         "fine_monotonic": highest is not None
         and all(verdicts[t] == "VALID" for t in fine if t <= highest),
+        # the highest VALID target at the top of the scan says nothing of the limit
+        "highest_is_top": highest is not None and highest == max(targets),
+        "lowest_valid_in_fine": min((t for t in fine if verdicts[t] == "VALID"), default=None),
         "verdicts": {str(t): v for t, v in verdicts.items()},
+        "p99_ms": p99_ms,
+        "completed_per_s": completed,
         "reasons": reasons,
         "playbook_wall_s": round(wall, 2),
         "loadavg_1m_before": load_before,
@@ -242,7 +360,14 @@ def start_of(word: str) -> float | None:
 def summarize(tunes: list[dict], reference: float | None) -> dict[str, Any]:
     found = [t["value"] for t in tunes if t["value"] is not None]
     errors = [abs(v - reference) / reference for v in found if reference is not None]
+    own = [t["vs_own_scan"] for t in tunes if t.get("vs_own_scan") is not None]
     return {
+        # the synthetic device: each tuning against the scan run right before it
+        **(
+            {"vs_own_scan": spread(own), "own_within_3pct": [abs(e) <= 0.03 for e in own]}
+            if own
+            else {}
+        ),
         "runs": len(tunes),
         "tuned_value": spread(found) if found else None,
         "nothing_found": sum(1 for t in tunes if t["value"] is None),
@@ -254,6 +379,78 @@ def summarize(tunes: list[dict], reference: float | None) -> dict[str, Any]:
         "at_most_8_trials": [t["short_trials"] <= 8 for t in tunes],
         "tuning_wall_s": spread([t["playbook_wall_s"] for t in tunes]),
     }
+
+
+def synthetic_reps(
+    args: argparse.Namespace, lab: SshLab, work: Path, starts: list[float | None], before: str
+) -> int:
+    """The embedded harness: scan, then each start's tuning, per repetition (module doc)."""
+    steps = round((args.scan_to - args.scan_from) / args.scan_step)
+    targets = [
+        float("%.4g" % (args.scan_center * (args.scan_from + args.scan_step * i)))
+        for i in range(steps + 1)
+    ]
+    tunes: dict[str, list[dict]] = {}
+    scans: list[dict] = []
+    for index in range(args.repeat):
+        probe = synthetic_spec(
+            "benchscan%d" % index,
+            args.model,
+            args.background,
+            args.latency_ms,
+            args.trial_ms,
+            None,
+        )
+        scan = scan_once(lab, work, probe, str(index), targets, targets[0])
+        scan["uptime"] = uptime()
+        print(json.dumps(scan), flush=True)
+        scans.append(scan)
+        if args.scan_only:
+            continue
+        for number, start in enumerate(starts):
+            tag = "%d-%d" % (index, number)
+            cell = synthetic_spec(
+                "benchtune%d%d" % (index, number),
+                args.model,
+                args.background,
+                args.latency_ms,
+                args.trial_ms,
+                start,
+            )
+            tune = tune_once(lab, work, ROOT / "playbooks" / "sweep.yml", cell, tag)
+            if tune["value"] is not None and scan["highest_valid"]:
+                tune["vs_own_scan"] = round(tune["value"] / scan["highest_valid"] - 1, 4)
+            tune["uptime"] = uptime()
+            print(json.dumps(tune), flush=True)
+            tunes.setdefault("probe" if start is None else "%g" % start, []).append(tune)
+    highest = [s["highest_valid"] for s in scans if s["highest_valid"] is not None]
+    reference = statistics.median(highest) if highest else None
+    every = [t for runs in tunes.values() for t in runs]
+    summary = {
+        "summary": "tuning",
+        "device": "synthetic",
+        "date": now_utc(),
+        "cpus": os.cpu_count(),
+        "model": args.model,
+        "background": args.background,
+        "latency_ms": args.latency_ms,
+        "trial_ms": args.trial_ms,
+        "scan": [targets[0], targets[-1], len(targets)],
+        "starts": list(tunes),
+        "repeat": args.repeat,
+        "highest_valid": spread(highest) if highest else None,
+        # the noise the tuned values are read against: how far apart the scans' limits are
+        "scan_noise": round((max(highest) - min(highest)) / reference, 4) if highest else None,
+        "scans_fine_monotonic": [s["fine_monotonic"] for s in scans],
+        "scans_highest_is_top": [s["highest_is_top"] for s in scans],
+        "reference_highest_valid": reference,
+        "by_start": {start: summarize(runs, reference) for start, runs in tunes.items()},
+        "loadavg_1m": spread([r["loadavg_1m"] for r in every + scans]),
+        "uptime_before": before,
+        "uptime_after": uptime(),
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
 
 
 def main() -> int:
@@ -274,7 +471,27 @@ def main() -> int:
         help="the same as --starts <number> (one start)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--device",
+        choices=["known", "synthetic"],
+        default="known",
+        help="known: the test's device of known capacity; synthetic: the embedded harness",
+    )
+    synthetic = parser.add_argument_group("--device synthetic")
+    synthetic.add_argument("--model", default="synth-mlp-small", help="the main benchmark")
+    synthetic.add_argument(
+        "--background", default="synth-mlp-small", help="the background benchmark, or none"
+    )
+    synthetic.add_argument("--latency-ms", type=float, default=100.0, help="the latency bound")
+    synthetic.add_argument("--trial-ms", type=int, default=1000, help="short trial length")
+    synthetic.add_argument("--scan-center", type=float, help="the target the scan is around")
+    synthetic.add_argument("--scan-from", type=float, default=0.80, help="of the center")
+    synthetic.add_argument("--scan-to", type=float, default=1.15, help="of the center")
+    synthetic.add_argument("--scan-step", type=float, default=0.01, help="of the center")
+    synthetic.add_argument("--scan-only", action="store_true", help="scans, no tuning")
     args = parser.parse_args()
+    if args.device == "synthetic" and not args.scan_center:
+        raise SystemExit("--device synthetic needs --scan-center (its capacity is not known)")
     starts = [args.tune_start] if args.tune_start else [start_of(w) for w in args.starts.split(",")]
     uptime_before = uptime()
     work = Path(tempfile.mkdtemp(prefix="hm-bench-tune-"))
@@ -303,6 +520,8 @@ def main() -> int:
         lab.inventory = inventory
         tunes: dict[str, list[dict]] = {}
         scans = []
+        if args.device == "synthetic":
+            return synthetic_reps(args, lab, work, starts, uptime_before)
         for index in range(args.repeat):
             for number, start in enumerate(starts):
                 tag = "%d-%d" % (index, number)
