@@ -4,8 +4,9 @@ Real sshd hosts with simulated GPUs, the real playbook (playbooks/sweep.yml) run
 real hetero runs of the stand-in benchmark under the real LoadGen
 (tests/fixtures/hetero/fake_bench.py through the user-defined harness profile fake_loadgen).
 Host g1 has two H100s: its system runs two cells at once, one per GPU. The controller is stopped
-with SIGINT (a Ctrl-C to its process group) while the two lanes' second cells run, then the
-same command runs again.
+with SIGINT (a Ctrl-C to its process group) while the two lanes' second cells run (a fifth cell
+still pending), then the same command runs again: it must resume the two on their own GPUs
+before it gives a lane the pending cell, and run nothing that was done before the stop.
 
 **Gates, not sleeps.** Every benchmark process of the hosts gets fake_bench's gate variable
 with a *relative* path, ``gate``: a benchmark resolves it in its working directory, its own log
@@ -14,7 +15,8 @@ its own and waits in warm-up (not ready) until the test creates ``<log_dir>/gate
 ``<log_dir>/gate.waiting.<pid>`` meanwhile. The test opens the first two runs' gates only
 once both are waiting (both lanes in progress at once), the mains' gates together (their timed
 windows overlap whatever the machine's load), and stops the controller while the next two runs
-wait at theirs: the stop lands while both lanes run a cell.
+wait at theirs: the stop lands while both lanes run a cell. The next session's runs pass their
+gates only once it has claimed them: the stopped runs are still going when it resumes them.
 
 Every expectation comes from outside the code under test: the ledger file's lines, the run
 directories and LoadGen's own logs on the host's disk, /proc (processes carrying a run's marker
@@ -60,7 +62,7 @@ def spec() -> dict[str, Any]:
     """System ``lanes`` (g1, both GPUs cut in two, 2 cells at once) and system ``idle`` (g2).
 
     The split by hand (docs/campaign.md, "Slicing"): hosts in spec order of the systems, g1 then
-    g2, dealt to slices 1 and 2; each system's cells go to its one host, so slice 1 is the four
+    g2, dealt to slices 1 and 2; each system's cells go to its one host, so slice 1 is the five
     cells of ``lanes`` on g1, and slice 2 (never run here) those of ``idle``."""
     return {
         "version": 1,
@@ -85,6 +87,7 @@ def spec() -> dict[str, Any]:
         "benchmarks": {
             "fake-a": {"scenarios": ["Offline", "SingleStream"]},
             "fake-b": {"scenarios": ["Offline", "SingleStream"]},
+            "fake-c": {"scenarios": ["Offline"]},
         },
     }
 
@@ -322,7 +325,7 @@ def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
     lab = start_lab(ssh_lab, tmp_path)
     campaign = tmp_path / "campaign"
     cells = [c for c in expected_cells(spec()) if c.startswith("lanes/")]
-    assert len(cells) == 4
+    assert len(cells) == 5
     first_run = controllers(lab, campaign, "first")
 
     def running() -> None:
@@ -362,7 +365,7 @@ def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
     claimed = {r["run_id"]: r for r in of(before, "claimed")}
     finished = {r["run_id"]: r for r in of(before, "finished")}
     assert sorted(claimed) == sorted(first + second), (claimed, first, second)
-    assert sorted(r["cell"] for r in claimed.values()) == sorted(cells)
+    [pending] = set(cells) - {r["cell"] for r in claimed.values()}
     assert len({r["session"] for r in before if r["event"] != "slice"}) == 1
     dirs = lane_runs(lab)
     assert sorted(dirs) == sorted(claimed)  # the host ran exactly the runs the ledger claimed
@@ -378,9 +381,10 @@ def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
     # and the two lanes really ran at once: the mains' LoadGen windows overlap
     windows = [loadgen_window(dirs[run_id]) for run_id in first]
     assert max(w[0] for w in windows) < min(w[1] for w in windows), windows
-    # what a user reads: the two done, the two in flight, each cell once
+    # what a user reads: the two done, the two in flight, the fifth pending, each cell once
     rows = status(campaign, tmp_path)
     assert sorted(rows) == sorted(cells), rows
+    assert rows[pending][1:5] == ["pending", "-", "0", "-"], rows[pending]
     for run_id, claim in claimed.items():
         row = rows[claim["cell"]]
         state = "done" if run_id in first else "in_flight"
@@ -397,13 +401,13 @@ def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
     assert not lock_held(campaign / (LEDGER + ".lock"))
 
     # --------------------------------------------------------------- the same command again
-    # the stopped runs' gates open only once the new session has resumed them: it finds them
-    # still running and watches them to their end
+    # a run's gates open only once the new session has claimed it: the stopped runs are still
+    # going when it resumes them, and it watches them to their end
     again = controllers(lab, campaign, "again")
     while again.proc.poll() is None:
-        resumed = {r["run_id"] for r in of(ledger(campaign)[len(before) :], "claimed")}
+        claimed_now = {r["run_id"] for r in of(ledger(campaign)[len(before) :], "claimed")}
         for run_id, benches in waiting(lab).items():
-            if run_id in resumed:
+            if run_id in claimed_now:
                 open_gates(lab, run_id, benches)
         time.sleep(0.05)
     assert again.proc.returncode == 0, again.output()[-4000:]
@@ -411,18 +415,22 @@ def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
     records = ledger(campaign)
     assert records[: len(before)] == before  # appended to, never rewritten
     new = records[len(before) :]
-    # only the two stopped cells were claimed again: resumed by their host on their own GPU,
-    # same run id and attempt; nothing finished VALID before the stop ran again
-    assert sorted(r["run_id"] for r in of(new, "claimed")) == second, new
-    for record in of(new, "claimed"):
+    # the two stopped cells were resumed first, by their host on their own GPU, same run id
+    # and attempt; then the pending cell, anew; nothing finished VALID before the stop ran again
+    new_claims = of(new, "claimed")
+    assert sorted(r["run_id"] for r in new_claims[:2]) == second, new
+    for record in new_claims[:2]:
         first_claim = claimed[record["run_id"]]
         assert record["resume"] is True and record["session"] != first_claim["session"]
         for key in ("cell", "host", "attempt", "gpu", "gpus_at_once"):
             assert record[key] == first_claim[key], (key, record, first_claim)
-    assert sorted(r["run_id"] for r in of(new, "finished")) == second, new
+    [fresh] = new_claims[2:]
+    assert (fresh["cell"], fresh["resume"], fresh["attempt"]) == (pending, False, 1), fresh
+    assert fresh["run_id"] not in claimed and fresh["session"] == new_claims[0]["session"]
+    assert sorted(r["run_id"] for r in of(new, "finished")) == sorted([*second, fresh["run_id"]])
     # the stop landed mid-run: the stopped cells' mains wrote LoadGen's summary after their
     # resume (the gates kept them from starting before it)
-    resumed_at = {r["run_id"]: r["t"] for r in of(new, "claimed")}
+    resumed_at = {r["run_id"]: r["t"] for r in new_claims}
     for run_id in second:
         written = summary(lane_runs(lab)[run_id])[1] / 1e9
         assert written > resumed_at[run_id], (run_id, written, resumed_at[run_id])
@@ -431,10 +439,12 @@ def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
         r["cell"] for r in of(records, "finished") if r["verdict"] == "VALID" and not r["failed"]
     )
     assert valid == Counter({c: 1 for c in cells}), valid
-    # the host: still exactly the four runs, each main's LoadGen VALID once; the runs finished
-    # before the stop untouched
+    # the host: exactly the five runs, each main's LoadGen VALID once; the runs finished before
+    # the stop untouched
+    claimed[fresh["run_id"]] = fresh
     dirs = lane_runs(lab)
     assert sorted(dirs) == sorted(claimed)
+    assert fresh["gpu"] == gpu_of(dirs[fresh["run_id"]]), fresh
     assert not (lab.hostdir(HOST) / "runs").exists()  # no run outside the lanes
     for run_id in claimed:
         assert "Result is : VALID" in summary(dirs[run_id])[0], run_id
