@@ -26,12 +26,16 @@ description:
     is refused.
   - O(operation=plan) (on the controller) validates the spec before anything runs, resolves
     each system's hosts in the inventory, reads the ledger, and prints per system the cells to
-    run and to skip with an estimated duration. It registers what the other operations need.
+    run and to skip with an estimated duration. It registers what the other operations need,
+    among it each system's claim order, longest cell first (estimated from the spec, or from the
+    ledger for cells that ran before).
   - O(operation=cell) (on a host of a system) claims the system's next cell under a lock
     shared by every worker, runs it, and records its outcome. Hosts of one system share its
-    cells as a work queue. It prints a line per cell and the campaign's progress (done/total,
-    failures, and an ETA that learns each system's per-cell overhead from its finished cells).
-    It is skipped when no cell is left.
+    cells as a work queue, taken in the plan's claim order. It prints a line per cell and the
+    campaign's progress (done/total, failures, and an ETA that learns each system's per-cell
+    overhead from its finished cells). With no cell to take while a cell of the system is in
+    flight on another host with an attempt left, it waits for that cell (it may come back as a
+    retry). It is skipped when no cell is left and none may come back.
   - On a system with C(gpus_at_once) greater than 1, O(operation=cell) runs every cell the host
     gets, up to that many at once, one per GPU with MIG devices (each on that GPU's slices, in
     a host root of its own, C(<host_root>/lanes/gpu<N>)). It starts each run with
@@ -117,7 +121,10 @@ EXAMPLES = r"""
     spec: "{{ heteromig_sweep }}"
     campaign_dir: "{{ hostvars['localhost'].heteromig_campaign_plan.campaign_dir }}"
     session: "{{ hostvars['localhost'].heteromig_campaign_plan.session }}"
+  register: heteromig_campaign_cell
   loop: "{{ range(24) | list }}"
+  loop_control:
+    break_when: heteromig_campaign_cell is skipped  # no cell comes back once none is left
 """
 
 RETURN = r"""
@@ -131,7 +138,8 @@ session:
   type: str
 systems:
   description: Per system, its hosts, MIG layout options, the engines its cells need, the cells
-    to run and skipped, and an estimated duration.
+    to run and skipped (in claim order), C(claim_order) (every cell id of the system, longest
+    first), and an estimated duration.
   returned: operation=plan
   type: dict
 host_system:

@@ -34,6 +34,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger i
     LedgerError,
     cell_states,
     claim_next,
+    decide,
     finish,
     progress,
     read,
@@ -118,23 +119,38 @@ class CellRun:
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.time,
     ) -> Claim | None:
-        """The next cell, or None once none is left and none can come back: while nothing is
-        claimable but a cell of the system in flight in this session may come back as a retry
-        (:func:`_campaign_order.awaited`), wait for it, reading the ledger every ``pause`` s.
+        """The next cell, or None once none is left and none may come back (:meth:`wait`).
         So a free host takes a retry at once (a lost host's cell too), and the host's loop can
         end at its first item that finds nothing (sweep.yml's break_when)."""
-        announced = False
         while True:
             claim = self.claim(header)
             if claim is not None:
                 return claim
+            if not self.wait(pause, sleep, now):
+                return None
+
+    def wait(
+        self,
+        pause: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.time,
+    ) -> bool:
+        """With nothing to claim: wait while a cell of the system in flight in this session may
+        come back as a retry (:func:`_campaign_order.awaited`), reading the ledger every
+        ``pause`` s. True as soon as a cell can be claimed; False when none can and none may
+        come back."""
+        announced = False
+        while True:
             try:
                 records, _warnings = read(self.ledger)
             except LedgerError as exc:
                 raise AnsibleActionFail("campaign ledger: %s" % exc) from None
-            waiting = awaited(self.campaign, self.system, self.session, cell_states(records), now())
+            states = cell_states(records)
+            if decide(self.campaign, self.system, self.host, self.session, states) is not None:
+                return True
+            waiting = awaited(self.campaign, self.system, self.session, states, now())
             if not waiting:
-                return None
+                return False
             if not announced:
                 display.display(
                     "campaign [%s] no cell to take; waiting for %s, in flight, which may come "
@@ -330,6 +346,8 @@ class CellRun:
             outs.append(self.record(claim, failure, result, None, {"gpu": lane.gpu, **marks}))
 
         schedule(lanes, take, start, done, end)
+        while self.wait():  # a cell of another host came back as a retry: take it too
+            schedule(lanes, take, start, done, end)
         if not outs:
             return {
                 "changed": False,
