@@ -17,7 +17,8 @@ MultiStream, synth-mlp-large in Server, each in performance, accuracy, TEST01 an
    run time divided by the 4 hosts. A cell's run time is what the run itself records in its
    result.json (fetched into the campaign directory): from its first benchmark launch to its
    last benchmark exit. Not the code's own estimate. Target: at most 1.15x. Printed too: the
-   cells play alone against the sum / 4, and the gaps between a host's consecutive cells.
+   cells play alone against the sum / 4, the gaps between a host's consecutive cells, how far
+   apart the hosts' last cells end, and the time from the last one to the end of the play.
 2. **Re-run.** The same command on the finished campaign: every cell must be skipped (the ledger
    unchanged, no new run on any host) within 10 s for the 24 cells (the whole ansible-playbook).
 
@@ -245,6 +246,9 @@ def sweep_once(work: Path, index: int, main_ms: int) -> tuple[dict[str, Any], di
             fetch += [f - e for _c, _b, e, f in spans]
             gaps += [s2[1] - s1[2] for s1, s2 in itertools.pairwise(spans)]
             between += [s2[0] - s1[3] for s1, s2 in itertools.pairwise(spans)]
+        # how unevenly the hosts end: each host's last finished record, and from the last of
+        # them to the end of the cells play (the hosts' loops ending)
+        ends = [max(f for _c, _b, _e, f in spans) for spans in per_host.values()]
         verdicts: dict[str, int] = defaultdict(int)
         for record in finished:
             verdicts["failed" if record["failed"] else record["verdict"]] += 1
@@ -274,6 +278,8 @@ def sweep_once(work: Path, index: int, main_ms: int) -> tuple[dict[str, Any], di
             "claim_to_launch_s": spread(start),
             "exit_to_finished_s": spread(fetch),
             "finished_to_next_claim_s": spread(between) if between else None,
+            "host_end_spread_s": round(max(ends) - min(ends), 2),
+            "last_finished_to_play_end_s": round(report_t - max(ends), 2),
             "loadavg_1m_before": load_before,
             "loadavg_1m": loadavg(),
         }
@@ -342,6 +348,10 @@ def main() -> int:
             "gap_between_cells_s": spread([s["gap_between_cells_s"]["median"] for s in sweeps]),
             "claim_to_launch_s": spread([s["claim_to_launch_s"]["median"] for s in sweeps]),
             "exit_to_finished_s": spread([s["exit_to_finished_s"]["median"] for s in sweeps]),
+            "host_end_spread_s": spread([s["host_end_spread_s"] for s in sweeps]),
+            "last_finished_to_play_end_s": spread(
+                [s["last_finished_to_play_end_s"] for s in sweeps]
+            ),
             "rerun_wall_s": spread([r["playbook_wall_s"] for r in reruns]),
             "loadavg_1m": spread([s["loadavg_1m"] for s in sweeps + reruns]),
         }
