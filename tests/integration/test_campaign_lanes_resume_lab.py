@@ -322,6 +322,9 @@ def status(campaign: Path, tmp_path: Path) -> dict[str, list[str]]:
 def test_lanes_stopped_mid_cell_resume_on_their_gpus_and_rerun_nothing_done(
     ssh_lab: MakeLab, tmp_path: Path, controllers: Callable[[SshLab, Path, str], Controller]
 ) -> None:
+    # the gates rest on the profile starting each benchmark in its own log directory
+    profile = yaml.safe_load((FIXTURES / "profiles" / "fake_loadgen.yml").read_text())
+    assert profile["command"]["cwd"] == "{{ log_dir }}", profile["command"]
     lab = start_lab(ssh_lab, tmp_path)
     campaign = tmp_path / "campaign"
     cells = [c for c in expected_cells(spec()) if c.startswith("lanes/")]
