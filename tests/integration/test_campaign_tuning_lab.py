@@ -273,6 +273,20 @@ def test_a_tune_cell_finds_the_known_capacity_confirms_it_and_reports_the_search
     markdown = (campaign / "campaign.md").read_text()
     assert "Tuning" in markdown and ("%g" % value) in markdown
     assert ("%g" % value) in (campaign / "campaign.html").read_text()
+    # each too-high trial says why in the report: the device answers an overloaded run after
+    # 3x the bound, so LoadGen's 99th percentile is over the 400 ms bound
+    bound = "over the %g ms bound" % (LATENCY_BOUND_NS / 1e6)
+    for trial in short:
+        [line] = [
+            x
+            for x in markdown.splitlines()
+            if x.startswith("| %d | trial | %g (" % (trial["index"], trial["target"]))
+        ]
+        if trial["verdict"] == "VALID":
+            assert line.endswith(" |  |"), line
+        else:
+            assert "| too_high: LoadGen: performance constraints not satisfied: 99th" in line
+            assert bound in line, line
 
     # a second campaign reuses the value: main_target_qps: tuned runs no trial
     again = spec(profiles, bench)
