@@ -105,11 +105,20 @@ def tuning_spec(
 
 
 def synthetic_spec(
-    name: str, model: str, background: str, latency_ms: float, trial_ms: int, start: float | None
+    name: str,
+    model: str,
+    background: str,
+    latency_ms: float,
+    trial_ms: int,
+    start: float | None,
+    poll_ms: int = 500,
+    lease_ms: int = 6000,
 ) -> dict[str, Any]:
     """One Server cell of the embedded harness, tuned (main_target_qps: auto), under the same
-    settings as the known-capacity spec (2 s cell, 1 s trials, the background on the other
-    slice), its latency bound ``latency_ms``."""
+    settings as the known-capacity spec (a cell twice the trial length, the background on the
+    other slice), its latency bound ``latency_ms``; ``poll_ms`` and ``lease_ms``: the hetero
+    run's status long-poll and lease (each poll is a module call on the host: on a 2-core
+    machine it competes with the main for the CPU)."""
     tuning: dict[str, Any] = {"main_target_qps": "auto", "tune_trial_duration": trial_ms}
     if start:
         tuning["tune_start"] = start
@@ -124,9 +133,9 @@ def synthetic_spec(
             "end_time_buffer_min": 300,
             "stop_grace": 2000,
             "background_benchmarks": "none" if background == "none" else [background],
-            "lease_timeout": 6000,
+            "lease_timeout": lease_ms,
             "reconnect_timeout": 2000,
-            "poll_interval": 500,
+            "poll_interval": poll_ms,
             "retries": 0,
         },
         # the host's GPU is cut into two 3g.40gb slices before anything runs (make_slices)
@@ -405,6 +414,8 @@ def synthetic_reps(
             args.latency_ms,
             args.trial_ms,
             None,
+            args.poll_ms,
+            args.lease_ms,
         )
         scan = scan_once(lab, work, probe, str(index), targets, targets[0])
         scan["uptime"] = uptime()
@@ -421,6 +432,8 @@ def synthetic_reps(
                 args.latency_ms,
                 args.trial_ms,
                 start,
+                args.poll_ms,
+                args.lease_ms,
             )
             tune = tune_once(lab, work, ROOT / "playbooks" / "sweep.yml", cell, tag)
             if tune["value"] is not None and scan["highest_valid"]:
@@ -440,6 +453,8 @@ def synthetic_reps(
         "background": args.background,
         "latency_ms": args.latency_ms,
         "trial_ms": args.trial_ms,
+        "poll_ms": args.poll_ms,
+        "lease_ms": args.lease_ms,
         "scan": [targets[0], targets[-1], len(targets)],
         "starts": list(tunes),
         "repeat": args.repeat,
@@ -494,6 +509,12 @@ def main() -> int:
     synthetic.add_argument("--scan-to", type=float, default=1.15, help="of the center")
     synthetic.add_argument("--scan-step", type=float, default=0.01, help="of the center")
     synthetic.add_argument("--scan-only", action="store_true", help="scans, no tuning")
+    synthetic.add_argument(
+        "--poll-ms", type=int, default=500, help="hetero_run poll_interval (the test's 500)"
+    )
+    synthetic.add_argument(
+        "--lease-ms", type=int, default=6000, help="hetero_run lease_timeout (the test's 6000)"
+    )
     args = parser.parse_args()
     if args.device == "synthetic" and not args.scan_center:
         raise SystemExit("--device synthetic needs --scan-center (its capacity is not known)")
