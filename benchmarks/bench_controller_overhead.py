@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (  # noqa: E402
     open_backend,
 )
 from lab import HostSpec, SshLab  # noqa: E402

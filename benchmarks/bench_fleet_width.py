@@ -57,7 +57,7 @@ from _campaign_bench import (
 )
 
 sys.path.insert(0, str(ROOT / "collections"))
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 
 FIXTURES = ROOT / "tests" / "fixtures" / "hetero"
 PLAYBOOK = ROOT / "playbooks" / "hetero_run.yml"

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_readiness.py --runs 20 --backgrounds 6 --rate 20000
 
-Each run starts the real runner (plugins/module_utils/_hetero_runner.py, as the hetero_runner
+Each run starts the real runner (plugins/module_utils/agent/_hetero_runner.py, as the hetero_runner
 module starts it) with ``--backgrounds`` backgrounds, each benchmarks/hetero_writer.py writing
 ``--rate`` lines/s to its merged stdout/stderr pipe and, at a random moment 0.5-1.5 s in, the
 line ``[I] ts=<epoch> running actual test.``. The latency of one background is the runner's
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (  # noqa: E402
     _hetero_runner as R,
 )
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-HARNESS = "ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness"
+HARNESS = "ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness"
 MARKER = re.compile(rb"running actual test\.\s*$", re.M)
 START_BUFFER_S = 2.0  # tests/hardware/shared-gpu.yml's heteromig_hetero_start_time_buffer
 ORDERS = ("AMCB", "CBMA", "MBAC")

@@ -36,13 +36,13 @@ sys.path.insert(0, str(ROOT / "collections"))
 
 import pynvml  # noqa: E402
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import (  # noqa: E402
-    _gpu_activity as A,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (  # noqa: E402
     _hetero_runner as R,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import (  # noqa: E402
+    _gpu_activity as A,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (  # noqa: E402
     open_backend,
 )
 

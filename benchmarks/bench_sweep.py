@@ -59,7 +59,7 @@ from _campaign_bench import (
 
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "collections"))
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, SshLab
 from lab.sshlab import LAB_MARKER
 

@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "collections"))
 from test_campaign_tuning_lab import CAPACITY, spec, sweep_without_engines, write_harness
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, SshLab
 from lab.sshlab import LAB_MARKER
 

@@ -3,8 +3,8 @@
 # copy: a mutation tester rewrites the code it mutates, so it never runs in this checkout.
 #
 #   bash benchmarks/mutation.sh                 # both modules, one after the other
-#   bash benchmarks/mutation.sh choreo          # only plugins/module_utils/_hetero_choreo.py
-#   bash benchmarks/mutation.sh loadgen         # only plugins/module_utils/_loadgen_logs.py
+#   bash benchmarks/mutation.sh choreo          # only plugins/module_utils/agent/_hetero_choreo.py
+#   bash benchmarks/mutation.sh loadgen         # only plugins/module_utils/agent/_loadgen_logs.py
 #
 # Tool: mutmut 3.8.1 (pinned), in its own venv ($HM_MUTMUT_VENV, default /tmp/mutmut3-venv,
 # created when missing with mutmut, pytest, pytest-timeout and hypothesis), not in the project's
@@ -77,10 +77,10 @@ PY
 
 which="${1:-all}"
 if [[ "$which" == all || "$which" == choreo ]]; then
-    run_one choreo plugins/module_utils/_hetero_choreo.py \
+    run_one choreo plugins/module_utils/agent/_hetero_choreo.py \
         tests/unit/test_hetero_choreo.py tests/unit/test_hetero_choreo_edges.py \
         tests/unit/test_hetero_choreo_mutants.py
 fi
 if [[ "$which" == all || "$which" == loadgen ]]; then
-    run_one loadgen plugins/module_utils/_loadgen_logs.py tests/unit/test_loadgen_logs.py
+    run_one loadgen plugins/module_utils/agent/_loadgen_logs.py tests/unit/test_loadgen_logs.py
 fi

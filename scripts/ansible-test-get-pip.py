@@ -19,7 +19,9 @@ import sys
 
 
 def main() -> int:
-    bundled = sorted(glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl")))
+    bundled = sorted(
+        glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl"))
+    )
     if not bundled:
         print("get-pip stand-in: no bundled pip wheel in ensurepip", file=sys.stderr)
         return 1

@@ -35,12 +35,12 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_activity import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
+from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
     PLAN_KEY,
     interval_from_plan,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
-from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
     build_plan,
@@ -301,7 +301,7 @@ class ActionModule(ActionBase):
                 backend=backend,
                 run_id=run_id,
             )
-            # the runner's GPU activity sampling (module_utils._gpu_activity checks the range)
+            # the runner's GPU activity sampling (module_utils.nvml._gpu_activity checks the range)
             interval, problem = interval_from_plan({PLAN_KEY: _number(args[PLAN_KEY])})
             if problem:
                 raise PlanError(problem)

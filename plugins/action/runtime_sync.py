@@ -31,8 +31,12 @@ class ActionModule(ActionBase):
         if given:
             raise AnsibleActionFail(
                 "%s: %s %s set by the action itself from the collection's files; leave %s out"
-                % (MODULE, ", ".join(given), "is" if len(given) == 1 else "are",
-                   "it" if len(given) == 1 else "them")
+                % (
+                    MODULE,
+                    ", ".join(given),
+                    "is" if len(given) == 1 else "are",
+                    "it" if len(given) == 1 else "them",
+                )
             )
         args = dict(self._task.args, manifest=runtime_manifest())
         first = self._execute_module(MODULE, module_args=args, task_vars=task_vars)

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The collection's host-side runtime on a target (runs on targets; private).
 
-The runtime is a copy of this directory (plugins/module_utils/*.py) under
+The runtime is a copy of this directory (plugins/module_utils/*.py and its packages' *.py) under
 ``<root>/lib/ansible_collections/heteromig/fleet/plugins/module_utils/``, so that detached
 processes (the hetero runner, the embedded harness) import it after the module that started them
 has gone. This file holds what the ``runtime_sync`` module does with it: compare the installed
@@ -18,12 +18,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 RUNTIME_PACKAGE = "ansible_collections.heteromig.fleet.plugins.module_utils"
-HARNESS_MODULE = RUNTIME_PACKAGE + "._loadgen_harness"
+HARNESS_MODULE = RUNTIME_PACKAGE + ".agent._loadgen_harness"
 HARNESS_PROG = "heteromig_harness"  # what the harness calls itself, e.g. in --version
 HARNESS_VERSION_PREFIX = HARNESS_PROG + " "
 STAMP_NAME = ".heteromig-runtime.json"
@@ -55,7 +56,9 @@ def runtime_paths(root: str) -> RuntimePaths:
     """Where the runtime lives under the host's heteromig directory ``root`` (a host path)."""
     lib = os.path.join(root, "lib")
     code = os.path.join(lib, *RUNTIME_PACKAGE.split("."))
-    return RuntimePaths(root, lib, code, os.path.join(root, "engines"), os.path.join(code, STAMP_NAME))
+    return RuntimePaths(
+        root, lib, code, os.path.join(root, "engines"), os.path.join(code, STAMP_NAME)
+    )
 
 
 def sha1_bytes(data: bytes) -> str:
@@ -68,31 +71,54 @@ def manifest_digest(manifest: Mapping[str, str]) -> str:
     return sha1_bytes(text.encode("utf-8"))
 
 
+# A runtime file is <name>.py directly under module_utils, or <package>/<name>.py one level below.
+_PART_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _plain_part(part: str) -> bool:
+    return bool(part) and not part.startswith(".") and set(part) <= _PART_CHARS
+
+
 def check_manifest(manifest: Mapping[str, Any]) -> None:
     for name, digest in manifest.items():
+        parts = name.split("/") if isinstance(name, str) else []
         if (
             not isinstance(name, str)
             or not name.endswith(".py")
-            or os.path.basename(name) != name
-            or name.startswith(".")
+            or not 1 <= len(parts) <= 2
+            or not all(_plain_part(part) for part in [*parts[:-1], parts[-1][:-3]])
         ):
-            raise RuntimeSyncError("manifest entry %r is not a plain *.py file name" % (name,))
+            raise RuntimeSyncError(
+                "manifest entry %r is not a plain *.py file name (or <package>/<name>.py)" % (name,)
+            )
         if not isinstance(digest, str) or len(digest) != 40:
-            raise RuntimeSyncError("manifest entry %s has no sha1 checksum (got %r)" % (name, digest))
+            raise RuntimeSyncError(
+                "manifest entry %s has no sha1 checksum (got %r)" % (name, digest)
+            )
 
 
 def installed_digests(code_dir: str) -> Dict[str, str]:
-    """name -> sha1 of every *.py installed in ``code_dir`` (empty when it does not exist)."""
+    """name -> sha1 of every *.py installed in ``code_dir`` and its package directories, the
+    names as a manifest has them (``agent/_hetero_runner.py``); empty when it does not exist."""
     found: Dict[str, str] = {}
     try:
-        names = os.listdir(code_dir)
+        entries = sorted(os.listdir(code_dir))
     except FileNotFoundError:
         return found
     except OSError as exc:
         raise RuntimeSyncError("cannot list %s: %s" % (code_dir, exc.strerror)) from exc
-    for name in names:
-        if not name.endswith(".py"):
+    names = [name for name in entries if name.endswith(".py")]
+    for package in entries:
+        directory = os.path.join(code_dir, package)
+        if package.startswith(".") or package == "__pycache__" or not os.path.isdir(directory):
             continue
+        try:
+            names.extend(
+                package + "/" + name for name in os.listdir(directory) if name.endswith(".py")
+            )
+        except OSError as exc:
+            raise RuntimeSyncError("cannot list %s: %s" % (directory, exc.strerror)) from exc
+    for name in names:
         path = os.path.join(code_dir, name)
         try:
             with open(path, "rb") as handle:
@@ -138,7 +164,12 @@ def write_files(
                 "the content sent for %s does not match its manifest checksum" % name
             )
     for name, data in encoded.items():
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", dir=code_dir)
+        directory, base = os.path.split(os.path.join(code_dir, name))
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeSyncError("cannot create %s: %s" % (directory, exc.strerror)) from exc
+        fd, tmp = tempfile.mkstemp(prefix="." + base + ".", dir=directory)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -147,10 +178,13 @@ def write_files(
         except OSError as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            raise RuntimeSyncError("cannot write %s in %s: %s" % (name, code_dir, exc.strerror)) from exc
+            raise RuntimeSyncError(
+                "cannot write %s in %s: %s" % (name, code_dir, exc.strerror)
+            ) from exc
 
 
 def remove_files(code_dir: str, names: Sequence[str]) -> None:
+    """Remove ``names``, then each package directory they leave with no *.py file."""
     for name in names:
         path = os.path.join(code_dir, name)
         try:
@@ -159,6 +193,16 @@ def remove_files(code_dir: str, names: Sequence[str]) -> None:
             pass
         except OSError as exc:
             raise RuntimeSyncError("cannot remove %s: %s" % (path, exc.strerror)) from exc
+    for package in sorted({name.split("/")[0] for name in names if "/" in name}):
+        directory = os.path.join(code_dir, package)
+        try:
+            if any(entry.endswith(".py") for entry in os.listdir(directory)):
+                continue
+            shutil.rmtree(directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RuntimeSyncError("cannot remove %s: %s" % (directory, exc.strerror)) from exc
 
 
 _IMPORT_CHECK = """
@@ -193,7 +237,9 @@ def _run_python(
     return out
 
 
-def missing_packages(run: RunCommand, python: str, names: Sequence[str], thorough: bool) -> List[str]:
+def missing_packages(
+    run: RunCommand, python: str, names: Sequence[str], thorough: bool
+) -> List[str]:
     """Import names that ``python`` cannot import.
 
     ``thorough`` imports each one in a subprocess (a broken installation counts as missing);
@@ -234,7 +280,7 @@ def harness_version(run: RunCommand, python: str, lib: str) -> str:
             "the installed harness (%s in %s) answered %r to --version, not %r..."
             % (HARNESS_MODULE, lib, out[-200:], HARNESS_VERSION_PREFIX)
         )
-    return out[len(HARNESS_VERSION_PREFIX):].strip()
+    return out[len(HARNESS_VERSION_PREFIX) :].strip()
 
 
 def read_stamp(path: str) -> Dict[str, Any]:
@@ -257,7 +303,9 @@ def stamp_for(digest: str, python: str, packages: Sequence[str], version: str) -
     }
 
 
-def stamp_matches(stamp: Mapping[str, Any], digest: str, python: str, packages: Sequence[str]) -> bool:
+def stamp_matches(
+    stamp: Mapping[str, Any], digest: str, python: str, packages: Sequence[str]
+) -> bool:
     return (
         stamp.get("manifest") == digest
         and stamp.get("python") == python

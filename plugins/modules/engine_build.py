@@ -313,7 +313,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
     ENV_BACKEND,
     ENV_SIM_STATE,
     FULL_GPU_PROFILE,
@@ -321,14 +322,13 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
     gpu_model_key,
     stamp_path,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
     BackendError,
     nvml_error_text,
     open_backend,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
 _OUTPUT_TAIL = 2000
 

@@ -301,13 +301,13 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
     BackendError,
     nvml_error_text,
     open_backend,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
 
 def main() -> None:

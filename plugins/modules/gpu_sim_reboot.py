@@ -53,7 +53,7 @@ rebooted:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
     BackendError,
     nvml_error_text,
@@ -67,7 +67,7 @@ def main():
     if params["backend"] != "sim":
         module.fail_json(
             msg="gpu_sim_reboot only reboots simulated GPUs (backend: sim); reboot a real host "
-                "with ansible.builtin.reboot"
+            "with ansible.builtin.reboot"
         )
     try:
         backend = open_backend("sim", params["sim_state"], params["sim_gpus"])

@@ -170,7 +170,7 @@ from typing import Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
     RunnerError,
     archive,
     archive_inline,

@@ -481,21 +481,21 @@ boot_persistence:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
-    BACKEND_ARGUMENT_SPEC,
-    BackendError,
-    nvml_error_text,
-    open_backend,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_stamp import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_stamp import (
     LayoutStamp,
     default_stamp_path,
     stamp_key,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_state import (
     OPERATIONS,
     PLACEMENT_MATCH_MODES,
     MigStateReader,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    BACKEND_ARGUMENT_SPEC,
+    BackendError,
+    nvml_error_text,
+    open_backend,
 )
 
 _LAYOUT_SOURCES = ("layout", "gpus", "mig_parted_config", "mig_parted_config_file")
@@ -513,7 +513,9 @@ def _option_error(params):
         return "parameters are mutually exclusive: %s (give one)" % "|".join(given)
     if not given and params["operation"] in ("apply", "plan", "assert"):
         return "operation is %s but none of the following is given: %s" % (
-            params["operation"], ", ".join(_LAYOUT_SOURCES))
+            params["operation"],
+            ", ".join(_LAYOUT_SOURCES),
+        )
     if params["drain_timeout"] < 0:
         return "drain_timeout must be 0 or more seconds, not %d" % params["drain_timeout"]
     if params["boot_persistence"] == "present" and params["operation"] not in ("apply", "plan"):
@@ -578,17 +580,24 @@ def _argument_spec():
                 order=dict(type="raw", default=50),
                 timeout=dict(type="raw", default=120),
                 missing=dict(type="str", default="fail", choices=["fail", "skip", "warn"]),
-                needed_for=dict(type="str", default="change",
-                                choices=["change", "mode_change", "reset"]),
+                needed_for=dict(
+                    type="str", default="change", choices=["change", "mode_change", "reset"]
+                ),
             ),
         ),
         boot_persistence=dict(type="str", choices=["present", "absent"]),
         boot_config_dir=dict(type="path", default="/etc/heteromig/mig"),
         boot_runtime_dir=dict(type="path", default="/var/lib/heteromig/mig-boot"),
         boot_unit_dir=dict(type="path", default="/etc/systemd/system"),
-        boot_after=dict(type="list", elements="str",
-                        default=["systemd-modules-load.service", "nvidia-persistenced.service",
-                                 "nvidia-fabricmanager.service"]),
+        boot_after=dict(
+            type="list",
+            elements="str",
+            default=[
+                "systemd-modules-load.service",
+                "nvidia-persistenced.service",
+                "nvidia-fabricmanager.service",
+            ],
+        ),
     )
     return spec
 
@@ -603,11 +612,15 @@ def _variable_conflicts(module):
         if entry["conflict"]:
             conflicts.append(
                 "%s and its deprecated old name %s are both set, to different values"
-                % (entry["replacement"], entry["name"]))
+                % (entry["replacement"], entry["name"])
+            )
         else:
             module.deprecate(
-                "the variable %s is deprecated: set %s instead" % (entry["name"], entry["replacement"]),
-                version=DEPRECATED_VARIABLES_REMOVED_IN, collection_name="heteromig.fleet")
+                "the variable %s is deprecated: set %s instead"
+                % (entry["name"], entry["replacement"]),
+                version=DEPRECATED_VARIABLES_REMOVED_IN,
+                collection_name="heteromig.fleet",
+            )
     if not conflicts:
         return None
     return "%s; set only the new name. Nothing was changed." % "; ".join(conflicts)
@@ -623,7 +636,9 @@ def _shaped(module, result, reader, host_state):
             gpu.pop("after", None)
     if module.params["return_mig_devices"] and "mig_devices" not in result:
         result["mig_devices"] = [
-            device for gpu in host_state["gpus"] if gpu["mig_current"]
+            device
+            for gpu in host_state["gpus"]
+            if gpu["mig_current"]
             for device in reader.mig_devices(reader.handle(gpu["index"]), gpu)
         ]
     return result
@@ -654,7 +669,7 @@ def _run(module, backend, file_text, guarded):
                 reused["gpu_clients"] = []
             return _shaped(module, dict(reused, plan_reused=True), reader, host_state)
     # the planner, hooks and clients: imported only by runs that plan
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_layout_run import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_run import (
         plan_and_apply,
     )
 
@@ -667,7 +682,7 @@ def _guard_inputs(module):
     params = module.params
     if params["hooks"] is None and not params["hooks_file"] and not params["gpu_clients"]:
         return None
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_layout_run import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_run import (
         guard_inputs,
     )
 
@@ -687,20 +702,29 @@ def main():
             with open(path, encoding="utf-8") as handle:
                 file_text = handle.read()
         except OSError as exc:
-            module.fail_json(msg="cannot read mig_parted_config_file %s: %s"
-                             % (path, exc.strerror or exc), changed=False)
+            module.fail_json(
+                msg="cannot read mig_parted_config_file %s: %s" % (path, exc.strerror or exc),
+                changed=False,
+            )
 
     # Hooks and GPU clients act only where the GPUs change. An apply checks them first (they run
     # around its change); a plan checks them only where it would change, or for boot persistence
     # (whose unit is ordered before the clients): a host that stays as it is pays nothing.
     guarded = _guard_inputs(module) if params["operation"] == "apply" else None
     if params["boot_persistence"] == "present" and module.get_bin_path("systemctl") is None:
-        module.fail_json(msg="boot_persistence: present needs systemd, but systemctl is not on "
-                             "this host's PATH; nothing was changed", changed=False)
+        module.fail_json(
+            msg="boot_persistence: present needs systemd, but systemctl is not on "
+            "this host's PATH; nothing was changed",
+            changed=False,
+        )
 
     try:
-        backend = open_backend(params["backend"], params["sim_state"], params["sim_gpus"],
-                               run_command=module.run_command)
+        backend = open_backend(
+            params["backend"],
+            params["sim_state"],
+            params["sim_gpus"],
+            run_command=module.run_command,
+        )
     except BackendError as exc:
         module.fail_json(msg=str(exc), changed=False)
     try:
@@ -711,10 +735,12 @@ def main():
         module.fail_json(msg="NVML failed: %s" % nvml_error_text(exc))
     finally:
         backend.close()
-    if params["operation"] == "plan" and (result["would_change"] or params["boot_persistence"] == "present"):
+    if params["operation"] == "plan" and (
+        result["would_change"] or params["boot_persistence"] == "present"
+    ):
         guarded = _guard_inputs(module)
     if params["boot_persistence"] is not None:
-        from ansible_collections.heteromig.fleet.plugins.module_utils._mig_layout_run import (
+        from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_run import (
             persistence,
         )
 

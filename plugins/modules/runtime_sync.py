@@ -123,7 +123,7 @@ harness_module:
   description: The embedded harness's module, for C(<python> -m <harness_module>).
   returned: always
   type: str
-  sample: ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness
+  sample: ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness
 harness_version:
   description: What the installed harness reports as its version; null in check mode when it
     was not checked before.
@@ -268,7 +268,9 @@ def sync(module):
     else:
         outcome["harness_version"] = harness_version(run, python, paths.lib)
         outcome["checked"] = "full"
-        write_stamp(paths.stamp, stamp_for(digest, python, list(packages), outcome["harness_version"]))
+        write_stamp(
+            paths.stamp, stamp_for(digest, python, list(packages), outcome["harness_version"])
+        )
     return dict(outcome, changed=changed)
 
 

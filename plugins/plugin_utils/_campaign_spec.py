@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     LayoutError,
     parse_gpu_entries,
 )

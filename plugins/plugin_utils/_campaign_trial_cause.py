@@ -20,7 +20,7 @@ background that ended early; no LoadGen result at all) says nothing about the ta
 
 The wording is LoadGen 6.0.17's, from real logs (tests/fixtures/loadgen/tuning/, written by its
 ``capture.py``). The input is the ``loadgen`` structure of the hetero_run result (parsed from
-those logs by module_utils/_loadgen_logs.py), LoadGen's early-stopping text (the detail log's
+those logs by module_utils/agent/_loadgen_logs.py), LoadGen's early-stopping text (the detail log's
 ``early_stopping_result``, or the summary's "Early Stopping Result" lines) and, for a too-high
 trial, how far its latency was over the bound (:func:`latency_against_bound`, from the detail
 log's ``effective_target_latency_ns``, ``effective_target_latency_percentile`` and the result's
@@ -35,7 +35,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import LENGTH_CHECKS
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
+    LENGTH_CHECKS,
+)
 
 VALID = "VALID"
 TOO_HIGH = "too_high"

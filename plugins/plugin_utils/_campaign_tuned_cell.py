@@ -22,7 +22,7 @@ import yaml
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.utils.display import Display
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     DETAIL_LOG,
     SUMMARY_LOG,
     find_loadgen_dirs,

@@ -65,6 +65,8 @@ def render_table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) 
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)).rstrip()
+        return "  ".join(
+            cell.ljust(width) for cell, width in zip(cells, widths, strict=False)
+        ).rstrip()
 
     return [line(header), line(["-" * w for w in widths])] + [line(row) for row in rows]

@@ -27,13 +27,13 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner import (
-    PLAN_FORMAT,
-    PLAN_VERSION,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import (
     SAFE_NAME_PATTERN,
     name_problem,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
+    PLAN_FORMAT,
+    PLAN_VERSION,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._regex_numbers import (
     number_at_least,

@@ -92,6 +92,6 @@ def contract_result(
         "timeline": timeline,
         "expected_duration_s": plan["expected_duration_s"],
         "stop_reason": (host_result or {}).get("stop_reason"),
-        # NVML samples of the GPUs / GPU instances the run used (module_utils/_gpu_activity)
+        # NVML samples of the GPUs / GPU instances the run used (module_utils/nvml/_gpu_activity)
         "gpu_activity": None if dry_run else (host_result or {}).get("gpu_activity"),
     }

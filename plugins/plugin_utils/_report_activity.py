@@ -8,7 +8,7 @@ Pure: no Ansible, no I/O. :func:`activity_row` turns a hetero_run result's ``gpu
 :func:`render_activity_lanes` draws it as lanes under the host's timeline, on the timeline's
 time axis; :func:`activity_facts` is the sentence stating how busy each GPU or GPU instance was
 during the main benchmark's timed window (the statistics come from the host's record, computed
-by ``module_utils._gpu_activity.main_window_summary`` when the run ended).
+by ``module_utils.nvml._gpu_activity.main_window_summary`` when the run ended).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_activity import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
     STATE_FAILED,
     STATE_OFF,
     main_window_summary,

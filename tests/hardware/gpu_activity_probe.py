@@ -37,10 +37,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import (  # noqa: E402
     _gpu_activity as A,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (  # noqa: E402
     nvml_error_text,
     open_backend,
 )

@@ -25,8 +25,10 @@ def main() -> None:
                     name = getattr(info, "name", b"")
                     print(" profile %d v%d id %d name %r" % (profile, version, info.id, name))
                 except pynvml.NVMLError as exc:
-                    print(" profile %d v%d err %s(%s)" % (profile, version, type(exc).__name__,
-                                                          exc.value))
+                    print(
+                        " profile %d v%d err %s(%s)"
+                        % (profile, version, type(exc).__name__, exc.value)
+                    )
         count = ctypes.c_uint(8)
         array = (pynvml.c_nvmlGpuInstance_t * 8)()
         try:
@@ -35,8 +37,10 @@ def main() -> None:
         except pynvml.NVMLError as exc:
             print(" nvmlDeviceGetGpuInstances err %s(%s)" % (type(exc).__name__, exc.value))
         try:
-            print(" processes", [p.__dict__ for p in
-                                 pynvml.nvmlDeviceGetComputeRunningProcesses(handle)])
+            print(
+                " processes",
+                [p.__dict__ for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)],
+            )
         except pynvml.NVMLError as exc:
             print(" processes err %s(%s)" % (type(exc).__name__, exc.value))
     pynvml.nvmlShutdown()

@@ -44,11 +44,13 @@ from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     ARGUMENT_SPEC,
     extract_archive,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
-from ansible_collections.heteromig.fleet.plugins.module_utils import _hetero_runner as runner
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness import build_parser
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as runner
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness import (
+    build_parser,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,

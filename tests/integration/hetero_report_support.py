@@ -23,7 +23,7 @@ from typing import Any
 import hetero_samples
 import pynvml
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -31,7 +31,7 @@ import pynvml
 import pytest
 import yaml
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

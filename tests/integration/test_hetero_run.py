@@ -23,7 +23,7 @@ import pynvml
 import pytest
 import yaml
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, LabRun, MakeLab, SshLab
 from lab.runner import ANSIBLE_CFG
 from lab.sshlab import LAB_MARKER

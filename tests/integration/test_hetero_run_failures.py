@@ -33,7 +33,7 @@ from test_hetero_run import (
     wait_for_phase,
 )
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, LabRun, MakeLab, SshLab
 
 pytestmark = pytest.mark.integration

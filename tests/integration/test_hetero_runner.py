@@ -1,4 +1,4 @@
-"""The host runner (plugins/module_utils/_hetero_runner.py) with real processes, no Ansible:
+"""The host runner (plugins/module_utils/agent/_hetero_runner.py) with real processes, no Ansible:
 tests/fixtures/hetero/fake_bench.py under the real LoadGen, every fault, the lease, the lock."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _hetero_runner as R
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_activity import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
     DEFAULT_INTERVAL_S,
 )
 from lab.runner import run_playbook

@@ -62,7 +62,7 @@ REQUIRED = {
     "plugins/modules/gpu_facts.py",
     "plugins/action/hetero_run.py",
     "plugins/callback/hetero_report.py",
-    "plugins/module_utils/_nvml_sim.py",
+    "plugins/module_utils/nvml/_nvml_sim.py",
     "roles/host_runtime/tasks/main.yml",
     "roles/mig_partition/tasks/main.yml",
 }

@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import run_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, LabRun, SshLab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,8 +46,11 @@ PLAN = "Plan the MIG layout (changes nothing)"
 APPLY = "Apply the MIG layout"
 SUMMARY = "Summary of this batch"
 FLEET = "What changed, per host"
-ONE_BATCH = {"mig_reconfigure_hosts": "lab", "mig_reconfigure_serial": "100%",
-             "mig_reconfigure_max_fail_percentage": 100}
+ONE_BATCH = {
+    "mig_reconfigure_hosts": "lab",
+    "mig_reconfigure_serial": "100%",
+    "mig_reconfigure_max_fail_percentage": 100,
+}
 UNIT = "heteromig-mig-layout.service"
 # what systemd gives a system service's ExecStart: its default PATH, cwd /
 SYSTEMD_ENV = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"]
@@ -97,16 +100,26 @@ POINTS = ("apply-start", "pre-apply-mode", "pre-apply-config", "apply-exit")
 
 def _hooks(hostdir: Path, fail_at: str | None = None) -> dict[str, Any]:
     envs = {"FAIL_AT": fail_at} if fail_at else {}
-    return {"version": "v1", "hooks": {
-        point: [{"command": str(hostdir / "hook"), "args": ["inline", point], "envs": envs}]
-        for point in POINTS}}
+    return {
+        "version": "v1",
+        "hooks": {
+            point: [{"command": str(hostdir / "hook"), "args": ["inline", point], "envs": envs}]
+            for point in POINTS
+        },
+    }
 
 
 def _clients(hostdir: Path) -> list[dict[str, Any]]:
     return [
         {"unit": "kubelet", "order": 1, "missing": "skip"},  # this host has no kubelet
-        {"name": "inference", "stop": [str(hostdir / "stop")], "start": [str(hostdir / "start")],
-         "status": [str(hostdir / "status")], "order": 5, "timeout": 30},
+        {
+            "name": "inference",
+            "stop": [str(hostdir / "stop")],
+            "start": [str(hostdir / "start")],
+            "status": [str(hostdir / "status")],
+            "order": 5,
+            "timeout": 30,
+        },
         {"unit": "fake-exporter", "order": 10},
         {"unit": "nvidia-persistenced", "order": 90, "needed_for": "reset"},
     ]
@@ -140,12 +153,16 @@ class Lab:
         return self.lab.hostdir(host)
 
     def gpus(self, host: str) -> list[dict[str, Any]]:
-        gpus: list[dict[str, Any]] = json.loads((self.dir(host) / "nvml-sim.json").read_text())["gpus"]
+        gpus: list[dict[str, Any]] = json.loads((self.dir(host) / "nvml-sim.json").read_text())[
+            "gpus"
+        ]
         return gpus
 
     def layout(self, host: str) -> list[list[tuple[int, int, int]]]:
-        return [sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"])
-                for g in self.gpus(host)]
+        return [
+            sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"])
+            for g in self.gpus(host)
+        ]
 
     def events(self, host: str) -> list[str]:
         path = self.dir(host) / "events.log"
@@ -166,16 +183,27 @@ class Lab:
 
     def ssh(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
         command = "cd / && " + " ".join(shlex.quote(a) for a in [*SYSTEMD_ENV, *argv])
-        return subprocess.run(self.lab.ssh_argv(host, command), capture_output=True, text=True,
-                              timeout=120, check=False)
+        return subprocess.run(
+            self.lab.ssh_argv(host, command),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
 
 def _prepare(lab: SshLab) -> None:
     for host in lab.names:
         hostdir = lab.hostdir(host)
         state = hostdir / "nvml-sim.json"
-        files = {"systemctl": SYSTEMCTL, "gis": GIS, "start": START, "stop": STOP,
-                 "status": STATUS, "hook": HOOK}
+        files = {
+            "systemctl": SYSTEMCTL,
+            "gis": GIS,
+            "start": START,
+            "stop": STOP,
+            "status": STATUS,
+            "hook": HOOK,
+        }
         (hostdir / "bin").mkdir()
         for name, text in files.items():
             path = hostdir / ("bin/systemctl" if name == "systemctl" else name)
@@ -187,7 +215,8 @@ def _prepare(lab: SshLab) -> None:
             (hostdir / "units" / f"{unit}.active").touch()
         (hostdir / "hooks.yaml").write_text(
             "version: v1\nhooks:\n  apply-start:\n"
-            f"    - command: {hostdir / 'hook'}\n      args: [file, apply-start]\n")
+            f"    - command: {hostdir / 'hook'}\n      args: [file, apply-start]\n"
+        )
         open_backend("sim", str(state), lab.host_vars(host)["heteromig_sim_gpus"]).close()
         subprocess.run([str(hostdir / "start")], check=True)
         (hostdir / "events.log").unlink()
@@ -203,21 +232,46 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for name, sim_gpus, extra in (
         ("fleet", "2xH100-SXM5-80GB", {}),
         ("steady", "1xH100-SXM5-80GB", {}),
-        ("prefail", "1xH100-SXM5-80GB", {"heteromig_mig_hooks": _hooks(base / "prefail", "pre-apply-mode"),
-                                         "heteromig_mig_boot_persistence": None}),
-        ("badhooks", "1xH100-SXM5-80GB", {"heteromig_mig_hooks": {
-            "version": "v1", "hooks": {"post-apply": [{"command": "/bin/true"}]}}}),
-        ("badclient", "1xH100-SXM5-80GB", {"heteromig_mig_gpu_clients": [
-            {"unit": "kubelet", "order": "first"}]}),
-        ("oldsvc", "1xH100-SXM5-80GB", {"heteromig_mig_gpu_clients": None, "heteromig_mig_hooks": None,
-                                        "heteromig_mig_hooks_file": None,
-                                        "heteromig_mig_boot_persistence": None,
-                                        "heteromig_mig_service_manager": "command",
-                                        "heteromig_mig_services": ["inference-svc"],
-                                        "heteromig_mig_service_commands": {
-                                            "status": [str(base / "oldsvc" / "svc"), "status"],
-                                            "stop": [str(base / "oldsvc" / "svc"), "stop"],
-                                            "start": [str(base / "oldsvc" / "svc"), "start"]}}),
+        (
+            "prefail",
+            "1xH100-SXM5-80GB",
+            {
+                "heteromig_mig_hooks": _hooks(base / "prefail", "pre-apply-mode"),
+                "heteromig_mig_boot_persistence": None,
+            },
+        ),
+        (
+            "badhooks",
+            "1xH100-SXM5-80GB",
+            {
+                "heteromig_mig_hooks": {
+                    "version": "v1",
+                    "hooks": {"post-apply": [{"command": "/bin/true"}]},
+                }
+            },
+        ),
+        (
+            "badclient",
+            "1xH100-SXM5-80GB",
+            {"heteromig_mig_gpu_clients": [{"unit": "kubelet", "order": "first"}]},
+        ),
+        (
+            "oldsvc",
+            "1xH100-SXM5-80GB",
+            {
+                "heteromig_mig_gpu_clients": None,
+                "heteromig_mig_hooks": None,
+                "heteromig_mig_hooks_file": None,
+                "heteromig_mig_boot_persistence": None,
+                "heteromig_mig_service_manager": "command",
+                "heteromig_mig_services": ["inference-svc"],
+                "heteromig_mig_service_commands": {
+                    "status": [str(base / "oldsvc" / "svc"), "status"],
+                    "stop": [str(base / "oldsvc" / "svc"), "stop"],
+                    "start": [str(base / "oldsvc" / "svc"), "start"],
+                },
+            },
+        ),
     ):
         hostvars = _hostvars(base, name, sim_gpus, **extra)
         hostvars = {k: v for k, v in hostvars.items() if v is not None}
@@ -227,8 +281,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         _prepare(lab)
         svc = lab.hostdir("oldsvc") / "svc"
-        svc.write_text("#!/bin/sh\ncase $1 in status) exit 0;; *) echo \"$1 $2\" >> "
-                       f"{lab.hostdir('oldsvc')}/events.log;; esac\n")
+        svc.write_text(
+            '#!/bin/sh\ncase $1 in status) exit 0;; *) echo "$1 $2" >> '
+            f"{lab.hostdir('oldsvc')}/events.log;; esac\n"
+        )
         svc.chmod(0o755)
         for host in lab.names:
             fleet.before[host] = fleet.layout(host)
@@ -237,14 +293,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         fleet.before["fleet-applied"] = fleet.layout("fleet")
         fleet.marks["events-first"] = len(fleet.events("fleet"))
         fleet.marks["systemctl-first"] = len(fleet.systemctl("fleet"))
-        fleet.runs["again"] = lab.run_playbook(PLAYBOOK, extravars=ONE_BATCH,
-                                               limit="fleet,steady,oldsvc", timeout=300)
+        fleet.runs["again"] = lab.run_playbook(
+            PLAYBOOK, extravars=ONE_BATCH, limit="fleet,steady,oldsvc", timeout=300
+        )
         fleet.marks["events-again"] = len(fleet.events("fleet"))
         fleet.marks["systemctl-again"] = len(fleet.systemctl("fleet"))
         from test_mig_reconfigure_lab import _check_diff
 
-        fleet.runs["check"] = _check_diff(lab, {**ONE_BATCH, "heteromig_mig_layout": "all-balanced"},
-                                          "fleet")
+        fleet.runs["check"] = _check_diff(
+            lab, {**ONE_BATCH, "heteromig_mig_layout": "all-balanced"}, "fleet"
+        )
         fleet.marks["events-check"] = len(fleet.events("fleet"))
         yield fleet
     finally:
@@ -259,7 +317,7 @@ def test_outcomes(fleet: Lab) -> None:
 
 
 def test_hooks_and_clients_run_in_order_around_the_change(fleet: Lab) -> None:
-    events = fleet.events("fleet")[:fleet.marks["events-first"]]
+    events = fleet.events("fleet")[: fleet.marks["events-first"]]
     # MIG off -> all-1g on 2 H100: a mode change and an instance change; the file's apply-start
     # hook before the inline one; clients stopped by order after the pre-* hooks (kubelet is
     # missing and skipped, persistenced only matters for a GPU reset, which Hopper does not
@@ -278,9 +336,13 @@ def test_hooks_and_clients_run_in_order_around_the_change(fleet: Lab) -> None:
     ]
     result = fleet.ok("first", APPLY, "fleet")
     assert result["hook_points"] == list(POINTS)
-    assert [(c["name"], c["present"], c["stopped"], c["restored"]) for c in result["gpu_clients"]] == [
-        ("kubelet", False, False, False), ("inference", True, True, True),
-        ("fake-exporter", True, True, True)]
+    assert [
+        (c["name"], c["present"], c["stopped"], c["restored"]) for c in result["gpu_clients"]
+    ] == [
+        ("kubelet", False, False, False),
+        ("inference", True, True, True),
+        ("fake-exporter", True, True, True),
+    ]
     # the process client really went and came back: a new process
     pid = fleet.inference_pid("fleet")
     assert pid is not None and pid != fleet.marks["inference-before"]
@@ -322,11 +384,13 @@ def test_bad_hooks_and_clients_fail_at_planning_and_change_nothing(fleet: Lab) -
     assert hooks.outcome == "failed"
     assert hooks.res["msg"] == (
         "hooks: unknown hook point 'post-apply': mig-parted's hook points are apply-start, "
-        "pre-apply-mode, pre-apply-config, apply-exit; nothing was changed")
+        "pre-apply-mode, pre-apply-config, apply-exit; nothing was changed"
+    )
     client = run.results(PLAN, "badclient")[0]
     assert client.outcome == "failed"
     assert client.res["msg"] == (
-        "gpu_clients[0] (kubelet): order must be an integer, not 'first'; nothing was changed")
+        "gpu_clients[0] (kubelet): order must be an integer, not 'first'; nothing was changed"
+    )
     for host in ("badhooks", "badclient"):
         assert fleet.layout(host) == fleet.before[host]
         assert fleet.events(host) == [] and fleet.systemctl(host) == []
@@ -341,8 +405,10 @@ def test_the_old_service_variables_still_work_and_warn(fleet: Lab) -> None:
         "the variable heteromig_mig_service_manager is deprecated: set heteromig_mig_gpu_clients instead",
         "the variable heteromig_mig_services is deprecated: set heteromig_mig_gpu_clients instead",
     ]
-    assert "deprecations" not in fleet.runs["first"].results(PLAN, "fleet")[0].res or \
-        fleet.runs["first"].results(PLAN, "fleet")[0].res["deprecations"] == []
+    assert (
+        "deprecations" not in fleet.runs["first"].results(PLAN, "fleet")[0].res
+        or fleet.runs["first"].results(PLAN, "fleet")[0].res["deprecations"] == []
+    )
 
 
 # --------------------------------------------------------------------- the second run
@@ -352,8 +418,10 @@ def test_a_run_that_changes_nothing_runs_nothing(fleet: Lab) -> None:
     assert "skipping: no hosts matched" in run.stdout
     for host in ("fleet", "steady", "oldsvc"):
         plan = fleet.ok("again", PLAN, host)
-        assert plan["would_change"] is False and plan.get("boot_persistence", {}).get(
-            "would_change", False) is False
+        assert (
+            plan["would_change"] is False
+            and plan.get("boot_persistence", {}).get("would_change", False) is False
+        )
         assert run.results(APPLY, host) == []
     assert fleet.marks["events-again"] == fleet.marks["events-first"]
     assert fleet.marks["systemctl-again"] == fleet.marks["systemctl-first"]
@@ -368,9 +436,17 @@ def test_check_mode_runs_no_hook_and_stops_nothing(fleet: Lab) -> None:
     assert result["hook_points"] == ["apply-start", "pre-apply-config", "apply-exit"]
     assert result["hooks_run"] == []
     assert [c["name"] for c in result["gpu_clients"] if c.get("would_stop")] == [
-        "inference", "fake-exporter"]
-    assert "hooks (check mode: not run): apply-start (2), pre-apply-config (1), apply-exit (1)" in run.stdout
-    assert "GPU clients that would be stopped and started again: inference, fake-exporter" in run.stdout
+        "inference",
+        "fake-exporter",
+    ]
+    assert (
+        "hooks (check mode: not run): apply-start (2), pre-apply-config (1), apply-exit (1)"
+        in run.stdout
+    )
+    assert (
+        "GPU clients that would be stopped and started again: inference, fake-exporter"
+        in run.stdout
+    )
     summary = fleet.ok("check", SUMMARY, "fleet")["msg"]
     assert "would stop and restart inference, fake-exporter;" in summary
     assert "hooks would run: apply-start, pre-apply-config, apply-exit;" in summary
@@ -380,24 +456,40 @@ def test_check_mode_runs_no_hook_and_stops_nothing(fleet: Lab) -> None:
 def test_boot_persistence_is_installed(fleet: Lab) -> None:
     hostdir = fleet.dir("fleet")
     unit = (hostdir / "systemd" / UNIT).read_text()
-    assert "\nAfter=systemd-modules-load.service nvidia-persistenced.service nvidia-fabricmanager.service\n" in unit
+    assert (
+        "\nAfter=systemd-modules-load.service nvidia-persistenced.service nvidia-fabricmanager.service\n"
+        in unit
+    )
     # before the clients that are units, but not persistenced, which it runs after
     assert "\nBefore=kubelet.service fake-exporter.service\n" in unit
     assert (hostdir / "systemd" / "multi-user.target.wants" / UNIT).is_symlink()
-    first = fleet.systemctl("fleet")[:fleet.marks["systemctl-first"]]
-    assert first == ["show --property=LoadState,ActiveState kubelet.service fake-exporter.service",
-                     "stop fake-exporter.service", "start fake-exporter.service",
-                     "daemon-reload", f"enable {UNIT}"]
+    first = fleet.systemctl("fleet")[: fleet.marks["systemctl-first"]]
+    assert first == [
+        "show --property=LoadState,ActiveState kubelet.service fake-exporter.service",
+        "stop fake-exporter.service",
+        "start fake-exporter.service",
+        "daemon-reload",
+        f"enable {UNIT}",
+    ]
     layout = json.loads((hostdir / "etc-heteromig" / "layout.json").read_text())
     assert layout["label"] == "all-1g" and layout["request"]["layout"] == "all-1g"
     import yaml
 
     config = yaml.safe_load((hostdir / "etc-heteromig" / "config.yaml").read_text())
-    assert config == {"version": "v1", "mig-configs": {"all-1g": [
-        {"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}]}}
+    assert config == {
+        "version": "v1",
+        "mig-configs": {
+            "all-1g": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}]
+        },
+    }
     if shutil.which("systemd-analyze"):
-        verify = subprocess.run(["systemd-analyze", "verify", str(hostdir / "systemd" / UNIT)],
-                                capture_output=True, text=True, check=False, timeout=60)
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(hostdir / "systemd" / UNIT)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
         assert verify.returncode == 0 and verify.stderr == "", verify.stderr
 
 
@@ -432,13 +524,18 @@ def test_after_a_reboot_the_unit_brings_the_layout_back(fleet: Lab) -> None:
         "hook inline apply-start 0 label=all-1g status=-",
         "hook inline pre-apply-mode 0 label=all-1g status=-",
         "hook inline pre-apply-config 0 label=all-1g status=-",
-        "hook inline apply-exit 14 label=all-1g status=0"]
+        "hook inline apply-exit 14 label=all-1g status=0",
+    ]
 
 
 def test_disabling_removes_the_unit(fleet: Lab) -> None:
     hostdir = fleet.dir("fleet")
-    run = fleet.lab.run_playbook(PLAYBOOK, extravars={**ONE_BATCH, "heteromig_mig_boot_persistence": False},
-                                 limit="fleet", timeout=300)
+    run = fleet.lab.run_playbook(
+        PLAYBOOK,
+        extravars={**ONE_BATCH, "heteromig_mig_boot_persistence": False},
+        limit="fleet",
+        timeout=300,
+    )
     assert run.rc == 0, run.stdout[-3000:]
     applied = run.result(APPLY, "fleet")
     assert applied.outcome == "ok", applied.res.get("msg")
@@ -446,8 +543,12 @@ def test_disabling_removes_the_unit(fleet: Lab) -> None:
     assert result["gpu_clients"] == [] and result["hooks_run"] == []
     assert result["boot_persistence"]["changed"] is True
     assert fleet.systemctl("fleet")[-2:] == [f"disable {UNIT}", "daemon-reload"]
-    for path in ("systemd/" + UNIT, "systemd/multi-user.target.wants/" + UNIT, "etc-heteromig",
-                 "mig-boot"):
+    for path in (
+        "systemd/" + UNIT,
+        "systemd/multi-user.target.wants/" + UNIT,
+        "etc-heteromig",
+        "mig-boot",
+    ):
         assert not (hostdir / path).exists(), path
     # the layout itself is left as it is
     assert fleet.layout("fleet") == fleet.before["fleet-applied"]

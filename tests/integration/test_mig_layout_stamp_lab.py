@@ -38,64 +38,103 @@ def _stat(name: str) -> dict[str, Any]:
     return {"name": name, "ansible.builtin.stat": {"path": STAMP}}
 
 
-PLAYBOOK = [{
-    "name": "The applied-layout stamp",
-    "hosts": "h100",
-    "gather_facts": False,
-    "module_defaults": MODULE_DEFAULTS,
-    "tasks": [
-        _layout("first apply", {"layout": "all-1g"}),
-        _stat("stamp after the first apply"),
-        _layout("again", {"layout": "all-1g"}, diff=True),
-        _layout("again, small result", {"layout": "all-1g", "return_mig_devices": False,
-                                        "return_gpu_states": False}, check_mode=True),
-        _layout("again, planning", {"layout": "all-1g", "stamp": False}, diff=True),
-        _layout("planning, small result", {"layout": "all-1g", "stamp": False,
-                                           "return_gpu_states": False}),
-        _layout("another request", {"layout": "all-2g"}, check_mode=True),
-        _layout("change GPU 1 without a stamp",
-                {"gpus": [{"devices": [1], "layout": "all-7g"}], "stamp": False}),
-        _layout("after the change behind its back", {"layout": "all-1g"}),
-        _layout("reused after the repair", {"layout": "all-1g"}),
-        {"name": "remove the stamp", "ansible.builtin.file": {"path": STAMP, "state": "absent"}},
-        _layout("check mode without a stamp", {"layout": "all-1g"}, check_mode=True),
-        _stat("stamp after check mode"),
-        {"name": "corrupt the stamp",
-         "ansible.builtin.copy": {"dest": STAMP, "content": "{not json", "mode": "0644"}},
-        _layout("with a corrupt stamp", {"layout": "all-1g"}),
-        _layout("reused after the rewrite", {"layout": "all-1g"}),
-        {"name": "remove the stamp again", "ansible.builtin.file": {"path": STAMP, "state": "absent"}},
-        _layout("assert records", {"layout": "all-1g", "operation": "assert"}),
-        _layout("reused after the assert", {"layout": "all-1g"}, check_mode=True),
-        {"name": "remove the stamp for the plans",
-         "ansible.builtin.file": {"path": STAMP, "state": "absent"}},
-        _layout("plan in check mode", {"layout": "all-1g", "operation": "plan"}, check_mode=True),
-        _stat("stamp after a plan in check mode"),
-        _layout("plan records", {"layout": "all-1g", "operation": "plan"}),
-        _stat("stamp after a plan"),
-        _layout("plan of another layout", {"layout": "all-2g", "operation": "plan"}, diff=True),
-        _layout("reused after the plans", {"layout": "all-1g", "return_gpu_states": False},
-                check_mode=True),
-        {"name": "remove the stamp for the role",
-         "ansible.builtin.file": {"path": STAMP, "state": "absent"}},
-    ],
-}] + [{
-    "name": f"The mig_partition role, run {number}",
-    "hosts": "h100",
-    "gather_facts": False,
-    "module_defaults": MODULE_DEFAULTS,
-    "vars": {"heteromig_mig_layout": "all-1g", "heteromig_mig_end_play_if_unchanged": True},
-    "tasks": [{"name": "Apply the MIG layout",
-               "ansible.builtin.import_role": {"name": "heteromig.fleet.mig_partition"}}],
-} for number in (1, 2)]
+PLAYBOOK = [
+    {
+        "name": "The applied-layout stamp",
+        "hosts": "h100",
+        "gather_facts": False,
+        "module_defaults": MODULE_DEFAULTS,
+        "tasks": [
+            _layout("first apply", {"layout": "all-1g"}),
+            _stat("stamp after the first apply"),
+            _layout("again", {"layout": "all-1g"}, diff=True),
+            _layout(
+                "again, small result",
+                {"layout": "all-1g", "return_mig_devices": False, "return_gpu_states": False},
+                check_mode=True,
+            ),
+            _layout("again, planning", {"layout": "all-1g", "stamp": False}, diff=True),
+            _layout(
+                "planning, small result",
+                {"layout": "all-1g", "stamp": False, "return_gpu_states": False},
+            ),
+            _layout("another request", {"layout": "all-2g"}, check_mode=True),
+            _layout(
+                "change GPU 1 without a stamp",
+                {"gpus": [{"devices": [1], "layout": "all-7g"}], "stamp": False},
+            ),
+            _layout("after the change behind its back", {"layout": "all-1g"}),
+            _layout("reused after the repair", {"layout": "all-1g"}),
+            {
+                "name": "remove the stamp",
+                "ansible.builtin.file": {"path": STAMP, "state": "absent"},
+            },
+            _layout("check mode without a stamp", {"layout": "all-1g"}, check_mode=True),
+            _stat("stamp after check mode"),
+            {
+                "name": "corrupt the stamp",
+                "ansible.builtin.copy": {"dest": STAMP, "content": "{not json", "mode": "0644"},
+            },
+            _layout("with a corrupt stamp", {"layout": "all-1g"}),
+            _layout("reused after the rewrite", {"layout": "all-1g"}),
+            {
+                "name": "remove the stamp again",
+                "ansible.builtin.file": {"path": STAMP, "state": "absent"},
+            },
+            _layout("assert records", {"layout": "all-1g", "operation": "assert"}),
+            _layout("reused after the assert", {"layout": "all-1g"}, check_mode=True),
+            {
+                "name": "remove the stamp for the plans",
+                "ansible.builtin.file": {"path": STAMP, "state": "absent"},
+            },
+            _layout(
+                "plan in check mode", {"layout": "all-1g", "operation": "plan"}, check_mode=True
+            ),
+            _stat("stamp after a plan in check mode"),
+            _layout("plan records", {"layout": "all-1g", "operation": "plan"}),
+            _stat("stamp after a plan"),
+            _layout("plan of another layout", {"layout": "all-2g", "operation": "plan"}, diff=True),
+            _layout(
+                "reused after the plans",
+                {"layout": "all-1g", "return_gpu_states": False},
+                check_mode=True,
+            ),
+            {
+                "name": "remove the stamp for the role",
+                "ansible.builtin.file": {"path": STAMP, "state": "absent"},
+            },
+        ],
+    }
+] + [
+    {
+        "name": f"The mig_partition role, run {number}",
+        "hosts": "h100",
+        "gather_facts": False,
+        "module_defaults": MODULE_DEFAULTS,
+        "vars": {"heteromig_mig_layout": "all-1g", "heteromig_mig_end_play_if_unchanged": True},
+        "tasks": [
+            {
+                "name": "Apply the MIG layout",
+                "ansible.builtin.import_role": {"name": "heteromig.fleet.mig_partition"},
+            }
+        ],
+    }
+    for number in (1, 2)
+]
 ROLE_PLAN = "Plan the MIG layout (changes nothing)"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshLab, LabRun]]:
     base = tmp_path_factory.mktemp("mig-stamp-lab")
-    lab = SshLab([HostSpec("h100", {"heteromig_gpu_backend": "sim",
-                                    "heteromig_sim_gpus": "2xH100-SXM5-80GB"})], base)
+    lab = SshLab(
+        [
+            HostSpec(
+                "h100", {"heteromig_gpu_backend": "sim", "heteromig_sim_gpus": "2xH100-SXM5-80GB"}
+            )
+        ],
+        base,
+    )
     try:
         playbook = lab.labdir / "mig_layout_stamp.yml"
         playbook.write_text(yaml.safe_dump(PLAYBOOK, sort_keys=False))
@@ -120,7 +159,9 @@ def test_an_apply_records_and_the_next_run_reuses(run: tuple[SshLab, LabRun]) ->
     assert len(again["mig_devices"]) == 14  # read live, not recorded
     assert [g["status"] for g in again["gpus"]] == ["unchanged", "unchanged"]
     record = json.loads((lab.hostdir("h100") / "mig_layout-stamp.json").read_text())
-    assert record["format"] == "heteromig.mig-layout-stamp" and "mig_devices" not in record["result"]
+    assert (
+        record["format"] == "heteromig.mig-layout-stamp" and "mig_devices" not in record["result"]
+    )
 
 
 def test_a_reused_result_is_what_planning_returns(run: tuple[SshLab, LabRun]) -> None:
@@ -128,8 +169,15 @@ def test_a_reused_result_is_what_planning_returns(run: tuple[SshLab, LabRun]) ->
     reused = _ok(result, "again")
     planned = _ok(result, "again, planning")
     assert planned["plan_reused"] is False and planned["changed"] is False
-    for key in ("gpus", "mig_parted_config", "mig_devices", "unmanaged_gpus", "diff",
-                "reboot_required", "reboot_required_gpus"):
+    for key in (
+        "gpus",
+        "mig_parted_config",
+        "mig_devices",
+        "unmanaged_gpus",
+        "diff",
+        "reboot_required",
+        "reboot_required_gpus",
+    ):
         assert reused[key] == planned[key], key
 
 
@@ -210,8 +258,9 @@ def test_a_plan_of_a_change_changes_nothing(run: tuple[SshLab, LabRun]) -> None:
     assert reused["would_change"] is False
     # what the plan recorded is what it returned (the GPU states aside, not asked for here)
     planned = _ok(result, "plan records")
-    assert reused["gpus"] == [{k: v for k, v in g.items() if k not in ("before", "after")}
-                              for g in planned["gpus"]]
+    assert reused["gpus"] == [
+        {k: v for k, v in g.items() if k not in ("before", "after")} for g in planned["gpus"]
+    ]
     assert reused["mig_parted_config"] == planned["mig_parted_config"]
 
 

@@ -39,10 +39,10 @@ from typing import Any
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import run_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import parse_gpu_entries
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     inject_fault,
     register_process,
 )
@@ -59,8 +59,11 @@ SUMMARY = "Summary of this batch"
 FLEET = "What changed, per host"
 SERVICES = ("nvidia-dcgm", "nvsm", "dcgm-exporter")
 RUNNING = ("nvidia-dcgm", "dcgm-exporter")  # nvsm is installed but not running
-ONE_BATCH = {"mig_reconfigure_hosts": "lab", "mig_reconfigure_serial": "100%",
-             "mig_reconfigure_max_fail_percentage": 100}
+ONE_BATCH = {
+    "mig_reconfigure_hosts": "lab",
+    "mig_reconfigure_serial": "100%",
+    "mig_reconfigure_max_fail_percentage": 100,
+}
 SUCCEEDS = ["h100", "a100", "a30", "uneven", "noreset", "drain"]
 FAILS = ["busy", "fault", "noreset-deny", "badinput", "conflict"]
 
@@ -111,10 +114,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "gone": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g"},
     # the old names of release 0.1 (layout, drain timeout, reboot permission); the GPU clients
     # of every host use the new name, and this host's old names must not disturb them
-    "oldnames": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "mig_partition_layout": "all-2g",
-                 "mig_partition_drain_timeout": 5, "mig_partition_allow_reboot": False},
-    "conflict": {"heteromig_sim_gpus": "1xH100-SXM5-80GB", "heteromig_mig_layout": "all-1g",
-                 "mig_partition_layout": "all-7g"},
+    "oldnames": {
+        "heteromig_sim_gpus": "1xH100-SXM5-80GB",
+        "mig_partition_layout": "all-2g",
+        "mig_partition_drain_timeout": 5,
+        "mig_partition_allow_reboot": False,
+    },
+    "conflict": {
+        "heteromig_sim_gpus": "1xH100-SXM5-80GB",
+        "heteromig_mig_layout": "all-1g",
+        "mig_partition_layout": "all-7g",
+    },
 }
 
 
@@ -162,8 +172,10 @@ class Fleet:
         return log.read_text().splitlines() if log.exists() else []
 
     def running(self, host: str) -> set[str]:
-        return {p.name.removesuffix(".running")
-                for p in (self.lab.hostdir(host) / "services").glob("*.running")}
+        return {
+            p.name.removesuffix(".running")
+            for p in (self.lab.hostdir(host) / "services").glob("*.running")
+        }
 
     def ok(self, run: str, task: str, host: str) -> dict[str, Any]:
         result = self.runs[run].result(task, host)
@@ -189,13 +201,19 @@ def _prepare(lab: SshLab, fleet: Fleet) -> None:
             (hostdir / "services" / f"{service}.running").touch()
     # the simulated GPUs and what they carried before the run (set up through the simulator)
     for host in lab.names:
-        open_backend("sim", str(fleet.state_path(host)), SCENARIOS[host]["heteromig_sim_gpus"]).close()
+        open_backend(
+            "sim", str(fleet.state_path(host)), SCENARIOS[host]["heteromig_sim_gpus"]
+        ).close()
     for host in ("busy", "drain", "fault"):
-        backend = open_backend("sim", str(fleet.state_path(host)), SCENARIOS[host]["heteromig_sim_gpus"])
+        backend = open_backend(
+            "sim", str(fleet.state_path(host)), SCENARIOS[host]["heteromig_sim_gpus"]
+        )
         run_host(backend, parse_gpu_entries("all-1g"))
         backend.close()
     a100 = open_backend("sim", str(fleet.state_path("a100")), "4xA100-SXM4-80GB")
-    a100.nvml.nvmlDeviceSetMigMode(a100.nvml.nvmlDeviceGetHandleByIndex(2), pynvml.NVML_DEVICE_MIG_ENABLE)
+    a100.nvml.nvmlDeviceSetMigMode(
+        a100.nvml.nvmlDeviceGetHandleByIndex(2), pynvml.NVML_DEVICE_MIG_ENABLE
+    )
     a100.close()
     for host in ("busy", "drain"):
         worker = Worker()
@@ -203,8 +221,12 @@ def _prepare(lab: SshLab, fleet: Fleet) -> None:
         slice_uuid = fleet.gpus(host)[-1]["gpu_instances"][0]["compute_instances"][0]["uuid"]
         register_process(str(fleet.state_path(host)), worker.pid, slice_uuid, "mlperf-bench")
     # the third GPU-instance creation of the run fails once
-    inject_fault(str(fleet.state_path("fault")), "nvmlDeviceCreateGpuInstanceWithPlacement",
-                 pynvml.NVML_ERROR_UNKNOWN, skip=2)
+    inject_fault(
+        str(fleet.state_path("fault")),
+        "nvmlDeviceCreateGpuInstanceWithPlacement",
+        pynvml.NVML_ERROR_UNKNOWN,
+        skip=2,
+    )
     for host in lab.names:
         fleet.before[host] = fleet.gpus(host)
 
@@ -218,20 +240,36 @@ def _check_diff(lab: SshLab, extravars: dict[str, Any], limit: str) -> LabRun:
     rundir = lab.labdir / "runs" / "check-diff"
     rundir.mkdir(parents=True)
     runner = ansible_runner.run(
-        private_data_dir=str(rundir), project_dir=str(Path(ANSIBLE_CFG).parent),
-        playbook=str(Path(ANSIBLE_CFG).parent / PLAYBOOK), inventory=str(lab.inventory),
-        extravars=extravars, limit=limit, cmdline="--check --diff", quiet=True, timeout=240,
+        private_data_dir=str(rundir),
+        project_dir=str(Path(ANSIBLE_CFG).parent),
+        playbook=str(Path(ANSIBLE_CFG).parent / PLAYBOOK),
+        inventory=str(lab.inventory),
+        extravars=extravars,
+        limit=limit,
+        cmdline="--check --diff",
+        quiet=True,
+        timeout=240,
         cancel_callback=lambda: False,
-        envvars={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                 "ANSIBLE_CONFIG": str(ANSIBLE_CFG), "ANSIBLE_NOCOLOR": "1",
-                 "HETEROMIG_REPORT_DIR": str(rundir / "reports"), LAB_MARKER: str(lab.labdir),
-                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
-                 "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
-                 "ANSIBLE_PARAMIKO_LOOK_FOR_KEYS": "False"})
+        envvars={
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+            "ANSIBLE_NOCOLOR": "1",
+            "HETEROMIG_REPORT_DIR": str(rundir / "reports"),
+            LAB_MARKER: str(lab.labdir),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.control_dir),
+            "ANSIBLE_LOCAL_TEMP": str(lab.labdir / "tmp"),
+            "ANSIBLE_PARAMIKO_LOOK_FOR_KEYS": "False",
+        },
+    )
     with runner.stdout as out:
         stdout = out.read()
-    return LabRun(rc=int(runner.rc if runner.rc is not None else -1), status=str(runner.status),
-                  stdout=stdout, events=list(runner.events), private_data_dir=rundir)
+    return LabRun(
+        rc=int(runner.rc if runner.rc is not None else -1),
+        status=str(runner.status),
+        stdout=stdout,
+        events=list(runner.events),
+        private_data_dir=rundir,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -240,16 +278,27 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     specs = []
     for name, hostvars in SCENARIOS.items():
         svc = str(base / name / "svc.sh")
-        specs.append(HostSpec(name, {
-            "heteromig_gpu_backend": "sim",
-            # GPU clients as stop/start commands of the fake service manager, in this order;
-            # those not running are left alone
-            "heteromig_mig_gpu_clients": [
-                {"name": service, "stop": [svc, "stop", service], "start": [svc, "start", service],
-                 "status": [svc, "status", service], "order": order}
-                for order, service in enumerate(SERVICES)],
-            **hostvars,
-        }))
+        specs.append(
+            HostSpec(
+                name,
+                {
+                    "heteromig_gpu_backend": "sim",
+                    # GPU clients as stop/start commands of the fake service manager, in this order;
+                    # those not running are left alone
+                    "heteromig_mig_gpu_clients": [
+                        {
+                            "name": service,
+                            "stop": [svc, "stop", service],
+                            "start": [svc, "start", service],
+                            "status": [svc, "status", service],
+                            "order": order,
+                        }
+                        for order, service in enumerate(SERVICES)
+                    ],
+                    **hostvars,
+                },
+            )
+        )
     lab = SshLab(specs, base)
     fleet = Fleet(lab)
     try:
@@ -257,21 +306,39 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         lab.stop_host("gone")
         fleet.runs["first"] = lab.run_playbook(PLAYBOOK, extravars=ONE_BATCH, timeout=240)
         fleet.runs["again"] = lab.run_playbook(
-            PLAYBOOK, extravars=ONE_BATCH, limit=",".join(SUCCEEDS), timeout=240)
+            PLAYBOOK, extravars=ONE_BATCH, limit=",".join(SUCCEEDS), timeout=240
+        )
         fleet.before["h100-again"] = fleet.gpus("h100")
         fleet.logs["h100-again"] = fleet.service_log("h100")
         # a30 has no GPU 3 of that model: its layout already matches, so it never reaches a batch
         fleet.runs["one-gpu"] = lab.run_playbook(
             PLAYBOOK,
-            extravars={**ONE_BATCH, "heteromig_mig_layout": None,
-                       "heteromig_mig_gpus": [{"devices": [3], "model": "H100-SXM5-80GB",
-                                               "layout": "all-balanced", "optional": True}]},
-            limit="h100,a30", timeout=240)
+            extravars={
+                **ONE_BATCH,
+                "heteromig_mig_layout": None,
+                "heteromig_mig_gpus": [
+                    {
+                        "devices": [3],
+                        "model": "H100-SXM5-80GB",
+                        "layout": "all-balanced",
+                        "optional": True,
+                    }
+                ],
+            },
+            limit="h100,a30",
+            timeout=240,
+        )
         fleet.before["h100-check"] = fleet.gpus("h100")
         fleet.logs["h100-check"] = fleet.service_log("h100")
         fleet.runs["check-diff"] = _check_diff(
-            lab, {**ONE_BATCH, "heteromig_mig_layout": None,
-                  "heteromig_mig_gpus": [{"devices": [0], "layout": "all-balanced"}]}, "h100")
+            lab,
+            {
+                **ONE_BATCH,
+                "heteromig_mig_layout": None,
+                "heteromig_mig_gpus": [{"devices": [0], "layout": "all-balanced"}],
+            },
+            "h100",
+        )
         yield fleet
     finally:
         for worker in fleet.workers.values():
@@ -302,7 +369,14 @@ def test_apply_returns_every_slice(fleet: Fleet) -> None:
     devices = result["mig_devices"]
     assert len(devices) == 56
     assert {d["profile"] for d in devices} == {"1g.10gb"}
-    for key in ("uuid", "gpu_index", "gpu_instance_id", "compute_instance_id", "profile", "placement"):
+    for key in (
+        "uuid",
+        "gpu_index",
+        "gpu_instance_id",
+        "compute_instance_id",
+        "profile",
+        "placement",
+    ):
         assert all(key in d for d in devices), key
     assert len({d["uuid"] for d in devices}) == 56
 
@@ -327,8 +401,12 @@ def test_second_run_changes_nothing_and_stops_no_service(fleet: Fleet) -> None:
     assert "h100: unchanged (8 GPUs already match; 56 MIG devices)" in lines
     assert "a30: unchanged (4 GPUs already match; 16 MIG devices)" in lines
     # services were stopped and started exactly once, in the first run, not in the second
-    assert fleet.logs["h100-again"] == ["stop nvidia-dcgm", "stop dcgm-exporter",
-                                        "start dcgm-exporter", "start nvidia-dcgm"]
+    assert fleet.logs["h100-again"] == [
+        "stop nvidia-dcgm",
+        "stop dcgm-exporter",
+        "start dcgm-exporter",
+        "start nvidia-dcgm",
+    ]
 
 
 def test_named_layout_resolves_per_model(fleet: Fleet) -> None:
@@ -347,7 +425,11 @@ def test_change_one_gpu_of_eight(fleet: Fleet) -> None:
         ids = sorted(gi["id"] for gi in after[index]["gpu_instances"])
         assert ids == [7, 8, 9, 10, 11, 12, 13]
     assert sorted((gi["start"], gi["size"]) for gi in after[3]["gpu_instances"]) == [
-        (0, 2), (2, 1), (3, 1), (4, 4)]
+        (0, 2),
+        (2, 1),
+        (3, 1),
+        (4, 4),
+    ]
     summary = fleet.ok("one-gpu", SUMMARY, "h100")["msg"]
     assert summary.startswith("h100: changed GPU 3 (H100-SXM5-80GB) to all-balanced;")
 
@@ -400,8 +482,10 @@ def test_reset_impossible_without_permission_names_the_gpus(fleet: Fleet) -> Non
     assert "Not Supported" in msg and "heteromig_mig_allow_reboot=true" in msg
     gpus = fleet.gpus("noreset-deny")
     assert [(g["mig_current"], g["mig_pending"]) for g in gpus] == [(0, 1), (0, 1)]
-    assert fleet.runs["first"].results("Reboot the simulated GPUs", "noreset-deny") == [] or \
-        fleet.runs["first"].outcome("Reboot the simulated GPUs", "noreset-deny") != "ok"
+    assert (
+        fleet.runs["first"].results("Reboot the simulated GPUs", "noreset-deny") == []
+        or fleet.runs["first"].outcome("Reboot the simulated GPUs", "noreset-deny") != "ok"
+    )
 
 
 # ------------------------------------------------------------------------ busy and drain
@@ -428,13 +512,25 @@ def test_drain_terminates_the_process(fleet: Fleet) -> None:
 # ----------------------------------------------------------------------- faults, uneven
 def test_nvml_failure_midway_rolls_back_and_restores_services(fleet: Fleet) -> None:
     msg = fleet.failure("first", "fault")
-    assert "changing GPU 0 (H100-SXM5-80GB, 00000000:1B:00.0) failed: Unknown Error (NVML error 999)" in msg
+    assert (
+        "changing GPU 0 (H100-SXM5-80GB, 00000000:1B:00.0) failed: Unknown Error (NVML error 999)"
+        in msg
+    )
     assert "Its previous layout was restored" in msg
     before, after = fleet.before["fault"], fleet.gpus("fault")
-    assert [sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"]) for g in after] \
-        == [sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"]) for g in before]
-    assert fleet.service_log("fault") == ["stop nvidia-dcgm", "stop dcgm-exporter",
-                                          "start dcgm-exporter", "start nvidia-dcgm"]
+    assert [
+        sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"])
+        for g in after
+    ] == [
+        sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"])
+        for g in before
+    ]
+    assert fleet.service_log("fault") == [
+        "stop nvidia-dcgm",
+        "stop dcgm-exporter",
+        "start dcgm-exporter",
+        "start nvidia-dcgm",
+    ]
     assert fleet.running("fault") == set(RUNNING)
 
 
@@ -446,7 +542,11 @@ def test_services_are_restored_when_a_reboot_is_refused(fleet: Fleet) -> None:
 def test_uneven_layout_is_created(fleet: Fleet) -> None:
     devices = fleet.ok("first", APPLY, "uneven")["mig_devices"]
     assert [(d["profile"], d["placement"]["start"]) for d in devices] == [
-        ("2g.35gb", 0), ("1g.18gb", 2), ("1g.18gb", 3), ("3g.71gb", 4)]
+        ("2g.35gb", 0),
+        ("1g.18gb", 2),
+        ("1g.18gb", 3),
+        ("3g.71gb", 4),
+    ]
 
 
 def test_fleet_summary_lists_every_host(fleet: Fleet) -> None:
@@ -483,7 +583,8 @@ def test_old_variable_names_still_work_and_warn(fleet: Fleet) -> None:
     result = fleet.ok("first", APPLY, "oldnames")
     assert [d["profile"] for d in result["mig_devices"]] == ["2g.20gb"] * 3
     assert fleet.ok("first", SUMMARY, "oldnames")["msg"].startswith(
-        "oldnames: changed GPU 0 (H100-SXM5-80GB) to all-2g;")
+        "oldnames: changed GPU 0 (H100-SXM5-80GB) to all-2g;"
+    )
     # the planning task warns once per old name, naming the new variable (the module's
     # deprecation, the same in both plays)
     plan = run.results(PLAN, "oldnames")[0].res
@@ -493,17 +594,23 @@ def test_old_variable_names_still_work_and_warn(fleet: Fleet) -> None:
         "the variable mig_partition_drain_timeout is deprecated: set heteromig_mig_drain_timeout instead",
         "the variable mig_partition_layout is deprecated: set heteromig_mig_layout instead",
     ]
-    assert "[DEPRECATION WARNING]: the variable mig_partition_layout is deprecated: " \
+    assert (
+        "[DEPRECATION WARNING]: the variable mig_partition_layout is deprecated: "
         "set heteromig_mig_layout instead" in run.stdout
+    )
     # hosts that set the new names only get no warning
-    assert "deprecations" not in run.results(PLAN, "h100")[0].res or \
-        run.results(PLAN, "h100")[0].res["deprecations"] == []
+    assert (
+        "deprecations" not in run.results(PLAN, "h100")[0].res
+        or run.results(PLAN, "h100")[0].res["deprecations"] == []
+    )
 
 
 def test_old_and_new_name_set_differently_fails_and_changes_nothing(fleet: Fleet) -> None:
     msg = fleet.failure("first", "conflict")
-    assert ("heteromig_mig_layout and its deprecated old name mig_partition_layout are both set, "
-            "to different values; set only the new name. Nothing was changed.") in msg
+    assert (
+        "heteromig_mig_layout and its deprecated old name mig_partition_layout are both set, "
+        "to different values; set only the new name. Nothing was changed."
+    ) in msg
     assert fleet.gpus("conflict") == fleet.before["conflict"]
     assert fleet.service_log("conflict") == []
     assert fleet.runs["first"].results(APPLY, "conflict") == []
@@ -518,12 +625,18 @@ def test_check_diff_shows_slices_and_nvidia_smi_commands_and_changes_nothing(fle
     gpu0 = result["gpus"][0]
     # GPU 0 carries 7 x 1g.10gb (GPU instances 7..13 at starts 0..6): the balanced layout keeps
     # the 1g at 2 and 3, and creates 2g.20gb (id 14) at 0 and 3g.40gb (id 9) at 4
-    commands = ["nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dci",
-                "nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dgi",
-                "nvidia-smi mig -i 0 -cgi 14:0,9:4 -C"]
+    commands = [
+        "nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dci",
+        "nvidia-smi mig -i 0 -gi 7,8,11,12,13 -dgi",
+        "nvidia-smi mig -i 0 -cgi 14:0,9:4 -C",
+    ]
     assert gpu0["nvidia_smi_commands"] == commands
     assert [(s["profile"], s["placement"]["start"], s["kept"]) for s in gpu0["planned_slices"]] == [
-        ("2g.20gb", 0, False), ("1g.10gb", 2, True), ("1g.10gb", 3, True), ("3g.40gb", 4, False)]
+        ("2g.20gb", 0, False),
+        ("1g.10gb", 2, True),
+        ("1g.10gb", 3, True),
+        ("3g.40gb", 4, False),
+    ]
     out = run.stdout
     assert "equivalent nvidia-smi commands:" in out
     for command in commands:

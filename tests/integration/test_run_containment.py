@@ -1,4 +1,4 @@
-"""No process of a run outlives it (plugins/module_utils/_run_containment.py), with real processes.
+"""No process of a run outlives it (plugins/module_utils/agent/_run_containment.py), with real processes.
 
 Both containment methods this machine offers are exercised: cgroup v2 (``cgroup.kill``) and the
 subreaper with parent-death signals (``HETEROMIG_CONTAINMENT=subreaper``). What "outlives" means
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _hetero_runner as R
-from ansible_collections.heteromig.fleet.plugins.module_utils._run_containment import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     cgroup2_mount,
     end_leftovers_of_dead_run,
 )

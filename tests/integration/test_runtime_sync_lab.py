@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils import _host_runtime as runtime
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from lab import LabRun, SshLab
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ PLAYBOOK = """
     - name: Corrupt one installed file
       ansible.builtin.copy:
         content: "broken = True\\n"
-        dest: "{{ first_result.pythonpath }}/ansible_collections/heteromig/fleet/plugins/module_utils/_gpu_catalog.py"
+        dest: "{{ first_result.pythonpath }}/ansible_collections/heteromig/fleet/plugins/module_utils/nvml/_gpu_catalog.py"
         mode: "0644"
     - name: Leave a file the collection does not have
       ansible.builtin.copy:
@@ -138,7 +138,11 @@ def test_warm_run_changes_nothing_and_trusts_its_stamp(synced: tuple[LabRun, Pat
     warm = res(synced[0], "Warm run")
     assert warm["changed"] is False
     assert warm["checked"] == "stamp"
-    assert (warm["files_written"], warm["files_removed"], warm["packages_installed"]) == ([], [], [])
+    assert (warm["files_written"], warm["files_removed"], warm["packages_installed"]) == (
+        [],
+        [],
+        [],
+    )
     assert warm["harness_version"] == store.HARNESS_VERSION
 
 
@@ -170,14 +174,19 @@ def test_missing_interpreter_is_named_and_nothing_is_created(synced: tuple[LabRu
     run, root = synced
     result = run.result("An interpreter that does not exist", "rt")
     assert result.outcome == "failed"
-    assert result.res["msg"] == "python /nonexistent/bin/python3 is not an executable file on this host"
+    assert (
+        result.res["msg"]
+        == "python /nonexistent/bin/python3 is not an executable file on this host"
+    )
     assert not (root / "elsewhere").exists()
 
 
 def test_relative_root_is_refused(synced: tuple[LabRun, Path]) -> None:
     result = synced[0].result("A relative root", "rt")
     assert result.outcome == "failed"
-    assert result.res["msg"] == "root must be an absolute path on the host, got 'relative/heteromig'"
+    assert (
+        result.res["msg"] == "root must be an absolute path on the host, got 'relative/heteromig'"
+    )
 
 
 def test_internal_options_are_refused(synced: tuple[LabRun, Path]) -> None:

@@ -19,7 +19,7 @@ _COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
 if str(_COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(_COLLECTIONS))
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (  # noqa: E402
     SimulatedNvml,
 )
 

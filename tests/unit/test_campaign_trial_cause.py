@@ -2,7 +2,7 @@
 
 The logs are LoadGen 6.0.17's own (tests/fixtures/loadgen/tuning/, written by its capture.py,
 one directory per case with the settings in case.json). They are read by the collection's
-LoadGen parser (module_utils/_loadgen_logs.py), as a hetero run reads its main's logs. What
+LoadGen parser (module_utils/agent/_loadgen_logs.py), as a hetero run reads its main's logs. What
 each case must be read as follows from how it was made (its case.json: target, length, the
 device's latency against the bound), not from the code under test; the query counts are the
 ones LoadGen printed in those summaries.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     parse_detail,
     read_loadgen_dir,
 )

@@ -13,16 +13,18 @@ import numpy as np
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
-from ansible_collections.heteromig.fleet.plugins.module_utils import _synthetic_models as models
-from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _synthetic_models as models,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
     EngineError,
     EngineSpec,
     SliceTarget,
     TargetError,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
 from ansible_collections.heteromig.fleet.plugins.modules import engine_build
 
 H100 = "H100-SXM5-80GB"

@@ -1,4 +1,4 @@
-"""GPU activity sampling (module_utils/_gpu_activity) and the simulator's utilisation answers.
+"""GPU activity sampling (module_utils/nvml/_gpu_activity) and the simulator's utilisation answers.
 
 Expectations come from outside the code under test: the real H200 capture
 (tests/fixtures/real-h200: the runner's sampler through real NVML while torch loaded the GPU, and
@@ -24,10 +24,12 @@ import numpy
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _gpu_activity as A
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner import validate_plan
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
+    validate_plan,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import _gpu_activity as A
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     register_process,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_activity import (

@@ -10,7 +10,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
     BACKENDS,
     BackendError,

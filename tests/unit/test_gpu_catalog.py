@@ -8,7 +8,7 @@ import re
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     ARCH_AMPERE,
     ARCH_HOPPER,
     CI_PROFILE_INDEX_BY_SLICES,

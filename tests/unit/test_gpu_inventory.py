@@ -12,15 +12,15 @@ import pynvml
 import pytest
 from real_gpu_tables import CAPTURED, RealGpu, RealProfile, best, captured, noted
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     GpuBackend,
     open_backend,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import (
     placements_text,
     read_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     register_process,
 )
 

@@ -21,7 +21,9 @@ from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     lost_reason,
     run_id_key,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import empty_result
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
+    empty_result,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,

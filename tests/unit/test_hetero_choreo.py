@@ -1,4 +1,4 @@
-"""The HeteroMIG choreography (plugins/module_utils/_hetero_choreo.py) with a fake clock and fake
+"""The HeteroMIG choreography (plugins/module_utils/agent/_hetero_choreo.py) with a fake clock and fake
 processes: every path from launch to verdict, no real process and no real time."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
     DEFAULT_READINESS_REGEXES,
     INVALID,
     MAIN,
@@ -723,7 +723,7 @@ def test_progress_history_is_trimmed_and_repeated_launches_ignored() -> None:
 
 
 def test_overlap_problem_without_a_timed_phase() -> None:
-    from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
         Bench,
         overlap_problem,
     )

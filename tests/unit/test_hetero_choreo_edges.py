@@ -1,4 +1,4 @@
-"""Every verdict rule of the HeteroMIG choreography (plugins/module_utils/_hetero_choreo.py) at
+"""Every verdict rule of the HeteroMIG choreography (plugins/module_utils/agent/_hetero_choreo.py) at
 its edge: 1 ms inside and 1 ms outside, driven with events and a fake clock.
 
 The expected values come from the rules as documented (docs/hetero_run.md "Verdict",
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
     ACCURACY_ONLY,
     INVALID,
     MAIN,

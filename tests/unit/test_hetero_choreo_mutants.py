@@ -1,5 +1,5 @@
 """What mutation testing (benchmarks/mutation.sh) found unpinned in the choreography
-(plugins/module_utils/_hetero_choreo.py): the exact timeline and actions of whole runs (the
+(plugins/module_utils/agent/_hetero_choreo.py): the exact timeline and actions of whole runs (the
 timeline is part of the result contract, docs/hetero_result_contract.md), every configuration
 problem in words, the accuracy verdict, the kill/reap path, and the scanners' corner cases."""
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
     ACCURACY_ONLY,
     INVALID,
     MAIN,

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
     ALL_MODELS,
     MODELS,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._torch_models import TORCH_MODELS
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._torch_models import (
+    TORCH_MODELS,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
     available_profiles,
@@ -210,7 +212,7 @@ def test_synthetic_commands() -> None:
     assert argv[:3] == ["nsys", "profile", "-o"] and argv[4] == "/usr/bin/python3"
     assert argv[5:8] == [
         "-m",
-        "ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness",
+        "ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness",
         "run",
     ]
     assert (

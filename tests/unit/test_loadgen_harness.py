@@ -20,10 +20,10 @@ from typing import Any
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
 
 COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
 HARNESS = [sys.executable, "-m", HARNESS_MODULE]
@@ -490,7 +490,12 @@ def test_log_dir_that_cannot_be_created(host: Host, tmp_path: Path) -> None:
 # set needs CAP_SETPCAP, which root has.
 DAC_CAPS = "-dac_override,-dac_read_search"
 UNPRIVILEGED = (
-    ["setpriv", "--inh-caps=" + DAC_CAPS, "--ambient-caps=" + DAC_CAPS, "--bounding-set=" + DAC_CAPS]
+    [
+        "setpriv",
+        "--inh-caps=" + DAC_CAPS,
+        "--ambient-caps=" + DAC_CAPS,
+        "--bounding-set=" + DAC_CAPS,
+    ]
     if os.geteuid() == 0
     else []
 )

@@ -1,4 +1,4 @@
-"""LoadGen log parsing (plugins/module_utils/_loadgen_logs.py) on real LoadGen 6.0.17 logs
+"""LoadGen log parsing (plugins/module_utils/agent/_loadgen_logs.py) on real LoadGen 6.0.17 logs
 (tests/fixtures/loadgen/<scenario>/, see its README) and on damaged copies of them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     DETAIL_LOG,
     SUMMARY_LOG,
     empty_accuracy,
@@ -661,7 +661,7 @@ def test_a_record_whose_value_quotes_the_prefix_is_read_from_the_first_prefix() 
 
 
 def test_read_respects_its_byte_limit(tmp_path: Path) -> None:
-    from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import _read
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import _read
 
     path = tmp_path / "log.txt"
     path.write_bytes(b"0123456789")

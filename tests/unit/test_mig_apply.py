@@ -1,4 +1,4 @@
-"""Applying MIG layouts against the NVML simulator (plugins/module_utils/_mig_apply.py).
+"""Applying MIG layouts against the NVML simulator (plugins/module_utils/mig/_mig_apply.py).
 
 No Ansible: ``run_host`` is called directly with an opened sim backend, and the simulator's
 state file is inspected to prove what was (and was not) touched.
@@ -20,21 +20,12 @@ import pynvml
 import pytest
 from real_gpu_tables import CAPTURED, RealGpu, captured, noted
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
-    GpuBackend,
-    open_backend,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
-    MODELS,
-    find_model,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
     HostMig,
     MigApplyError,
     run_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     Geometry,
     LayoutError,
     Profile,
@@ -42,7 +33,16 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     parse_gpu_entries,
     parse_mig_parted,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    GpuBackend,
+    open_backend,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
+    MODELS,
+    find_model,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     inject_fault,
     register_process,
 )
@@ -72,7 +72,9 @@ def gpus_json(path: str) -> list[dict[str, Any]]:
     return state(path)["gpus"]
 
 
-def apply(backend: GpuBackend, layout: Any = None, gpus: Any = None, **kwargs: Any) -> dict[str, Any]:
+def apply(
+    backend: GpuBackend, layout: Any = None, gpus: Any = None, **kwargs: Any
+) -> dict[str, Any]:
     return run_host(backend, parse_gpu_entries(layout, gpus), **kwargs)
 
 
@@ -120,7 +122,9 @@ def test_apply_then_reapply_changes_nothing(sim: Open, state_path: str) -> None:
     result = apply(backend, "all-1g")
     assert result["changed"] and not result["reboot_required"]
     assert len(result["mig_devices"]) == 56
-    assert all(g["status"] == "changed" and g["actions"][0] == "enabled MIG" for g in result["gpus"])
+    assert all(
+        g["status"] == "changed" and g["actions"][0] == "enabled MIG" for g in result["gpus"]
+    )
     # the returned slices are exactly what gpu_facts reads
     assert result["mig_devices"] == read_host(backend.nvml)["mig_devices"]
     before = Path(state_path).read_bytes()
@@ -135,8 +139,9 @@ def test_apply_then_reapply_changes_nothing(sim: Open, state_path: str) -> None:
     assert Path(state_path).stat().st_mtime_ns == mtime
     assert again["mig_parted_config"] == {
         "version": "v1",
-        "mig-configs": {"current": [
-            {"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}]},
+        "mig-configs": {
+            "current": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}]
+        },
     }
 
 
@@ -157,7 +162,11 @@ def test_change_one_gpu_of_eight_leaves_the_others_untouched(sim: Open, state_pa
         if gi["start"] in kept:
             assert gi == kept[gi["start"]]  # the 1g slices at 2 and 3 were kept as they were
     assert sorted((gi["start"], gi["size"]) for gi in after[3]["gpu_instances"]) == [
-        (0, 2), (2, 1), (3, 1), (4, 4)]
+        (0, 2),
+        (2, 1),
+        (3, 1),
+        (4, 4),
+    ]
     assert result["gpus"][0]["actions"] == [
         "destroyed 1g.10gb@0 (GPU instance 7)",
         "destroyed 1g.10gb@1 (GPU instance 8)",
@@ -186,17 +195,24 @@ def test_uneven_layout_succeeds_where_creation_order_fails(sim: Open, state_path
 
     assert result["changed"]
     assert [d["profile"] for d in result["mig_devices"] if d["gpu_index"] == 0] == [
-        "2g.20gb", "1g.10gb", "1g.10gb", "3g.40gb"]
+        "2g.20gb",
+        "1g.10gb",
+        "1g.10gb",
+        "3g.40gb",
+    ]
 
 
 def test_selectors_by_uuid_pci_and_model(sim: Open, state_path: str) -> None:
     backend = sim("2xA100-SXM4-40GB,1xA30-24GB")
     gpus = gpus_json(state_path)
-    result = apply(backend, gpus=[
-        {"devices": gpus[0]["uuid"], "layout": "all-3g"},
-        {"devices": gpus[1]["pci_bus_id"].lower()[4:], "layout": ["7g.40gb"]},
-        {"devices": "A30", "layout": "all-1g"},
-    ])
+    result = apply(
+        backend,
+        gpus=[
+            {"devices": gpus[0]["uuid"], "layout": "all-3g"},
+            {"devices": gpus[1]["pci_bus_id"].lower()[4:], "layout": ["7g.40gb"]},
+            {"devices": "A30", "layout": "all-1g"},
+        ],
+    )
     profiles = {(d["gpu_index"], d["profile"]) for d in result["mig_devices"]}
     assert profiles == {(0, "3g.20gb"), (1, "7g.40gb"), (2, "1g.6gb")}
 
@@ -205,7 +221,10 @@ def test_compute_instance_split(sim: Open) -> None:
     backend = sim("1xH100-SXM5-80GB")
     layout = [{"profile": "3g.40gb", "compute_instances": ["1c", "2c"]}, "4g.40gb"]
     result = apply(backend, layout)
-    devices = [(d["profile"], d["placement"]["start"], d["compute_placement"]) for d in result["mig_devices"]]
+    devices = [
+        (d["profile"], d["placement"]["start"], d["compute_placement"])
+        for d in result["mig_devices"]
+    ]
     assert devices == [
         ("4g.40gb", 0, {"start": 0, "size": 4}),
         ("2c.3g.40gb", 4, {"start": 0, "size": 2}),
@@ -257,9 +276,7 @@ def test_geometry_read_through_nvml_equals_the_real_capture(sim: Open, key: str)
     # and the catalog's own table (what geometry_from_model hands the planner) says the same
     model = find_model(key)
     assert model is not None
-    assert {p.id: p for p in geometry_from_model(model).profiles} == {
-        p.id: p for p in got.profiles
-    }
+    assert {p.id: p for p in geometry_from_model(model).profiles} == {p.id: p for p in got.profiles}
 
 
 @pytest.mark.parametrize("key", [m.key for m in MODELS if m.key not in CAPTURED])
@@ -293,7 +310,9 @@ def test_placement_match_modes(sim: Open, state_path: str) -> None:
     assert not apply(backend, layout, match="none")["changed"]
     assert not apply(backend, layout, match="explicit")["changed"]
     assert not apply(backend, "3g.40gb@4, 2g.20gb, 1g.10gb", match="explicit")["changed"]
-    assert apply(backend, "3g.40gb, 2g.20gb, 1g.10gb@6", match="explicit", check_mode=True)["changed"]
+    assert apply(backend, "3g.40gb, 2g.20gb, 1g.10gb@6", match="explicit", check_mode=True)[
+        "changed"
+    ]
     result = apply(backend, layout, match="exact")
     assert result["changed"]
     assert not apply(backend, layout, match="exact")["changed"]
@@ -309,7 +328,11 @@ def test_check_mode_changes_nothing(sim: Open, state_path: str) -> None:
     assert Path(state_path).read_bytes() == before
     assert [g["status"] for g in result["gpus"]] == ["would_change", "would_change"]
     assert [i["profile"] for i in result["gpus"][0]["after"]["instances"]] == [
-        "2g.10gb", "1g.5gb", "1g.5gb", "3g.20gb"]
+        "2g.10gb",
+        "1g.5gb",
+        "1g.5gb",
+        "3g.20gb",
+    ]
     assert "3g.20gb@4" in result["diff"]["after"] and "1g.5gb@6" in result["diff"]["before"]
 
 
@@ -338,9 +361,11 @@ def test_plan_refuses_a_busy_gpu_like_an_apply(sim: Open, state_path: str, sleep
     assert f"pid {worker.pid} (mlperf-harness)" in str(info.value)
     drained = apply(backend, "all-7g", operation="plan", drain=True)
     assert drained["changed"] is False and drained["would_change"] is True
-    assert drained["gpus"][0]["actions"] == [f"would drain pid {worker.pid} (mlperf-harness) "
-                                             f"on GPU 0 GPU instance 7, compute instance 0, "
-                                             f"{_mig_uuid(state_path, 0, 0)}"]
+    assert drained["gpus"][0]["actions"] == [
+        f"would drain pid {worker.pid} (mlperf-harness) "
+        f"on GPU 0 GPU instance 7, compute instance 0, "
+        f"{_mig_uuid(state_path, 0, 0)}"
+    ]
     assert worker.proc.poll() is None
 
 
@@ -359,9 +384,13 @@ def test_assert_and_export(sim: Open, state_path: str) -> None:
     with pytest.raises(MigApplyError) as info:
         run_host(backend, parse_gpu_entries("all-1g"), operation="assert")
     assert "MIG layout differs on 2 GPUs" in str(info.value)
-    assert "is MIG enabled; 2g.20gb@0, 2g.20gb@2, 2g.20gb@4, wanted MIG enabled; 1g.10gb@0" in str(info.value)
+    assert "is MIG enabled; 2g.20gb@0, 2g.20gb@2, 2g.20gb@4, wanted MIG enabled; 1g.10gb@0" in str(
+        info.value
+    )
     exported = run_host(backend, [], operation="export")
-    assert exported["mig_parted_config"]["mig-configs"]["current"][0]["mig-devices"] == {"2g.20gb": 3}
+    assert exported["mig_parted_config"]["mig-configs"]["current"][0]["mig-devices"] == {
+        "2g.20gb": 3
+    }
     # the export applies back to the same state
     entries = parse_mig_parted(exported["mig_parted_config"], "current")
     assert not run_host(backend, entries)["changed"]
@@ -372,16 +401,30 @@ def test_assert_and_export(sim: Open, state_path: str) -> None:
     ("layout", "gpus", "expected"),
     [
         ("all-5g", None, "unknown named layout"),
-        (["1g.6gb"], None, "profile 1g.6gb is not offered by H100-SXM5-80GB: it is a profile of A30-24GB"),
+        (
+            ["1g.6gb"],
+            None,
+            "profile 1g.6gb is not offered by H100-SXM5-80GB: it is a profile of A30-24GB",
+        ),
         (["3g.40gb", "3g.40gb", "1g.10gb"], None, "need 9 memory slices"),
         (["3g.40gb@2"], None, "placement 2 is not valid for 3g.40gb"),
         (["3g.40gb@0", "2g.20gb@2"], None, "explicit placements overlap"),
         (None, [{"devices": [9], "layout": "all-1g"}], "selector '9' matches no GPU"),
-        (None, [{"layout": "all-1g"}, {"devices": [1], "layout": "all-2g"}], "is claimed by gpus[0]"),
-        ([{"profile": "1g.10gb", "compute_instances": [2]}], None, "compute-instance split 2c does not fit"),
+        (
+            None,
+            [{"layout": "all-1g"}, {"devices": [1], "layout": "all-2g"}],
+            "is claimed by gpus[0]",
+        ),
+        (
+            [{"profile": "1g.10gb", "compute_instances": [2]}],
+            None,
+            "compute-instance split 2c does not fit",
+        ),
     ],
 )
-def test_bad_input_changes_nothing(sim: Open, state_path: str, layout: Any, gpus: Any, expected: str) -> None:
+def test_bad_input_changes_nothing(
+    sim: Open, state_path: str, layout: Any, gpus: Any, expected: str
+) -> None:
     backend = sim("2xH100-SXM5-80GB")
     apply(backend, "all-balanced")
     before = Path(state_path).read_bytes()
@@ -395,7 +438,9 @@ def test_errors_of_identical_gpus_are_reported_once(sim: Open) -> None:
     backend = sim("4xH100-SXM5-80GB")
     with pytest.raises(LayoutError) as info:
         apply(backend, "3x3g.40gb")
-    assert str(info.value).startswith("GPUs 0, 1, 2, 3 (H100-SXM5-80GB): layout: layout does not fit")
+    assert str(info.value).startswith(
+        "GPUs 0, 1, 2, 3 (H100-SXM5-80GB): layout: layout does not fit"
+    )
 
 
 # ---------------------------------------------------------------------- busy and drain
@@ -418,7 +463,10 @@ def test_busy_gpu_is_refused_naming_the_processes(sim: Open, state_path: str, sl
         apply(backend, "all-balanced")
 
     message = str(info.value)
-    assert f"pid {worker.pid} (mlperf-harness) on GPU 1 GPU instance 12, compute instance 0, {uuid}" in message
+    assert (
+        f"pid {worker.pid} (mlperf-harness) on GPU 1 GPU instance 12, compute instance 0, {uuid}"
+        in message
+    )
     assert "nothing was changed" in message and "drain: true" in message
     assert info.value.result["busy"][0]["pid"] == worker.pid
     assert Path(state_path).read_bytes() == before  # not even GPU 0 was changed
@@ -452,7 +500,9 @@ def test_drain_terminates_then_kills(sim: Open, state_path: str, sleepers) -> No
     assert [d["profile"] for d in result["mig_devices"]] == ["7g.80gb"]
 
 
-def test_drain_that_cannot_end_a_process_fails_before_any_change(sim: Open, state_path: str, sleepers) -> None:
+def test_drain_that_cannot_end_a_process_fails_before_any_change(
+    sim: Open, state_path: str, sleepers
+) -> None:
     backend = sim("1xH100-SXM5-80GB")
     apply(backend, "all-1g")
     worker = sleepers()
@@ -467,7 +517,10 @@ def test_drain_that_cannot_end_a_process_fails_before_any_change(sim: Open, stat
     mig = HostMig(backend, sleep=lambda _s: None, clock=clock, kill=lambda _pid, _sig: None)
     with pytest.raises(MigApplyError) as info:
         run_host(backend, parse_gpu_entries("all-7g"), drain=True, drain_timeout=3, mig=mig)
-    assert f"drain failed: still on the GPU after SIGTERM, 3s of grace and SIGKILL: pid {worker.pid} (immortal)" in str(info.value)
+    assert (
+        f"drain failed: still on the GPU after SIGTERM, 3s of grace and SIGKILL: pid {worker.pid} (immortal)"
+        in str(info.value)
+    )
     assert Path(state_path).read_bytes() == before
 
 
@@ -482,7 +535,9 @@ def test_check_mode_reports_what_would_be_drained(sim: Open, state_path: str, sl
 
 
 # ------------------------------------------------------------------------ mode changes
-def test_hopper_mode_change_is_direct_and_ampere_resets_only_that_gpu(sim: Open, state_path: str) -> None:
+def test_hopper_mode_change_is_direct_and_ampere_resets_only_that_gpu(
+    sim: Open, state_path: str
+) -> None:
     backend = sim("1xH100-SXM5-80GB,2xA100-SXM4-40GB")
     apply(backend, gpus=[{"devices": [2], "layout": "all-3g"}])
     before = gpus_json(state_path)
@@ -509,7 +564,9 @@ def test_ampere_pending_mode_is_completed_with_a_reset(sim: Open, state_path: st
     assert [(g["mig_current"], g["mig_pending"]) for g in gpus_json(state_path)] == [(0, 0), (1, 1)]
 
 
-def test_disable_on_ampere_resets_and_cancelling_a_pending_change_does_not(sim: Open, state_path: str) -> None:
+def test_disable_on_ampere_resets_and_cancelling_a_pending_change_does_not(
+    sim: Open, state_path: str
+) -> None:
     backend = sim("2xA100-SXM4-40GB")
     apply(backend, "all-1g")
     result = apply(backend, "all-disabled")
@@ -526,8 +583,10 @@ def test_disable_on_ampere_resets_and_cancelling_a_pending_change_does_not(sim: 
 
 
 def test_reset_impossible_reports_reboot_required(sim: Open, state_path: str) -> None:
-    spec = [{"model": "A100-SXM4-80GB", "count": 2, "reset_supported": False},
-            {"model": "H100-SXM5-80GB", "count": 1}]
+    spec = [
+        {"model": "A100-SXM4-80GB", "count": 2, "reset_supported": False},
+        {"model": "H100-SXM5-80GB", "count": 1},
+    ]
     backend = sim(spec)
 
     result = apply(backend, "all-1g")
@@ -552,13 +611,17 @@ def test_nvml_failure_midway_restores_the_previous_layout(sim: Open, state_path:
     backend = sim("2xH100-SXM5-80GB")
     apply(backend, "all-1g")
     before = gpus_json(state_path)
-    inject_fault(state_path, "nvmlDeviceCreateGpuInstanceWithPlacement", pynvml.NVML_ERROR_UNKNOWN, skip=2)
+    inject_fault(
+        state_path, "nvmlDeviceCreateGpuInstanceWithPlacement", pynvml.NVML_ERROR_UNKNOWN, skip=2
+    )
 
     with pytest.raises(MigApplyError) as info:
         apply(backend, gpus=[{"devices": [0], "layout": "all-2g"}])
 
     message = str(info.value)
-    assert message.startswith("changing GPU 0 (H100-SXM5-80GB, 00000000:1B:00.0) failed: Unknown Error (NVML error 999)")
+    assert message.startswith(
+        "changing GPU 0 (H100-SXM5-80GB, 00000000:1B:00.0) failed: Unknown Error (NVML error 999)"
+    )
     assert "last completed step: created 2g.20gb@2 (GPU instance 4)" in message
     assert "Its previous layout was restored" in message
     assert info.value.result["rollback"]["outcome"] == "restored"
@@ -573,8 +636,12 @@ def test_failure_in_compute_instance_creation_rolls_back(sim: Open, state_path: 
     backend = sim("1xH100-SXM5-80GB")
     apply(backend, "all-3g")
     before = layout_of(gpus_json(state_path)[0])
-    inject_fault(state_path, "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
-                 pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES, skip=1)
+    inject_fault(
+        state_path,
+        "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+        pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES,
+        skip=1,
+    )
     with pytest.raises(MigApplyError, match="Insufficient Resources"):
         apply(backend, "all-balanced")
     assert layout_of(gpus_json(state_path)[0]) == before
@@ -583,8 +650,13 @@ def test_failure_in_compute_instance_creation_rolls_back(sim: Open, state_path: 
 def test_failed_rollback_leaves_the_gpu_cleanly_empty(sim: Open, state_path: str) -> None:
     backend = sim("1xH100-SXM5-80GB")
     apply(backend, "all-2g")
-    inject_fault(state_path, "nvmlDeviceCreateGpuInstanceWithPlacement", pynvml.NVML_ERROR_UNKNOWN,
-                 skip=1, times=5)
+    inject_fault(
+        state_path,
+        "nvmlDeviceCreateGpuInstanceWithPlacement",
+        pynvml.NVML_ERROR_UNKNOWN,
+        skip=1,
+        times=5,
+    )
     with pytest.raises(MigApplyError) as info:
         apply(backend, "all-1g")
     assert info.value.result["rollback"]["outcome"] == "emptied"

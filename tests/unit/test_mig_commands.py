@@ -11,16 +11,12 @@ profile ids and placements (H100 80GB: 1g.10gb 19, 2g.20gb 14, 3g.40gb 9, 7g.80g
 
 from __future__ import annotations
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
-    A30_24GB,
-    H100_SXM5_80GB,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_commands import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_commands import (
     nvidia_smi_commands,
     plan_text,
     planned_slices,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     CurrentGpu,
     CurrentInstance,
     GpuIdentity,
@@ -28,6 +24,10 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     geometry_from_model,
     parse_gpu_entries,
     plan_gpu,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
+    A30_24GB,
+    H100_SXM5_80GB,
 )
 
 H100 = geometry_from_model(H100_SXM5_80GB)

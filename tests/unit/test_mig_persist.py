@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import run_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_clients import parse_clients
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_persist import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_clients import parse_clients
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist import (
     UNIT_NAME,
     BootPaths,
     PersistError,
@@ -36,7 +35,8 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_persist impor
     remove,
     selected_label,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 
 LAYOUT = ["3g.40gb@4", "2g.20gb@0", "1g.10gb@3"]  # 1g at 3, not where the planner would put it
 
@@ -61,12 +61,23 @@ class Systemctl:
 
 def _params(tmp_path: Path, state_path: str, **kwargs: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "backend": "sim", "sim_state": state_path, "sim_gpus": "2xH100-SXM5-80GB",
-        "layout": None, "gpus": [{"devices": [0], "layout": LAYOUT}], "mig_parted_config": None,
-        "mig_parted_config_file": None, "mig_parted_label": None, "placement_match": "exact",
-        "hooks": None, "hooks_file": None, "hooks_timeout": 300, "boot_persistence": "present",
-        "boot_config_dir": str(tmp_path / "etc"), "boot_runtime_dir": str(tmp_path / "rt"),
-        "boot_unit_dir": str(tmp_path / "units"), "boot_after": None,
+        "backend": "sim",
+        "sim_state": state_path,
+        "sim_gpus": "2xH100-SXM5-80GB",
+        "layout": None,
+        "gpus": [{"devices": [0], "layout": LAYOUT}],
+        "mig_parted_config": None,
+        "mig_parted_config_file": None,
+        "mig_parted_label": None,
+        "placement_match": "exact",
+        "hooks": None,
+        "hooks_file": None,
+        "hooks_timeout": 300,
+        "boot_persistence": "present",
+        "boot_config_dir": str(tmp_path / "etc"),
+        "boot_runtime_dir": str(tmp_path / "rt"),
+        "boot_unit_dir": str(tmp_path / "units"),
+        "boot_after": None,
     }
     params.update(kwargs)
     return params
@@ -78,8 +89,10 @@ def _gpus(state_path: str) -> list[dict[str, Any]]:
 
 
 def _layout(state_path: str) -> list[list[tuple[int, int, int]]]:
-    return [sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"])
-            for g in _gpus(state_path)]
+    return [
+        sorted((gi["profile_id"], gi["start"], gi["id"]) for gi in g["gpu_instances"])
+        for g in _gpus(state_path)
+    ]
 
 
 def _applied(params: dict[str, Any]) -> dict[str, Any]:
@@ -92,57 +105,118 @@ def _applied(params: dict[str, Any]) -> dict[str, Any]:
 
 def _entry(paths: BootPaths, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the installed entry as the unit's ExecStart does: bare environment, another cwd."""
-    return subprocess.run([sys.executable, paths.entry, *args], capture_output=True, text=True,
-                          cwd=cwd, env={"PATH": "/usr/bin:/bin"}, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, paths.entry, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=120,
+        check=False,
+    )
 
 
 def test_labels_follow_mig_parted_selected_config(tmp_path: Path, state_path: str) -> None:
     assert selected_label({"layout": "all-balanced"}) == "all-balanced"
     assert selected_label({"layout": ["1g.10gb"]}) == "heteromig"
     assert selected_label({"mig_parted_label": "custom", "mig_parted_config": {}}) == "custom"
-    assert selected_label({"mig_parted_config": {"version": "v1", "mig-configs": {"only": []}}}) == "only"
+    assert (
+        selected_label({"mig_parted_config": {"version": "v1", "mig-configs": {"only": []}}})
+        == "only"
+    )
 
 
 def test_the_mig_parted_copy_is_v1_yaml() -> None:
-    config = {"version": "v1", "mig-configs": {"current": [
-        {"devices": [0], "mig-enabled": True, "mig-devices": {"1g.10gb": 1, "2g.20gb": 1, "3g.40gb": 1}},
-        {"devices": [1], "mig-enabled": False},
-        {"devices": [2], "mig-enabled": True, "mig-devices": {}}]}}
+    config = {
+        "version": "v1",
+        "mig-configs": {
+            "current": [
+                {
+                    "devices": [0],
+                    "mig-enabled": True,
+                    "mig-devices": {"1g.10gb": 1, "2g.20gb": 1, "3g.40gb": 1},
+                },
+                {"devices": [1], "mig-enabled": False},
+                {"devices": [2], "mig-enabled": True, "mig-devices": {}},
+            ]
+        },
+    }
     loaded = yaml.safe_load(mig_parted_yaml(config, "all-balanced"))
-    assert loaded == {"version": "v1", "mig-configs": {"all-balanced": [
-        {"devices": [0], "mig-enabled": True, "mig-devices": {"1g.10gb": 1, "2g.20gb": 1, "3g.40gb": 1}},
-        {"devices": [1], "mig-enabled": False},
-        {"devices": [2], "mig-enabled": True, "mig-devices": {}}]}}
-    assert yaml.safe_load(mig_parted_yaml({"version": "v1", "mig-configs": {"current": [
-        {"devices": "all", "mig-enabled": False}]}}, "true"))["mig-configs"] == {
-        "true": [{"devices": "all", "mig-enabled": False}]}
+    assert loaded == {
+        "version": "v1",
+        "mig-configs": {
+            "all-balanced": [
+                {
+                    "devices": [0],
+                    "mig-enabled": True,
+                    "mig-devices": {"1g.10gb": 1, "2g.20gb": 1, "3g.40gb": 1},
+                },
+                {"devices": [1], "mig-enabled": False},
+                {"devices": [2], "mig-enabled": True, "mig-devices": {}},
+            ]
+        },
+    }
+    assert yaml.safe_load(
+        mig_parted_yaml(
+            {
+                "version": "v1",
+                "mig-configs": {"current": [{"devices": "all", "mig-enabled": False}]},
+            },
+            "true",
+        )
+    )["mig-configs"] == {"true": [{"devices": "all", "mig-enabled": False}]}
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_accepts_the_unit(tmp_path: Path, state_path: str) -> None:
     params = _params(tmp_path, state_path)
-    paths = BootPaths(params["boot_config_dir"], params["boot_runtime_dir"], params["boot_unit_dir"])
+    paths = BootPaths(
+        params["boot_config_dir"], params["boot_runtime_dir"], params["boot_unit_dir"]
+    )
     result = _applied(params)
-    clients = parse_clients([{"unit": "kubelet"}, {"unit": "nvidia-persistenced", "needed_for": "reset"},
-                             {"name": "cmd", "stop": ["/bin/true"], "start": ["/bin/true"]}])
+    clients = parse_clients(
+        [
+            {"unit": "kubelet"},
+            {"unit": "nvidia-persistenced", "needed_for": "reset"},
+            {"name": "cmd", "stop": ["/bin/true"], "start": ["/bin/true"]},
+        ]
+    )
     after = ["systemd-modules-load.service", "nvidia-persistenced.service"]
     assert before_units(clients, after) == ["kubelet.service"]
-    desired = desired_files(params, result["mig_parted_config"], paths, sys.executable,
-                            before_units(clients, after), after)
+    desired = desired_files(
+        params,
+        result["mig_parted_config"],
+        paths,
+        sys.executable,
+        before_units(clients, after),
+        after,
+    )
     install(desired, Systemctl(paths.unit_dir), "/bin/systemctl")
-    verify = subprocess.run(["systemd-analyze", "verify", paths.unit], capture_output=True, text=True,
-                            check=False, timeout=60)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", paths.unit],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
     unit = Path(paths.unit).read_text()
     assert "\nAfter=systemd-modules-load.service nvidia-persistenced.service\n" in unit
     assert "\nBefore=kubelet.service\n" in unit
-    assert f"\nExecStart={sys.executable} {paths.entry} apply --config {paths.layout} --wait-driver 120\n" in unit
+    assert (
+        f"\nExecStart={sys.executable} {paths.entry} apply --config {paths.layout} --wait-driver 120\n"
+        in unit
+    )
     assert "\nType=oneshot\n" in unit and "\nWantedBy=multi-user.target\n" in unit
 
 
-def test_install_writes_what_differs_and_remove_takes_everything(tmp_path: Path, state_path: str) -> None:
+def test_install_writes_what_differs_and_remove_takes_everything(
+    tmp_path: Path, state_path: str
+) -> None:
     params = _params(tmp_path, state_path)
-    paths = BootPaths(params["boot_config_dir"], params["boot_runtime_dir"], params["boot_unit_dir"])
+    paths = BootPaths(
+        params["boot_config_dir"], params["boot_runtime_dir"], params["boot_unit_dir"]
+    )
     result = _applied(params)
     systemctl = Systemctl(paths.unit_dir)
     step = persistence_step(params, result, [], True, systemctl, "/bin/systemctl", sys.executable)
@@ -155,13 +229,21 @@ def test_install_writes_what_differs_and_remove_takes_everything(tmp_path: Path,
     assert len(systemctl.calls) == 2
     # another layout: layout.json and config.yaml differ, the unit does not (no daemon-reload)
     other = dict(params, gpus=[{"devices": "all", "layout": "all-2g"}])
-    desired = desired_files(other, _applied(other)["mig_parted_config"], paths, sys.executable, [],
-                            ["systemd-modules-load.service"])
+    desired = desired_files(
+        other,
+        _applied(other)["mig_parted_config"],
+        paths,
+        sys.executable,
+        [],
+        ["systemd-modules-load.service"],
+    )
     assert sorted(differing(desired)) == sorted([paths.layout, paths.config, paths.unit])
     # absent: disabled, every file gone, directories that only held ours removed
     removed = remove(paths, systemctl, "/bin/systemctl")
     assert systemctl.calls[-2:] == [["disable", UNIT_NAME], ["daemon-reload"]]
-    assert sorted(removed) == sorted([paths.unit, paths.layout, paths.config, paths.entry, paths.lib])
+    assert sorted(removed) == sorted(
+        [paths.unit, paths.layout, paths.config, paths.entry, paths.lib]
+    )
     assert not os.path.lexists(paths.wants_link)
     assert not Path(paths.config_dir).exists() and not Path(paths.runtime_dir).exists()
     assert remove(paths, systemctl, "/bin/systemctl") == []
@@ -169,30 +251,66 @@ def test_install_writes_what_differs_and_remove_takes_everything(tmp_path: Path,
 
 def test_without_systemctl_persistence_is_refused(tmp_path: Path, state_path: str) -> None:
     params = _params(tmp_path, state_path)
-    with pytest.raises(PersistError, match="needs systemd, but systemctl is not on this host's PATH"):
-        persistence_step(params, {"mig_parted_config": {}}, [], True, Systemctl(""), None, sys.executable)
+    with pytest.raises(
+        PersistError, match="needs systemd, but systemctl is not on this host's PATH"
+    ):
+        persistence_step(
+            params, {"mig_parted_config": {}}, [], True, Systemctl(""), None, sys.executable
+        )
     assert not (tmp_path / "etc").exists() and not (tmp_path / "units").exists()
 
 
-def test_the_boot_entry_brings_the_layout_back_after_a_reboot(tmp_path: Path, state_path: str) -> None:
+def test_the_boot_entry_brings_the_layout_back_after_a_reboot(
+    tmp_path: Path, state_path: str
+) -> None:
     log = tmp_path / "hooks.log"
-    hooks = {"version": "v1", "hooks": {
-        "apply-start": [{"command": "/bin/sh", "args": ["-c", f"echo start $MIG_PARTED_SELECTED_CONFIG >> {log}"]}],
-        "apply-exit": [{"command": "/bin/sh", "args": ["-c", f"echo exit $HETEROMIG_MIG_EXIT_STATUS >> {log}"]}]}}
+    hooks = {
+        "version": "v1",
+        "hooks": {
+            "apply-start": [
+                {
+                    "command": "/bin/sh",
+                    "args": ["-c", f"echo start $MIG_PARTED_SELECTED_CONFIG >> {log}"],
+                }
+            ],
+            "apply-exit": [
+                {
+                    "command": "/bin/sh",
+                    "args": ["-c", f"echo exit $HETEROMIG_MIG_EXIT_STATUS >> {log}"],
+                }
+            ],
+        },
+    }
     params = _params(tmp_path, state_path, hooks=hooks)
-    paths = BootPaths(params["boot_config_dir"], params["boot_runtime_dir"], params["boot_unit_dir"])
+    paths = BootPaths(
+        params["boot_config_dir"], params["boot_runtime_dir"], params["boot_unit_dir"]
+    )
     result = _applied(params)
     wanted = _layout(state_path)
     # GPU-instance ids follow the placement (1g: 7..13 at starts 0..6, as on a real H100)
     assert wanted[0] == [(9, 4, 2), (14, 0, 3), (19, 3, 10)] and wanted[1] == []
-    persistence_step(params, result, [], True, Systemctl(paths.unit_dir), "/bin/systemctl", sys.executable)
+    persistence_step(
+        params, result, [], True, Systemctl(paths.unit_dir), "/bin/systemctl", sys.executable
+    )
 
     # the code the entry runs is its own copy, not this checkout's
-    probe = subprocess.run([sys.executable, "-c", (
-        "import sys; sys.path.insert(0, %r); "
-        "from ansible_collections.heteromig.fleet.plugins.module_utils import _mig_boot; "
-        "print(_mig_boot.__file__)") % paths.lib], capture_output=True, text=True, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin"}, check=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; sys.path.insert(0, %r); "
+                "from ansible_collections.heteromig.fleet.plugins.module_utils.mig import _mig_boot; "
+                "print(_mig_boot.__file__)"
+            )
+            % paths.lib,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     assert probe.stdout.strip().startswith(paths.lib + "/")
 
     assert _entry(paths, "status", "--config", paths.layout, cwd=tmp_path).returncode == 0
@@ -223,7 +341,7 @@ def test_the_boot_entry_refuses_a_config_it_cannot_use(tmp_path: Path) -> None:
     bad = tmp_path / "layout.json"
     bad.write_text(json.dumps({"format": "something-else"}))
     (tmp_path / "rt").mkdir()
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_persist import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist import (
         entry_text,
         read_shipped,
         runtime_files,
@@ -235,7 +353,9 @@ def test_the_boot_entry_refuses_a_config_it_cannot_use(tmp_path: Path) -> None:
         Path(path).write_bytes(content)
     done = _entry(paths, "apply", "--config", str(bad), cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"heteromig-mig-boot: {bad} is not a heteromig boot layout " \
+    assert (
+        done.stderr.strip() == f"heteromig-mig-boot: {bad} is not a heteromig boot layout "
         "(format heteromig.mig-boot, version 1)"
+    )
     missing = _entry(paths, "status", "--config", str(tmp_path / "none.json"), cwd=tmp_path)
     assert missing.returncode == 2 and "cannot read" in missing.stderr

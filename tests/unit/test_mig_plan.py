@@ -1,18 +1,11 @@
-"""Pure planning (plugins/module_utils/_mig_plan.py): layouts, named layouts, selectors,
+"""Pure planning (plugins/module_utils/mig/_mig_plan.py): layouts, named layouts, selectors,
 precise errors, idempotency matching and the mig-parted format. No NVML, no Ansible."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
-    A30_24GB,
-    A100_SXM4_40GB,
-    H100_SXM5_80GB,
-    MODELS,
-    find_model,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     DISABLED,
     CurrentGpu,
     CurrentInstance,
@@ -34,6 +27,13 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     plan_gpu,
     plan_layout,
     resolve_layout,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
+    A30_24GB,
+    A100_SXM4_40GB,
+    H100_SXM5_80GB,
+    MODELS,
+    find_model,
 )
 
 H100 = geometry_from_model(H100_SXM5_80GB)
@@ -58,7 +58,9 @@ def test_layout_forms_are_equivalent() -> None:
     as_text = parse_layout("3g.40gb, 2x1g.10gb, 2g.20gb")
     assert as_list == as_text
     assert [i.profile for i in as_list.instances] == ["3g.40gb", "1g.10gb", "1g.10gb", "2g.20gb"]
-    assert parse_layout({"mig_enabled": True, "instances": ["1g.10gb"]}) == parse_layout(["1g.10gb"])
+    assert parse_layout({"mig_enabled": True, "instances": ["1g.10gb"]}) == parse_layout(
+        ["1g.10gb"]
+    )
     for disabled in ("all-disabled", "disabled", False, {"mig_enabled": False}, "DISABLED"):
         assert parse_layout(disabled) == DISABLED
     assert parse_layout([]) == LayoutSpec(mig_enabled=True)
@@ -68,11 +70,13 @@ def test_layout_forms_are_equivalent() -> None:
 
 
 def test_explicit_placement_and_compute_split_forms() -> None:
-    spec = parse_layout([
-        "3g.40gb@4",
-        {"profile": "2g.20gb", "placement": 0, "compute_instances": ["1c", "1c.2g.20gb"]},
-        {"profile": "1g.10gb", "count": 2},
-    ])
+    spec = parse_layout(
+        [
+            "3g.40gb@4",
+            {"profile": "2g.20gb", "placement": 0, "compute_instances": ["1c", "1c.2g.20gb"]},
+            {"profile": "1g.10gb", "count": 2},
+        ]
+    )
     assert spec.instances == (
         InstanceSpec("3g.40gb", 4),
         InstanceSpec("2g.20gb", 0, (1, 1)),
@@ -80,7 +84,10 @@ def test_explicit_placement_and_compute_split_forms() -> None:
         InstanceSpec("1g.10gb"),
     )
     assert placed(["3g.40gb@4", "2g.20gb@0", "1g.10gb", "1g.10gb"]) == [
-        ("2g.20gb", 0), ("1g.10gb", 2), ("1g.10gb", 3), ("3g.40gb", 4)
+        ("2g.20gb", 0),
+        ("1g.10gb", 2),
+        ("1g.10gb", 3),
+        ("3g.40gb", 4),
     ]
 
 
@@ -94,12 +101,18 @@ def test_explicit_placement_and_compute_split_forms() -> None:
         ([{"profile": "3g.40gb", "placement": -1}], "placement must be a whole number >= 0"),
         ([{"profile": "3g.40gb", "count": 0}], "count must be a whole number >= 1"),
         ([{"profile": "3g.40gb", "compute_instances": []}], "non-empty list of compute-instance"),
-        ([{"profile": "3g.40gb", "compute_instances": ["1c.2g.20gb"]}], "belongs to GPU-instance profile 2g.20gb"),
+        (
+            [{"profile": "3g.40gb", "compute_instances": ["1c.2g.20gb"]}],
+            "belongs to GPU-instance profile 2g.20gb",
+        ),
         (["1c.3g.40gb"], "names a compute instance"),
         ("all-bogus", "unknown named layout 'all-bogus'"),
         (True, "true is not a layout"),
         (42, "must be a named layout, a list of profiles or a mapping"),
-        ({"mig_enabled": False, "instances": ["1g.10gb"]}, "instances are given but mig_enabled is false"),
+        (
+            {"mig_enabled": False, "instances": ["1g.10gb"]},
+            "instances are given but mig_enabled is false",
+        ),
         (None, "layout is missing"),
     ],
 )
@@ -123,7 +136,9 @@ def test_named_layouts_resolve_and_fit_on_every_model(model) -> None:
     for name in ("all-enabled", "all-1g", "all-2g", "all-4g", "all-max", "all-balanced"):
         _desired, instances = plan_layout(parse_layout(name), geometry)
         assert sum(p.profile.slice_count for p in instances) <= model.compute_slices
-    balanced = sorted(p.profile.slice_count for p in plan_layout(parse_layout("all-balanced"), geometry)[1])
+    balanced = sorted(
+        p.profile.slice_count for p in plan_layout(parse_layout("all-balanced"), geometry)[1]
+    )
     assert balanced == ([1, 1, 2, 3] if seven else [1, 1, 2])  # mig-parted's all-balanced
     maximum = plan_layout(parse_layout("all-max"), geometry)[1]
     assert [p.profile.slice_count for p in maximum] == [model.compute_slices]
@@ -152,13 +167,17 @@ def test_unknown_profile() -> None:
 
 
 def test_too_many_instances_of_a_profile() -> None:
-    assert "3 x 3g.40gb requested, but the GPU holds at most 2 instances of 3g.40gb" in error("3x3g.40gb")
+    assert "3 x 3g.40gb requested, but the GPU holds at most 2 instances of 3g.40gb" in error(
+        "3x3g.40gb"
+    )
     assert "at most 1 instance of 1g.10gb+me" in error("2x1g.10gb+me")
 
 
 def test_too_many_compute_slices() -> None:
     message = error("4g.40gb, 3g.40gb, 1g.10gb")
-    assert "need 8 compute slices (4g.40gb = 4 + 3g.40gb = 3 + 1g.10gb = 1), the GPU has 7" in message
+    assert (
+        "need 8 compute slices (4g.40gb = 4 + 3g.40gb = 3 + 1g.10gb = 1), the GPU has 7" in message
+    )
 
 
 def test_too_many_memory_slices() -> None:
@@ -176,8 +195,10 @@ def test_placements_that_cannot_be_combined() -> None:
 
 
 def test_invalid_and_overlapping_explicit_placements() -> None:
-    assert ("placement 1 is not valid for 3g.40gb on H100-SXM5-80GB: it can start at 0, 4 "
-            "(4 memory slices each)") in error("3g.40gb@1")
+    assert (
+        "placement 1 is not valid for 3g.40gb on H100-SXM5-80GB: it can start at 0, 4 "
+        "(4 memory slices each)"
+    ) in error("3g.40gb@1")
     assert "placement 7 is not valid for 1g.10gb" in error("1g.10gb@7")
     message = error("3g.40gb@0, 2g.20gb@2")
     assert "explicit placements overlap" in message
@@ -204,20 +225,43 @@ def test_uneven_layout_is_placed_where_every_instance_fits() -> None:
     # creating 3g, 2g, 1g, 1g at the lowest free start (NVML without placement) fails at the
     # last 1g; the planner puts the 3g at the top half
     assert placed("3g.40gb, 2g.20gb, 1g.10gb, 1g.10gb") == [
-        ("2g.20gb", 0), ("1g.10gb", 2), ("1g.10gb", 3), ("3g.40gb", 4)
+        ("2g.20gb", 0),
+        ("1g.10gb", 2),
+        ("1g.10gb", 3),
+        ("3g.40gb", 4),
     ]
     # the order of the list never matters
-    assert placed("1g.10gb, 3g.40gb, 1g.10gb, 2g.20gb") == placed("3g.40gb, 2g.20gb, 1g.10gb, 1g.10gb")
+    assert placed("1g.10gb, 3g.40gb, 1g.10gb, 2g.20gb") == placed(
+        "3g.40gb, 2g.20gb, 1g.10gb, 1g.10gb"
+    )
 
 
 # ------------------------------------------------------------------------------ selectors
 GPUS = [
-    GpuIdentity(0, "GPU-aaaaaaaa-0000-0000-0000-000000000000", "00000000:1B:00.0",
-                "NVIDIA H100 80GB HBM3", "H100-SXM5-80GB", 0x233010DE),
-    GpuIdentity(1, "GPU-bbbbbbbb-0000-0000-0000-000000000000", "00000000:43:00.0",
-                "NVIDIA H100 80GB HBM3", "H100-SXM5-80GB", 0x233010DE),
-    GpuIdentity(2, "GPU-cccccccc-0000-0000-0000-000000000000", "00000000:52:00.0",
-                "NVIDIA A30", "A30-24GB", 0x20B710DE),
+    GpuIdentity(
+        0,
+        "GPU-aaaaaaaa-0000-0000-0000-000000000000",
+        "00000000:1B:00.0",
+        "NVIDIA H100 80GB HBM3",
+        "H100-SXM5-80GB",
+        0x233010DE,
+    ),
+    GpuIdentity(
+        1,
+        "GPU-bbbbbbbb-0000-0000-0000-000000000000",
+        "00000000:43:00.0",
+        "NVIDIA H100 80GB HBM3",
+        "H100-SXM5-80GB",
+        0x233010DE,
+    ),
+    GpuIdentity(
+        2,
+        "GPU-cccccccc-0000-0000-0000-000000000000",
+        "00000000:52:00.0",
+        "NVIDIA A30",
+        "A30-24GB",
+        0x20B710DE,
+    ),
 ]
 
 
@@ -239,14 +283,19 @@ def test_selector_kinds() -> None:
 
 
 def test_different_layouts_per_gpu() -> None:
-    entries = parse_gpu_entries(gpus=[
-        {"devices": [0], "layout": "all-balanced"},
-        {"devices": "GPU-bbbbbbbb-0000-0000-0000-000000000000", "layout": "all-1g"},
-        {"devices": "all", "model": "A30", "layout": "all-disabled"},
-    ])
+    entries = parse_gpu_entries(
+        gpus=[
+            {"devices": [0], "layout": "all-balanced"},
+            {"devices": "GPU-bbbbbbbb-0000-0000-0000-000000000000", "layout": "all-1g"},
+            {"devices": "all", "model": "A30", "layout": "all-disabled"},
+        ]
+    )
     assigned = assign_layouts(entries, GPUS)
     assert {i: e.layout.named for i, e in assigned.items()} == {
-        0: "all-balanced", 1: "all-1g", 2: "all-disabled"}
+        0: "all-balanced",
+        1: "all-1g",
+        2: "all-disabled",
+    }
 
 
 def test_selector_matching_no_gpu() -> None:
@@ -263,15 +312,20 @@ def test_selector_matching_no_gpu() -> None:
 
 
 def test_two_selectors_claiming_one_gpu() -> None:
-    entries = parse_gpu_entries(gpus=[
-        {"devices": "all", "layout": "all-1g"},
-        {"devices": ["00000000:43:00.0"], "layout": "all-balanced"},
-    ])
+    entries = parse_gpu_entries(
+        gpus=[
+            {"devices": "all", "layout": "all-1g"},
+            {"devices": ["00000000:43:00.0"], "layout": "all-balanced"},
+        ]
+    )
     with pytest.raises(LayoutError) as info:
         assign_layouts(entries, GPUS)
     message = str(info.value)
-    assert "GPU 1 (H100-SXM5-80GB, 00000000:43:00.0) is claimed by gpus[0] (devices: all) with " \
-           "layout all-1g and by gpus[1] (devices: [00000000:43:00.0]) with layout all-balanced" in message
+    assert (
+        "GPU 1 (H100-SXM5-80GB, 00000000:43:00.0) is claimed by gpus[0] (devices: all) with "
+        "layout all-1g and by gpus[1] (devices: [00000000:43:00.0]) with layout all-balanced"
+        in message
+    )
     # the same layout twice is no conflict
     same = parse_gpu_entries(gpus=[{"layout": "all-1g"}, {"devices": [1], "layout": "all-1g"}])
     assert sorted(assign_layouts(same, GPUS)) == [0, 1, 2]
@@ -294,8 +348,17 @@ def _current(instances: list[tuple[str, int]], geometry=H100, enabled=True) -> C
     for name, start in instances:
         profile = geometry.profile(name)
         assert profile is not None
-        result.append(CurrentInstance(start, profile.id, profile.name, start, profile.size,
-                                      ((0, profile.slice_count),), (0,)))
+        result.append(
+            CurrentInstance(
+                start,
+                profile.id,
+                profile.name,
+                start,
+                profile.size,
+                ((0, profile.slice_count),),
+                (0,),
+            )
+        )
     return CurrentGpu(_identity(), enabled, enabled, tuple(result))
 
 
@@ -323,9 +386,13 @@ def test_plan_keeps_what_already_sits_at_the_planned_placement() -> None:
     assert plan.changed and plan.set_mode is None and not plan.mode_change
     assert sorted(i.start for i in plan.keep) == [2, 3]
     assert sorted(i.start for i in plan.destroy) == [0, 1, 4, 5, 6]
-    assert sorted((c.profile.name, c.start) for c in plan.create) == [("2g.20gb", 0), ("3g.40gb", 4)]
-    again = plan_gpu(_current([("2g.20gb", 0), ("1g.10gb", 2), ("1g.10gb", 3), ("3g.40gb", 4)]),
-                     H100, entry)
+    assert sorted((c.profile.name, c.start) for c in plan.create) == [
+        ("2g.20gb", 0),
+        ("3g.40gb", 4),
+    ]
+    again = plan_gpu(
+        _current([("2g.20gb", 0), ("1g.10gb", 2), ("1g.10gb", 3), ("3g.40gb", 4)]), H100, entry
+    )
     assert not again.changed
 
 
@@ -345,16 +412,24 @@ def test_plan_mode_changes() -> None:
 
 def test_geometry_from_reported_profiles_equals_catalog() -> None:
     reported = [
-        {"name": p.name, "id": p.id, "index": p.index, "slice_count": p.slice_count,
-         "instance_count": p.instance_count, "memory_mib": p.memory_mib,
-         "placements": [{"start": s, "size": p.placement_size} for s in p.placement_starts]}
+        {
+            "name": p.name,
+            "id": p.id,
+            "index": p.index,
+            "slice_count": p.slice_count,
+            "instance_count": p.instance_count,
+            "memory_mib": p.memory_mib,
+            "placements": [{"start": s, "size": p.placement_size} for s in p.placement_starts],
+        }
         for p in A30_24GB.profiles
     ]
     assert geometry_from_profiles(A30_24GB.nvml_name, A30_24GB, reported) == A30
     unknown = geometry_from_profiles("NVIDIA Future GPU", None, reported)
     assert (unknown.model, unknown.compute_slices, unknown.memory_slices) == (None, 4, 4)
-    assert resolve_layout(parse_layout("all-1g"), unknown).instances == resolve_layout(
-        parse_layout("all-1g"), A30).instances
+    assert (
+        resolve_layout(parse_layout("all-1g"), unknown).instances
+        == resolve_layout(parse_layout("all-1g"), A30).instances
+    )
 
 
 # ----------------------------------------------------------------------------- mig-parted
@@ -385,8 +460,10 @@ def test_parse_mig_parted_config() -> None:
     assert [s.value for s in first.devices or ()] == [0]
     # four 1c compute instances go into as few 3g.40gb GPU instances as hold them: 3 + 1
     assert first.layout.instances == (
-        InstanceSpec("3g.40gb"), InstanceSpec("3g.40gb", None, (1, 1, 1)),
-        InstanceSpec("3g.40gb", None, (1,)))
+        InstanceSpec("3g.40gb"),
+        InstanceSpec("3g.40gb", None, (1, 1, 1)),
+        InstanceSpec("3g.40gb", None, (1,)),
+    )
     assert second.devices is None and second.models == ("0x20b710de",) and second.optional
     assigned = assign_layouts(entries, GPUS)
     assert sorted(assigned) == [0, 2]
@@ -402,25 +479,57 @@ def test_parse_mig_parted_config() -> None:
         ("version: v2\nmig-configs: {a: []}", None, "unsupported mig-parted config version 'v2'"),
         ("version: v1", None, "'mig-configs' must be a non-empty mapping"),
         ("version: v1\nmig-configs: {a: [], b: []}", None, "several labels (a, b)"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: false}]}", "b", "no label 'b'"),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: false}]}",
+            "b",
+            "no label 'b'",
+        ),
         ("version: v1\nmig-configs: {a: []}", None, "must be a non-empty list"),
-        ("version: v1\nmig-configs: {a: [{devices: all}]}", None, "missing required field 'mig-enabled'"),
-        ("version: v1\nmig-configs: {a: [{devices: some, mig-enabled: false}]}", None,
-         "'devices' must be 'all' or a list of GPU indices"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: yes please}]}", None,
-         "'mig-enabled' must be true or false"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true}]}", None,
-         "'mig-devices' is required when 'mig-enabled' is true"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: false, mig-devices: {1g.10gb: 1}}]}",
-         None, "MIG devices are listed but 'mig-enabled' is false"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true, mig-devices: {1g.10gb: -1}}]}",
-         None, "count must be a whole number >= 0"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true, mig-devices: {big: 1}}]}",
-         None, "'big' is not a MIG profile name"),
-        ("version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true, mig-devices: {}, color: 1}]}",
-         None, "unexpected field(s) color"),
-        ("version: v1\nextra: 1\nmig-configs: {a: [{devices: all, mig-enabled: false}]}", None,
-         "unexpected field(s) extra"),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all}]}",
+            None,
+            "missing required field 'mig-enabled'",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: some, mig-enabled: false}]}",
+            None,
+            "'devices' must be 'all' or a list of GPU indices",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: yes please}]}",
+            None,
+            "'mig-enabled' must be true or false",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true}]}",
+            None,
+            "'mig-devices' is required when 'mig-enabled' is true",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: false, mig-devices: {1g.10gb: 1}}]}",
+            None,
+            "MIG devices are listed but 'mig-enabled' is false",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true, mig-devices: {1g.10gb: -1}}]}",
+            None,
+            "count must be a whole number >= 0",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true, mig-devices: {big: 1}}]}",
+            None,
+            "'big' is not a MIG profile name",
+        ),
+        (
+            "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true, mig-devices: {}, color: 1}]}",
+            None,
+            "unexpected field(s) color",
+        ),
+        (
+            "version: v1\nextra: 1\nmig-configs: {a: [{devices: all, mig-enabled: false}]}",
+            None,
+            "unexpected field(s) extra",
+        ),
     ],
 )
 def test_malformed_mig_parted_configs(config: str, label: str | None, expected: str) -> None:
@@ -435,22 +544,36 @@ def test_export_mig_parted_groups_equal_gpus_and_round_trips() -> None:
     balanced = _current([("2g.20gb", 0), ("1g.10gb", 2), ("1g.10gb", 3), ("3g.40gb", 4)])
     split = CurrentGpu(
         GpuIdentity(1, "GPU-y", "00000000:43:00.0", H100_SXM5_80GB.nvml_name, H100_SXM5_80GB.key),
-        True, True,
-        (CurrentInstance(2, 9, "3g.40gb", 4, 4, ((0, 1), (1, 1), (2, 1)), (0, 1, 2)),))
+        True,
+        True,
+        (CurrentInstance(2, 9, "3g.40gb", 4, 4, ((0, 1), (1, 1), (2, 1)), (0, 1, 2)),),
+    )
     off = CurrentGpu(
         GpuIdentity(2, "GPU-z", "00000000:52:00.0", H100_SXM5_80GB.nvml_name, H100_SXM5_80GB.key),
-        False, False, ())
+        False,
+        False,
+        (),
+    )
     config = export_mig_parted([balanced, split, off], {0: h100, 1: h100, 2: h100}, "now")
     assert config == {
         "version": "v1",
-        "mig-configs": {"now": [
-            {"devices": [0], "mig-enabled": True,
-             "mig-devices": {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1}},
-            {"devices": [1], "mig-enabled": True, "mig-devices": {"1c.3g.40gb": 3}},
-            {"devices": [2], "mig-enabled": False},
-        ]},
+        "mig-configs": {
+            "now": [
+                {
+                    "devices": [0],
+                    "mig-enabled": True,
+                    "mig-devices": {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1},
+                },
+                {"devices": [1], "mig-enabled": True, "mig-devices": {"1c.3g.40gb": 3}},
+                {"devices": [2], "mig-enabled": False},
+            ]
+        },
     }
     entries = parse_mig_parted(config, "now")
-    assert [plan_layout(e.layout, h100)[1] for e in entries][1][0].compute == ((0, 1), (1, 1), (2, 1))
+    assert [plan_layout(e.layout, h100)[1] for e in entries][1][0].compute == (
+        (0, 1),
+        (1, 1),
+        (2, 1),
+    )
     same = export_mig_parted([balanced], {0: h100})
     assert same["mig-configs"]["current"][0]["devices"] == "all"

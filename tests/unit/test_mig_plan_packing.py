@@ -32,18 +32,18 @@ from real_gpu_tables import (
     noted,
 )
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
-    MODELS,
-    find_model,
-    model_for_nvml_name,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     Geometry,
     LayoutError,
     ResolvedInstance,
     geometry_from_model,
     geometry_from_profiles,
     pack_instances,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
+    MODELS,
+    find_model,
+    model_for_nvml_name,
 )
 
 Multiset = tuple[tuple[str, int], ...]

@@ -15,23 +15,32 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
-    GpuBackend,
-    open_backend,
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
+    HostMig,
+    run_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import HostMig, run_host
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import parse_gpu_entries
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_stamp import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_stamp import (
     STAMP_FORMAT,
     LayoutStamp,
     default_stamp_path,
     planner_digest,
     stamp_key,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import MigStateReader
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_state import MigStateReader
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    GpuBackend,
+    open_backend,
+)
 
-REQUEST: dict[str, Any] = {"layout": "all-1g", "placement_match": "exact", "operation": "apply",
-                           "return_mig_devices": True, "return_gpu_states": True, "stamp": True}
+REQUEST: dict[str, Any] = {
+    "layout": "all-1g",
+    "placement_match": "exact",
+    "operation": "apply",
+    "return_mig_devices": True,
+    "return_gpu_states": True,
+    "stamp": True,
+}
 
 
 @pytest.fixture
@@ -85,13 +94,17 @@ def test_store_then_lookup(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "new-dir") == ["mig_layout-stamp.json"]  # no temp file left
 
 
-@pytest.mark.parametrize("content", [
-    "{not json",
-    "[]",
-    json.dumps({"format": "something else", "version": 1, "key": "k1", "result": {}}),
-    json.dumps({"format": STAMP_FORMAT, "version": 99, "key": "k1", "result": {}}),
-    json.dumps({"format": STAMP_FORMAT, "version": 1, "key": "k1", "result": "no"}),
-], ids=["corrupt", "not a mapping", "foreign", "other version", "bad result"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[]",
+        json.dumps({"format": "something else", "version": 1, "key": "k1", "result": {}}),
+        json.dumps({"format": STAMP_FORMAT, "version": 99, "key": "k1", "result": {}}),
+        json.dumps({"format": STAMP_FORMAT, "version": 1, "key": "k1", "result": "no"}),
+    ],
+    ids=["corrupt", "not a mapping", "foreign", "other version", "bad result"],
+)
 def test_an_unusable_record_is_a_miss(tmp_path: Path, content: str) -> None:
     path = tmp_path / "mig_layout-stamp.json"
     path.write_text(content)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     read_accuracy,
     read_loadgen_dir,
 )
@@ -132,7 +132,9 @@ def test_an_unknown_model_names_the_known_ones() -> None:
     )
     with pytest.raises(PlanError, match="main benchmark bert-99 does not support the MultiStream"):
         plan(main_benchmark="bert-99", main_scenario="MultiStream")
-    with pytest.raises(PlanError, match=r"is neither a set .* nor a benchmark of harness mlcommons_mlcflow"):
+    with pytest.raises(
+        PlanError, match=r"is neither a set .* nor a benchmark of harness mlcommons_mlcflow"
+    ):
         plan(background_benchmarks="gptj-99")
 
 

@@ -22,18 +22,18 @@ from typing import Any
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BackendError,
     open_backend,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
     STATE_FORMAT,
     STATE_VERSION,
     SimulatedNvml,
     SimulatorError,
     StateFile,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     inject_fault,
     register_process,
 )
@@ -1062,15 +1062,15 @@ def test_state_file_with_invalid_utf8_is_reported_as_corrupt(tmp_path: Path) -> 
 
 READ_ONLY_RUN = """
 import sys
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import open_backend
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
 backend = open_backend("sim", sys.argv[1], "2xH100-SXM5-80GB")
 read_host(backend.nvml)
-loaded = "ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes" in sys.modules
+loaded = "ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes" in sys.modules
 print("changes loaded after reading:", loaded)
 backend.nvml.nvmlDeviceSetMigMode(backend.nvml.nvmlDeviceGetHandleByIndex(0), 1)
-loaded = "ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes" in sys.modules
+loaded = "ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes" in sys.modules
 print("changes loaded after a change:", loaded)
 """
 
@@ -1078,11 +1078,19 @@ print("changes loaded after a change:", loaded)
 def test_a_run_that_only_reads_does_not_load_the_changing_half(make_sim: SimFactory) -> None:
     nvml = make_sim("2xH100-SXM5-80GB")  # the state file exists, as on every run but the first
     collections = Path(__file__).resolve().parents[2] / "collections"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(collections)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(collections)]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
     done = subprocess.run(
         [sys.executable, "-c", READ_ONLY_RUN, nvml._file.path],
-        capture_output=True, text=True, check=False, env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
     ACCURACY_TARGETS,
     MODELS,
     REQUIRED_ACCURACY,

@@ -15,17 +15,17 @@ from typing import Any
 import pynvml
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _engine_store as store
-from ansible_collections.heteromig.fleet.plugins.module_utils import _torch_models as tm
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import SimulatedNvml
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _torch_models as tm
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
     ALL_MODELS,
     MODELS,
     check_combination,
     is_torch_model,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
 
 COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
 RESNET = tm.TORCH_MODELS["synth-resnet50"]
@@ -347,7 +347,7 @@ def test_offline_calibration_spans_thirty_batches(
 ) -> None:
     """A 300 ms calibration saw ten 33 ms batches of synth-resnet50 on the H200 and read 60-80 %
     of the rate (docs/benchmarks.md): the calibration lasts at least 30 batches."""
-    from ansible_collections.heteromig.fleet.plugins.module_utils import _loadgen_harness as h
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _loadgen_harness as h
 
     lg = FakeLoadGen()
     warm = {"samples_per_second": 13600.0, "batch_latency_ns": int(batch_ms * 1e6)}

@@ -30,7 +30,10 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_state import (
+    PLACEMENT_MATCH_MODES,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     GI_1_SLICE,
     GI_2_SLICE,
     GI_3_SLICE,
@@ -43,12 +46,15 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog impor
     find_model,
     known_model_names,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import (
-    PLACEMENT_MATCH_MODES,
-)
 
 # NVML profile index of the standard (non-"+me", single-memory) profile of N compute slices.
-_STANDARD_INDEX_BY_SLICES = {1: GI_1_SLICE, 2: GI_2_SLICE, 3: GI_3_SLICE, 4: GI_4_SLICE, 7: GI_7_SLICE}
+_STANDARD_INDEX_BY_SLICES = {
+    1: GI_1_SLICE,
+    2: GI_2_SLICE,
+    3: GI_3_SLICE,
+    4: GI_4_SLICE,
+    7: GI_7_SLICE,
+}
 
 NAMED_LAYOUTS = (
     "all-disabled",
@@ -228,7 +234,9 @@ DISABLED = LayoutSpec(mig_enabled=False, named="all-disabled")
 _PROFILE_PATTERN = r"[0-9]+g\.[0-9]+gb(?:[+.-][a-z]+)*"
 _PROFILE_RE = re.compile("^" + _PROFILE_PATTERN + "$", re.IGNORECASE)
 _TOKEN_RE = re.compile(
-    r"^(?:(?P<count>\d+)\s*[x*]\s*)?(?P<profile>" + _PROFILE_PATTERN + r")(?:\s*@\s*(?P<start>\d+))?$",
+    r"^(?:(?P<count>\d+)\s*[x*]\s*)?(?P<profile>"
+    + _PROFILE_PATTERN
+    + r")(?:\s*@\s*(?P<start>\d+))?$",
     re.IGNORECASE,
 )
 _CI_RE = re.compile(r"^(?P<slices>\d+)c(?:\.(?P<profile>.+))?$", re.IGNORECASE)
@@ -339,7 +347,9 @@ def _parse_item(item: Any, where: str) -> List[InstanceSpec]:
                 "%s: placement %d is given to %d instances; give each its own placement"
                 % (where, placement, count)
             )
-        compute = _parse_compute(item.get("compute_instances"), profile, where + ".compute_instances")
+        compute = _parse_compute(
+            item.get("compute_instances"), profile, where + ".compute_instances"
+        )
         return [InstanceSpec(profile, placement, compute)] * count
     raise LayoutError(
         "%s must be a profile name such as '3g.40gb' or a mapping with 'profile', not %s"
@@ -359,8 +369,9 @@ def parse_layout(value: Any, where: str = "layout") -> LayoutSpec:
     - a mapping ``{mig_enabled: bool, instances: [...]}``.
     """
     if value is None:
-        raise LayoutError("%s is missing: give a named layout such as all-1g or a list of profiles"
-                          % where)
+        raise LayoutError(
+            "%s is missing: give a named layout such as all-1g or a list of profiles" % where
+        )
     if isinstance(value, bool):
         if value:
             raise LayoutError(
@@ -504,8 +515,9 @@ def _resolve_named(named: str, geometry: Geometry) -> Tuple[ResolvedInstance, ..
             )
         return _filled(geometry, profile)
     if named == "all-max":
-        largest = max(geometry.profiles, key=lambda p: (p.slice_count, p.size, -p.index),
-                      default=None)
+        largest = max(
+            geometry.profiles, key=lambda p: (p.slice_count, p.size, -p.index), default=None
+        )
         if largest is None:
             raise LayoutError("%s reports no GPU-instance profiles" % geometry.label)
         return (full(largest),)
@@ -520,7 +532,8 @@ def _resolve_named(named: str, geometry: Geometry) -> Tuple[ResolvedInstance, ..
             )
         chosen = [half]
         smaller = [
-            p for p in (geometry.standard_profile(s) for s in (4, 3, 2, 1))
+            p
+            for p in (geometry.standard_profile(s) for s in (4, 3, 2, 1))
             if p is not None and p.slice_count < half.slice_count
         ]
         if smaller:
@@ -546,7 +559,9 @@ def resolve_layout(spec: LayoutSpec, geometry: Geometry) -> DesiredLayout:
         profile = geometry.profile(item.profile)
         if profile is None:
             raise _unknown_profile(item.profile, geometry)
-        resolved.append(ResolvedInstance(profile, item.placement, item.compute or (profile.slice_count,)))
+        resolved.append(
+            ResolvedInstance(profile, item.placement, item.compute or (profile.slice_count,))
+        )
     return DesiredLayout(True, tuple(resolved))
 
 
@@ -575,8 +590,15 @@ def _span(start: int, size: int) -> str:
 def _free_items(instances: Sequence[ResolvedInstance]) -> List[ResolvedInstance]:
     """Free (not explicitly placed) instances in the planner's canonical order."""
     free = [i for i in instances if i.placement is None]
-    free.sort(key=lambda i: (-i.profile.size, -i.profile.slice_count, i.profile.index,
-                             i.profile.name, tuple(-s for s in i.compute)))
+    free.sort(
+        key=lambda i: (
+            -i.profile.size,
+            -i.profile.slice_count,
+            i.profile.index,
+            i.profile.name,
+            tuple(-s for s in i.compute),
+        )
+    )
     return free
 
 
@@ -656,8 +678,13 @@ def pack_compute(profile: Profile, sizes: Sequence[int]) -> Tuple[Tuple[int, int
             raise LayoutError(
                 "compute-instance split %s does not fit %s: a %d-slice compute instance is not "
                 "offered; %s offers compute instances of %s slices"
-                % (_split_text(sizes), profile.name, size, profile.name,
-                   ", ".join(str(s) for s in offered))
+                % (
+                    _split_text(sizes),
+                    profile.name,
+                    size,
+                    profile.name,
+                    ", ".join(str(s) for s in offered),
+                )
             )
     if sum(sizes) > slices:
         raise LayoutError(
@@ -684,8 +711,8 @@ def pack_compute(profile: Profile, sizes: Sequence[int]) -> Tuple[Tuple[int, int
 
     if not place(0, 0):
         rules = "; ".join(
-            "%dc can start at compute slice %s" % (
-                size, ", ".join(str(s) for s in compute_instance_starts(slices, size)))
+            "%dc can start at compute slice %s"
+            % (size, ", ".join(str(s) for s in compute_instance_starts(slices, size)))
             for size in sorted(set(sizes), reverse=True)
         )
         raise LayoutError(
@@ -721,8 +748,14 @@ def pack_instances(
         if start not in profile.starts:
             raise LayoutError(
                 "placement %d is not valid for %s on %s: it can start at %s (%d memory slices "
-                "each)" % (start, profile.name, geometry.label,
-                           ", ".join(str(s) for s in profile.starts), profile.size)
+                "each)"
+                % (
+                    start,
+                    profile.name,
+                    geometry.label,
+                    ", ".join(str(s) for s in profile.starts),
+                    profile.size,
+                )
             )
         mask = _mask(start, profile.size)
         for bit in range(geometry.memory_slices):
@@ -731,9 +764,16 @@ def pack_instances(
                 other_start = other.placement or 0
                 raise LayoutError(
                     "explicit placements overlap: %s at %d (%s) and %s at %d (%s) share memory "
-                    "slice %d" % (
-                        profile.name, start, profile.slices_text(start), other.profile.name,
-                        other_start, other.profile.slices_text(other_start), bit)
+                    "slice %d"
+                    % (
+                        profile.name,
+                        start,
+                        profile.slices_text(start),
+                        other.profile.name,
+                        other_start,
+                        other.profile.slices_text(other_start),
+                        bit,
+                    )
                 )
         for bit in range(geometry.memory_slices):
             if mask & (1 << bit):
@@ -748,22 +788,39 @@ def pack_instances(
         if counts[item.profile.name] > limit:
             raise LayoutError(
                 "layout does not fit %s: %d x %s requested, but the GPU holds at most %d "
-                "instance%s of %s" % (geometry.label, counts[item.profile.name], item.profile.name,
-                                      limit, "" if limit == 1 else "s", item.profile.name)
+                "instance%s of %s"
+                % (
+                    geometry.label,
+                    counts[item.profile.name],
+                    item.profile.name,
+                    limit,
+                    "" if limit == 1 else "s",
+                    item.profile.name,
+                )
             )
     compute = sum(i.profile.slice_count for i in instances)
     if compute > geometry.compute_slices:
         raise LayoutError(
             "layout does not fit %s: its GPU instances need %d compute slices (%s), the GPU has "
-            "%d" % (geometry.label, compute, _sum_text(instances, lambda p: p.slice_count),
-                    geometry.compute_slices)
+            "%d"
+            % (
+                geometry.label,
+                compute,
+                _sum_text(instances, lambda p: p.slice_count),
+                geometry.compute_slices,
+            )
         )
     memory = sum(i.profile.size for i in instances)
     if memory > geometry.memory_slices:
         raise LayoutError(
             "layout does not fit %s: its GPU instances need %d memory slices (%s), the GPU has "
-            "%d" % (geometry.label, memory, _sum_text(instances, lambda p: p.size),
-                    geometry.memory_slices)
+            "%d"
+            % (
+                geometry.label,
+                memory,
+                _sum_text(instances, lambda p: p.size),
+                geometry.memory_slices,
+            )
         )
 
     free = _free_items(instances)
@@ -783,7 +840,8 @@ def _sum_text(instances: Sequence[ResolvedInstance], measure: Any) -> str:
         counts[item.profile.name] = counts.get(item.profile.name, 0) + 1
         values[item.profile.name] = measure(item.profile)
     return " + ".join(
-        "%d x %s = %d" % (counts[name], name, counts[name] * values[name]) if counts[name] > 1
+        "%d x %s = %d" % (counts[name], name, counts[name] * values[name])
+        if counts[name] > 1
         else "%s = %d" % (name, values[name])
         for name in counts
     )
@@ -797,8 +855,10 @@ def _no_fit_message(
 ) -> str:
     placed, left, final = _best_partial(free, occupied)
     placed_text = [
-        "%s at %d (%s, explicit)" % (i.profile.name, i.placement, i.profile.slices_text(i.placement))
-        for i in explicit if i.placement is not None
+        "%s at %d (%s, explicit)"
+        % (i.profile.name, i.placement, i.profile.slices_text(i.placement))
+        for i in explicit
+        if i.placement is not None
     ] + ["%s at %d (%s)" % (i.profile.name, s, i.profile.slices_text(s)) for i, s in placed]
     free_slices = [str(b) for b in range(geometry.memory_slices) if not final & (1 << b)]
     left_text = ", ".join(
@@ -808,13 +868,19 @@ def _no_fit_message(
         "layout does not fit %s: no combination of the placements it offers holds all %d GPU "
         "instances. The best arrangement places %s and leaves no valid placement for %s; free "
         "memory slices then: %s"
-        % (geometry.label, len(explicit) + len(free),
-           "; ".join(placed_text) if placed_text else "nothing", left_text,
-           ", ".join(free_slices) if free_slices else "none")
+        % (
+            geometry.label,
+            len(explicit) + len(free),
+            "; ".join(placed_text) if placed_text else "nothing",
+            left_text,
+            ", ".join(free_slices) if free_slices else "none",
+        )
     )
 
 
-def plan_layout(spec: LayoutSpec, geometry: Geometry) -> Tuple[DesiredLayout, Tuple[PlacedInstance, ...]]:
+def plan_layout(
+    spec: LayoutSpec, geometry: Geometry
+) -> Tuple[DesiredLayout, Tuple[PlacedInstance, ...]]:
     """Resolve and place a layout for one GPU: (desired, placed instances)."""
     desired = resolve_layout(spec, geometry)
     if not desired.mig_enabled:
@@ -876,8 +942,12 @@ def normalise_pci_bus_id(text: str) -> Optional[str]:
     if not match:
         return None
     domain = int(match.group("domain") or "0", 16)
-    return "%08X:%s:%s.%s" % (domain, match.group("bus").upper(), match.group("device").upper(),
-                              match.group("function"))
+    return "%08X:%s:%s.%s" % (
+        domain,
+        match.group("bus").upper(),
+        match.group("device").upper(),
+        match.group("function"),
+    )
 
 
 class Selector(NamedTuple):
@@ -985,8 +1055,11 @@ class GpuEntry(NamedTuple):
 
     @property
     def selector_text(self) -> str:
-        parts = ["devices: all" if self.devices is None else
-                 "devices: [%s]" % ", ".join(s.text for s in self.devices)]
+        parts = [
+            "devices: all"
+            if self.devices is None
+            else "devices: [%s]" % ", ".join(s.text for s in self.devices)
+        ]
         if self.models:
             parts.append("model: %s" % ", ".join(self.models))
         return ", ".join(parts)
@@ -1015,8 +1088,9 @@ def parse_gpu_entries(layout: Any = None, gpus: Any = None) -> List[GpuEntry]:
     for position, raw in enumerate(gpus):
         where = "gpus[%d]" % position
         if not isinstance(raw, dict):
-            raise LayoutError("%s must be a mapping with devices and layout, not %s"
-                              % (where, _type_name(raw)))
+            raise LayoutError(
+                "%s must be a mapping with devices and layout, not %s" % (where, _type_name(raw))
+            )
         unknown = set(raw) - {"devices", "model", "layout", "optional"}
         if unknown:
             raise LayoutError(
@@ -1039,22 +1113,19 @@ def parse_gpu_entries(layout: Any = None, gpus: Any = None) -> List[GpuEntry]:
         models_raw = raw.get("model")
         models: Tuple[str, ...] = ()
         if models_raw is not None:
-            models = tuple(
-                _model_value(str(m), "%s.model" % where) for m in _as_list(models_raw)
-            )
+            models = tuple(_model_value(str(m), "%s.model" % where) for m in _as_list(models_raw))
         optional = raw.get("optional", False)
         if not isinstance(optional, bool):
             raise LayoutError("%s.optional must be true or false, not %r" % (where, optional))
         entries.append(
-            GpuEntry(where, devices, models, parse_layout(raw["layout"], where + ".layout"),
-                     optional)
+            GpuEntry(
+                where, devices, models, parse_layout(raw["layout"], where + ".layout"), optional
+            )
         )
     return entries
 
 
-def assign_layouts(
-    entries: Sequence[GpuEntry], gpus: Sequence[GpuIdentity]
-) -> Dict[int, GpuEntry]:
+def assign_layouts(entries: Sequence[GpuEntry], gpus: Sequence[GpuIdentity]) -> Dict[int, GpuEntry]:
     """Which entry manages which GPU (by index). GPUs no entry selects are left alone.
 
     Errors: a selector that matches no GPU (unless the entry is optional), and a GPU that two
@@ -1086,10 +1157,16 @@ def assign_layouts(
             if previous is not None and previous.layout != entry.layout:
                 problems.append(
                     "%s is claimed by %s (%s) with layout %s and by %s (%s) with layout %s; a GPU "
-                    "gets one layout" % (
-                        gpu.label, previous.where, previous.selector_text,
-                        layout_spec_text(previous.layout), entry.where, entry.selector_text,
-                        layout_spec_text(entry.layout))
+                    "gets one layout"
+                    % (
+                        gpu.label,
+                        previous.where,
+                        previous.selector_text,
+                        layout_spec_text(previous.layout),
+                        entry.where,
+                        entry.selector_text,
+                        layout_spec_text(entry.layout),
+                    )
                 )
                 continue
             assigned.setdefault(gpu.index, entry)
@@ -1101,8 +1178,9 @@ def assign_layouts(
 def _gpu_list(gpus: Sequence[GpuIdentity]) -> str:
     if not gpus:
         return "none"
-    return ", ".join("%d %s %s %s" % (g.index, g.model or g.name, g.uuid, g.pci_bus_id)
-                     for g in gpus)
+    return ", ".join(
+        "%d %s %s %s" % (g.index, g.model or g.name, g.uuid, g.pci_bus_id) for g in gpus
+    )
 
 
 def _unique(items: Iterable[str]) -> List[str]:
@@ -1148,8 +1226,9 @@ def instances_match(
     - ``none``: same profiles and compute splits, placements ignored (mig-parted's rule).
     """
     if match not in PLACEMENT_MATCH_MODES:
-        raise LayoutError("placement_match must be one of %s, not %r"
-                          % (", ".join(PLACEMENT_MATCH_MODES), match))
+        raise LayoutError(
+            "placement_match must be one of %s, not %r" % (", ".join(PLACEMENT_MATCH_MODES), match)
+        )
     if len(current) != len(target):
         return False
     if match == "exact":
@@ -1161,7 +1240,9 @@ def instances_match(
     if match == "explicit":
         starts = {(c.profile_id, c.start) for c in current}
         return all(
-            (i.profile.id, i.placement) in starts for i in desired.instances if i.placement is not None
+            (i.profile.id, i.placement) in starts
+            for i in desired.instances
+            if i.placement is not None
         )
     return True
 
@@ -1178,24 +1259,47 @@ def plan_gpu(
     mode_ok = gpu.mig_current == enabled and gpu.mig_pending == enabled
     if not enabled:
         changed = not mode_ok or bool(gpu.instances)
-        return GpuPlan(gpu, geometry, entry, False, (), changed,
-                       None if mode_ok else False, gpu.mig_current != enabled,
-                       (), tuple(gpu.instances), ())
+        return GpuPlan(
+            gpu,
+            geometry,
+            entry,
+            False,
+            (),
+            changed,
+            None if mode_ok else False,
+            gpu.mig_current != enabled,
+            (),
+            tuple(gpu.instances),
+            (),
+        )
     if mode_ok and instances_match(gpu.instances, target, desired, match):
-        return GpuPlan(gpu, geometry, entry, True, target, False, None, False,
-                       tuple(gpu.instances), (), ())
+        return GpuPlan(
+            gpu, geometry, entry, True, target, False, None, False, tuple(gpu.instances), (), ()
+        )
     wanted = {t.key: t for t in target}
     keep = tuple(c for c in gpu.instances if c.key in wanted)
     kept = {c.key for c in keep}
     destroy = tuple(c for c in gpu.instances if c.key not in wanted)
     create = tuple(t for t in target if t.key not in kept)
-    return GpuPlan(gpu, geometry, entry, True, target, True,
-                   None if mode_ok else True, gpu.mig_current != enabled,
-                   keep, destroy, create)
+    return GpuPlan(
+        gpu,
+        geometry,
+        entry,
+        True,
+        target,
+        True,
+        None if mode_ok else True,
+        gpu.mig_current != enabled,
+        keep,
+        destroy,
+        create,
+    )
 
 
 # ------------------------------------------------------------------------- text for humans
-def placed_text(profile: str, start: int, size_slices: int, compute: Sequence[Tuple[int, int]]) -> str:
+def placed_text(
+    profile: str, start: int, size_slices: int, compute: Sequence[Tuple[int, int]]
+) -> str:
     """``3g.40gb@4`` or ``3g.40gb@4(1c+1c+1c)`` for a split one."""
     text = "%s@%d" % (profile, start)
     if [s for _st, s in compute] != [size_slices]:
@@ -1224,8 +1328,9 @@ def target_text(plan: GpuPlan) -> str:
     label = plan.gpu.identity.label
     if not plan.mig_enabled:
         return "%s: MIG disabled" % label
-    parts = [placed_text(t.profile.name, t.start, t.profile.slice_count, t.compute)
-             for t in plan.target]
+    parts = [
+        placed_text(t.profile.name, t.start, t.profile.slice_count, t.compute) for t in plan.target
+    ]
     return "%s: MIG enabled; %s" % (label, ", ".join(parts) if parts else "no instances")
 
 
@@ -1265,7 +1370,7 @@ def load_mig_parted_text(text: str, where: str) -> Any:
                 "%s: cannot parse the mig-parted config: PyYAML is not installed for this "
                 "Python, and the text is not JSON either (%s). Install PyYAML on the target, or "
                 "pass the config as data (mig_parted_config: \"{{ lookup('file', 'config.yaml') "
-                "| from_yaml }}\")" % (where, exc)
+                '| from_yaml }}")' % (where, exc)
             ) from exc
     try:
         return yaml.safe_load(text)
@@ -1288,8 +1393,10 @@ def _mig_devices_layout(devices: Any, where: str) -> LayoutSpec:
     if devices is None:
         raise LayoutError("%s: 'mig-devices' is required when 'mig-enabled' is true" % where)
     if not isinstance(devices, dict):
-        raise LayoutError("%s: 'mig-devices' must be a mapping of profile to count, not %s"
-                          % (where, _type_name(devices)))
+        raise LayoutError(
+            "%s: 'mig-devices' must be a mapping of profile to count, not %s"
+            % (where, _type_name(devices))
+        )
     instances: List[InstanceSpec] = []
     for key, count in devices.items():
         here = "%s.mig-devices[%r]" % (where, key)
@@ -1299,8 +1406,9 @@ def _mig_devices_layout(devices: Any, where: str) -> LayoutSpec:
         ci = re.match(r"^(\d+)c\.(.+)$", name, re.IGNORECASE)
         profile = ci.group(2) if ci else name
         if not _PROFILE_RE.match(profile):
-            raise LayoutError("%s: %r is not a MIG profile name such as 1g.10gb or 1c.3g.40gb"
-                              % (here, key))
+            raise LayoutError(
+                "%s: %r is not a MIG profile name such as 1g.10gb or 1c.3g.40gb" % (here, key)
+            )
         profile = _normalise_profile_name(profile)
         if not ci:
             instances.extend([InstanceSpec(profile)] * count)
@@ -1308,8 +1416,9 @@ def _mig_devices_layout(devices: Any, where: str) -> LayoutSpec:
         ci_slices = int(ci.group(1))
         gi_slices = int(_PROFILE_SLICES_RE.match(profile).group(1))  # type: ignore[union-attr]
         if ci_slices < 1 or ci_slices > gi_slices:
-            raise LayoutError("%s: a %d-slice compute instance does not fit %s"
-                              % (here, ci_slices, profile))
+            raise LayoutError(
+                "%s: a %d-slice compute instance does not fit %s" % (here, ci_slices, profile)
+            )
         per_gi = max(len(compute_instance_starts(gi_slices, ci_slices)), 1)
         left = count
         while left > 0:
@@ -1319,35 +1428,50 @@ def _mig_devices_layout(devices: Any, where: str) -> LayoutSpec:
     return LayoutSpec(True, tuple(instances))
 
 
-def parse_mig_parted(config: Any, label: Optional[str], where: str = "mig_parted_config") -> List[GpuEntry]:
+def parse_mig_parted(
+    config: Any, label: Optional[str], where: str = "mig_parted_config"
+) -> List[GpuEntry]:
     """The entries of one label of a mig-parted ``version: v1`` config."""
     if isinstance(config, str):
         config = load_mig_parted_text(config, where)
     if not isinstance(config, dict):
-        raise LayoutError("%s: malformed mig-parted config: expected a mapping with 'version: v1' "
-                          "and 'mig-configs', got %s" % (where, _type_name(config)))
+        raise LayoutError(
+            "%s: malformed mig-parted config: expected a mapping with 'version: v1' "
+            "and 'mig-configs', got %s" % (where, _type_name(config))
+        )
     if "version" not in config:
-        raise LayoutError("%s: malformed mig-parted config: 'version' is missing (expected v1)"
-                          % where)
+        raise LayoutError(
+            "%s: malformed mig-parted config: 'version' is missing (expected v1)" % where
+        )
     if config["version"] != "v1":
-        raise LayoutError("%s: unsupported mig-parted config version %r; this module reads v1"
-                          % (where, config["version"]))
+        raise LayoutError(
+            "%s: unsupported mig-parted config version %r; this module reads v1"
+            % (where, config["version"])
+        )
     unknown = set(config) - {"version", "mig-configs"}
     if unknown:
-        raise LayoutError("%s: malformed mig-parted config: unexpected field(s) %s"
-                          % (where, ", ".join(sorted(map(str, unknown)))))
+        raise LayoutError(
+            "%s: malformed mig-parted config: unexpected field(s) %s"
+            % (where, ", ".join(sorted(map(str, unknown))))
+        )
     configs = config.get("mig-configs")
     if not isinstance(configs, dict) or not configs:
-        raise LayoutError("%s: malformed mig-parted config: 'mig-configs' must be a non-empty "
-                          "mapping of label to a list of entries" % where)
+        raise LayoutError(
+            "%s: malformed mig-parted config: 'mig-configs' must be a non-empty "
+            "mapping of label to a list of entries" % where
+        )
     if label is None:
         if len(configs) != 1:
-            raise LayoutError("%s: the config has several labels (%s); choose one with "
-                              "mig_parted_label" % (where, ", ".join(map(str, configs))))
+            raise LayoutError(
+                "%s: the config has several labels (%s); choose one with "
+                "mig_parted_label" % (where, ", ".join(map(str, configs)))
+            )
         label = str(next(iter(configs)))
     if label not in configs:
-        raise LayoutError("%s: no label %r in mig-configs; labels: %s"
-                          % (where, label, ", ".join(map(str, configs))))
+        raise LayoutError(
+            "%s: no label %r in mig-configs; labels: %s"
+            % (where, label, ", ".join(map(str, configs)))
+        )
     items = configs[label]
     if not isinstance(items, list) or not items:
         raise LayoutError("%s: mig-configs.%s must be a non-empty list of entries" % (where, label))
@@ -1358,7 +1482,9 @@ def parse_mig_parted(config: Any, label: Optional[str], where: str = "mig_parted
             raise LayoutError("%s must be a mapping, not %s" % (here, _type_name(item)))
         unknown = set(item) - {"devices", "mig-enabled", "mig-devices", "device-filter"}
         if unknown:
-            raise LayoutError("%s: unexpected field(s) %s" % (here, ", ".join(sorted(map(str, unknown)))))
+            raise LayoutError(
+                "%s: unexpected field(s) %s" % (here, ", ".join(sorted(map(str, unknown))))
+            )
         for required in ("devices", "mig-enabled"):
             if required not in item:
                 raise LayoutError("%s: missing required field %r" % (here, required))
@@ -1366,13 +1492,16 @@ def parse_mig_parted(config: Any, label: Optional[str], where: str = "mig_parted
         devices: Optional[Tuple[Selector, ...]]
         if devices_raw == "all":
             devices = None
-        elif isinstance(devices_raw, list) and devices_raw and all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices_raw
+        elif (
+            isinstance(devices_raw, list)
+            and devices_raw
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices_raw)
         ):
             devices = tuple(Selector("index", d, str(d)) for d in devices_raw)
         else:
-            raise LayoutError("%s: 'devices' must be 'all' or a list of GPU indices, not %r"
-                              % (here, devices_raw))
+            raise LayoutError(
+                "%s: 'devices' must be 'all' or a list of GPU indices, not %r" % (here, devices_raw)
+            )
         enabled = item["mig-enabled"]
         if not isinstance(enabled, bool):
             raise LayoutError("%s: 'mig-enabled' must be true or false, not %r" % (here, enabled))
@@ -1429,7 +1558,9 @@ def export_mig_parted(
     every = [g.identity.index for g in gpus if g.identity.mig_capable]
     entries = []
     for body, indices in groups:
-        entry: Dict[str, Any] = {"devices": "all" if len(groups) == 1 and indices == every else indices}
+        entry: Dict[str, Any] = {
+            "devices": "all" if len(groups) == 1 and indices == every else indices
+        }
         entry.update(body)
         entries.append(entry)
     return {"version": "v1", "mig-configs": {label: entries}}

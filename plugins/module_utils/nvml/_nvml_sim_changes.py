@@ -32,11 +32,11 @@ try:
 except ImportError:  # reported by open_backend, which imports pynvml before the simulator
     pynvml = None
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     compute_instance_starts,
     gpu_instance_id_for,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
     KIND_COMPUTE_INSTANCE,
     KIND_DEVICE,
     KIND_GPU_INSTANCE,
@@ -232,8 +232,9 @@ def create_gpu_instance(
         same = [gi for gi in gpu["gpu_instances"] if gi["profile_id"] == profile_id]
         if len(same) >= profile.instance_count:
             raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-        start = _start_for(placement, profile.placement_starts, profile.placement_size,
-                           sim._occupied(gpu))
+        start = _start_for(
+            placement, profile.placement_starts, profile.placement_size, sim._occupied(gpu)
+        )
         gi_id = gpu_instance_id_for(model, start, profile.placement_size)
         gpu["gpu_instances"].append(
             {
@@ -344,9 +345,7 @@ def register_process(
         )
 
 
-def inject_fault(
-    state_path: str, function: str, error: int, skip: int = 0, times: int = 1
-) -> None:
+def inject_fault(state_path: str, function: str, error: int, skip: int = 0, times: int = 1) -> None:
     """Make the simulator's ``function`` fail with NVML error ``error`` after ``skip`` calls."""
     with update(StateFile(state_path)) as state:
         state["faults"].append(

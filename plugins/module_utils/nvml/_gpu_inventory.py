@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     derived_profile_name,
     model_for_nvml_name,
 )
@@ -125,8 +125,10 @@ class GpuReader:
                 continue
             if not name:
                 known = model.profile_by_id(info.id) if model else None
-                name = known.name if known else derived_profile_name(
-                    info.sliceCount, info.memorySizeMB
+                name = (
+                    known.name
+                    if known
+                    else derived_profile_name(info.sliceCount, info.memorySizeMB)
                 )
             placements = self._gi_placements(handle, info.id)
             profiles.append(
@@ -174,7 +176,9 @@ class GpuReader:
     def _gi_placements(self, handle: Any, profile_id: int) -> List[Dict[str, int]]:
         nvml = self.nvml
         count = ctypes.c_uint(0)
-        nvml.nvmlDeviceGetGpuInstancePossiblePlacements(handle, profile_id, None, ctypes.byref(count))
+        nvml.nvmlDeviceGetGpuInstancePossiblePlacements(
+            handle, profile_id, None, ctypes.byref(count)
+        )
         array = (nvml.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
         nvml.nvmlDeviceGetGpuInstancePossiblePlacements(
             handle, profile_id, array, ctypes.byref(count)

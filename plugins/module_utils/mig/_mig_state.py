@@ -17,10 +17,10 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     model_for_nvml_name,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import (
     GpuReader,
     _text,
 )
@@ -32,7 +32,15 @@ OPERATIONS = ("apply", "plan", "assert", "export")
 
 # The profile fields the planner uses (GpuReader.profiles also returns the free capacity and
 # engine counts, which change with the state or do not matter for placement).
-_PROFILE_FIELDS = ("name", "id", "index", "slice_count", "instance_count", "memory_mib", "placements")
+_PROFILE_FIELDS = (
+    "name",
+    "id",
+    "index",
+    "slice_count",
+    "instance_count",
+    "memory_mib",
+    "placements",
+)
 
 
 class MigStateReader:
@@ -97,15 +105,17 @@ class MigStateReader:
                 gi = array[position]
                 info = nvml.nvmlGpuInstanceGetInfo(gi)
                 cis = self._compute_instances(gi, name, int(info.profileId))
-                found.append({
-                    "gi_id": int(info.id),
-                    "profile_id": int(info.profileId),
-                    "profile": profile["name"],
-                    "start": int(info.placement.start),
-                    "size": int(info.placement.size),
-                    "compute": [[start, size] for start, size, _ci_id in cis],
-                    "ci_ids": [ci_id for _start, _size, ci_id in cis],
-                })
+                found.append(
+                    {
+                        "gi_id": int(info.id),
+                        "profile_id": int(info.profileId),
+                        "profile": profile["name"],
+                        "start": int(info.placement.start),
+                        "size": int(info.placement.size),
+                        "compute": [[start, size] for start, size, _ci_id in cis],
+                        "ci_ids": [ci_id for _start, _size, ci_id in cis],
+                    }
+                )
         found.sort(key=lambda i: (i["start"], i["gi_id"]))
         return found
 
@@ -113,8 +123,10 @@ class MigStateReader:
         """The MIG devices (one per compute instance) of a GPU with MIG on, as ``gpu_facts``
         reports them; ``gpu`` is its entry in a host state (or a ``gpu()`` read)."""
         identity = {key: gpu[key] for key in ("index", "uuid", "model", "name")}
-        profiles = [{"id": p["id"], "name": p["name"], "slice_count": p["slice_count"]}
-                    for p in self.profiles(handle, gpu["name"])]
+        profiles = [
+            {"id": p["id"], "name": p["name"], "slice_count": p["slice_count"]}
+            for p in self.profiles(handle, gpu["name"])
+        ]
         return self.reader.mig_devices(handle, identity, profiles)
 
     def host_state(self) -> Dict[str, Any]:
@@ -132,7 +144,9 @@ class MigStateReader:
             gpus.append(gpu)
         return {"gpus": gpus, "profiles": profiles}
 
-    def _compute_instance_profiles(self, gi: Any, name: str, gi_profile_id: int) -> List[Tuple[int, int]]:
+    def _compute_instance_profiles(
+        self, gi: Any, name: str, gi_profile_id: int
+    ) -> List[Tuple[int, int]]:
         """(compute-instance profile id, instance count) offered by a GPU-instance profile.
 
         Asked once per model and GPU-instance profile (the answer is the same for every GPU
@@ -148,15 +162,20 @@ class MigStateReader:
                         gi, index, nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
                     )
                 except nvml.NVMLError as exc:
-                    if exc.value in (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_INVALID_ARGUMENT,
-                                     nvml.NVML_ERROR_NOT_FOUND):
+                    if exc.value in (
+                        nvml.NVML_ERROR_NOT_SUPPORTED,
+                        nvml.NVML_ERROR_INVALID_ARGUMENT,
+                        nvml.NVML_ERROR_NOT_FOUND,
+                    ):
                         continue
                     raise
                 found.append((int(info.id), int(info.instanceCount)))
             self._ci_profiles[key] = found
         return self._ci_profiles[key]
 
-    def _compute_instances(self, gi: Any, name: str, gi_profile_id: int) -> List[Tuple[int, int, int]]:
+    def _compute_instances(
+        self, gi: Any, name: str, gi_profile_id: int
+    ) -> List[Tuple[int, int, int]]:
         """(start, size, id) of a GPU instance's compute instances, sorted by start."""
         nvml = self.nvml
         found = []

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
     REQUIRED_ACCURACY,
 )
 

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     LATENCY_CHECK,
     LENGTH_CHECKS,
 )

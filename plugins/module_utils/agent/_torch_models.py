@@ -106,7 +106,7 @@ class TorchModel:
 
     def describe(self) -> Dict[str, Any]:
         """What ``models --json`` prints."""
-        from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+        from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
             ACCURACY_TARGETS,
         )
 
@@ -445,7 +445,7 @@ def plan_run(
     The slice's memory is checked first (it is known before anything is loaded), then torch
     and CUDA. No fallback to the CPU unless ``choice`` is ``torch-cpu``.
     """
-    from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
         compute_slices,
     )
 

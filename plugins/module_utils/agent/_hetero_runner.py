@@ -6,7 +6,7 @@
 Started detached by the ``hetero_runner`` module (its own session, stdin from /dev/null, output
 to ``runner.log``), so it outlives the SSH connection that started it::
 
-    python3 -m ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner \\
+    python3 -m ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner \\
         run --run-dir RUN_DIR [--lock-fd N]
 
 Run directory (``<host_root>/runs/<run_id>/``):
@@ -46,12 +46,8 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_activity import (
-    ActivitySampler,
-    activity_result,
-    interval_from_plan,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
     DEFAULT_READINESS_REGEXES,
     MAIN,
     PHASE_ABORTING,
@@ -81,20 +77,24 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._hetero_choreo imp
     SignalGroup,
     TimerFired,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     empty_accuracy,
     empty_result,
     read_accuracy,
     read_loadgen_dir,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._run_containment import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     PREVIOUS_LEFTOVERS_FILE,
     Containment,
     end_leftovers_of_dead_run,
     leftovers,
     reap_orphans,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
+    ActivitySampler,
+    activity_result,
+    interval_from_plan,
+)
 
 PLAN_FORMAT = "heteromig.hetero-plan"
 PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode
@@ -102,7 +102,7 @@ STATUS_FORMAT = "heteromig.hetero-status"
 LOCK_NAME = "hetero_run.lock"
 RUNS_DIR = "runs"
 ARCHIVE_NAME = "results.tar.gz"
-RUNNER_MODULE = "ansible_collections.heteromig.fleet.plugins.module_utils._hetero_runner"
+RUNNER_MODULE = "ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner"
 READ_SIZE = 1 << 20
 RUNNER_NICE = -10
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: room for DRAIN_INTERVAL of very chatty output
@@ -274,10 +274,10 @@ def layout_problems(
 
 def check_layout(plan: Dict[str, Any]) -> List[str]:
     """Compare the plan's slices with NVML on this host (through ``open_backend``)."""
-    from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
         open_backend,
     )
-    from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import (
         GpuReader,
     )
 
@@ -692,7 +692,7 @@ class Runner:
         if backend.get("name") != "sim" or not backend.get("sim_state") or not uuid:
             return
         try:
-            from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+            from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
                 register_process,
             )
 

@@ -360,7 +360,9 @@ def validate_inputs(
 ) -> Tuple[HookSpec, List[Any]]:
     """The hooks and GPU clients of a ``mig_layout`` run, validated: pure but for the hooks
     file, whose text the caller read. HookError or ``_mig_clients.ClientError`` name the problem."""
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_clients import parse_clients
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_clients import (
+        parse_clients,
+    )
 
     inline = parse_hooks(params.get("hooks"), "hooks") if params.get("hooks") is not None else EMPTY
     from_file = EMPTY

@@ -28,18 +28,12 @@ import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
-    BackendError,
-    GpuBackend,
-    nvml_error_text,
-    open_backend,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
     MigApplyError,
     run_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_change import ChangeGuard
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_hooks import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_change import ChangeGuard
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks import (
     DEFAULT_TIMEOUT,
     EMPTY,
     HookError,
@@ -49,10 +43,16 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_hooks import 
     parse_hooks,
     read_hooks_file,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     LayoutError,
     parse_gpu_entries,
     parse_mig_parted,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    BackendError,
+    GpuBackend,
+    nvml_error_text,
+    open_backend,
 )
 
 DEFAULT_LAYOUT_FILE = "/etc/heteromig/mig/layout.json"

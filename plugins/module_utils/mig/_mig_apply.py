@@ -32,21 +32,12 @@ import signal
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
-    BackendError,
-    GpuBackend,
-    nvml_error_text,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
-    CI_PROFILE_INDEX_BY_SLICES,
-    model_for_nvml_name,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_commands import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_commands import (
     nvidia_smi_commands,
     plan_text,
     planned_slices,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     CurrentGpu,
     CurrentInstance,
     Geometry,
@@ -64,9 +55,18 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
     plan_gpu,
     target_text,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_state import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_state import (
     OPERATIONS,
     MigStateReader,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    BackendError,
+    GpuBackend,
+    nvml_error_text,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
+    CI_PROFILE_INDEX_BY_SLICES,
+    model_for_nvml_name,
 )
 
 # After SIGKILL, how long to wait for the driver (NVML) to let go of a drained process.
@@ -197,7 +197,8 @@ class HostMig:
         name = record.identity.name
         if name not in self._geometries:
             self._geometries[name] = geometry_from_profiles(
-                name, model_for_nvml_name(name), self.state.profiles(record.handle, name))
+                name, model_for_nvml_name(name), self.state.profiles(record.handle, name)
+            )
         return self._geometries[name]
 
     def read_mig_mode(self, record: GpuRecord) -> Tuple[bool, bool]:
@@ -207,8 +208,11 @@ class HostMig:
         """The ``CurrentGpu`` of one GPU entry of a host state."""
         instances = tuple(
             CurrentInstance(
-                gi_id=i["gi_id"], profile_id=i["profile_id"], profile=i["profile"],
-                start=i["start"], size=i["size"],
+                gi_id=i["gi_id"],
+                profile_id=i["profile_id"],
+                profile=i["profile"],
+                start=i["start"],
+                size=i["size"],
                 compute=tuple((start, size) for start, size in i["compute"]),
                 ci_ids=tuple(i["ci_ids"]),
             )
@@ -227,8 +231,7 @@ class HostMig:
         if not record.identity.mig_capable:
             return CurrentGpu(record.identity, False, False, ()), []
         current, pending = self.read_mig_mode(record)
-        instances = (self.state.instances(record.handle, record.identity.name)
-                     if current else [])
+        instances = self.state.instances(record.handle, record.identity.name) if current else []
         gpu = {"mig_current": current, "mig_pending": pending, "instances": instances}
         state = self.current(record, gpu)
         return state, self.read_devices(record) if with_devices and current else []
@@ -262,7 +265,11 @@ class HostMig:
             self.destroy_instance(record, instance)
 
     def create_instance(
-        self, record: GpuRecord, profile_id: int, start: int, size: int,
+        self,
+        record: GpuRecord,
+        profile_id: int,
+        start: int,
+        size: int,
         compute: Sequence[Tuple[int, int]],
     ) -> int:
         """Create a GPU instance at an explicit placement and its compute instances."""
@@ -276,7 +283,8 @@ class HostMig:
         gi_id = int(nvml.nvmlGpuInstanceGetInfo(gi).id)
         for ci_start, ci_size in compute:
             info = nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
-                gi, CI_PROFILE_INDEX_BY_SLICES[ci_size],
+                gi,
+                CI_PROFILE_INDEX_BY_SLICES[ci_size],
                 nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
             )
             ci_placement = nvml.c_nvmlComputeInstancePlacement_t()
@@ -311,7 +319,8 @@ class HostMig:
         if left:
             raise MigApplyError(
                 "drain failed: still on the GPU after SIGTERM, %gs of grace and SIGKILL: %s; "
-                "nothing was changed" % (grace, "; ".join(_process_text(pids[p]) for p in sorted(left))),
+                "nothing was changed"
+                % (grace, "; ".join(_process_text(pids[p]) for p in sorted(left))),
                 {"busy": [pids[p] for p in sorted(left)]},
             )
         return [pids[p] for p in sorted(pids)]
@@ -324,11 +333,15 @@ class HostMig:
         except PermissionError as exc:
             raise MigApplyError(
                 "drain failed: no permission to signal %s (run the task as root)"
-                % _process_text(proc), {"busy": [proc]}
+                % _process_text(proc),
+                {"busy": [proc]},
             ) from exc
 
     def _wait_gone(
-        self, victims: Dict[int, Tuple[GpuRecord, List[Dict[str, Any]]]], pids: Set[int], timeout: float
+        self,
+        victims: Dict[int, Tuple[GpuRecord, List[Dict[str, Any]]]],
+        pids: Set[int],
+        timeout: float,
     ) -> Set[int]:
         deadline = self._clock() + timeout
         while True:
@@ -397,7 +410,10 @@ class HostRun(NamedTuple):
 
 
 def plan_host(
-    mig: HostMig, entries: Sequence[GpuEntry], match: str = "exact", with_devices: bool = True,
+    mig: HostMig,
+    entries: Sequence[GpuEntry],
+    match: str = "exact",
+    with_devices: bool = True,
     host_state: Optional[Dict[str, Any]] = None,
 ) -> HostRun:
     """Plan every selected GPU from ``host_state`` (read now if not given).
@@ -422,8 +438,12 @@ def plan_host(
             continue
         if not record.identity.mig_capable:
             if entry.layout.mig_enabled:
-                errors.append((record.identity, "%s selects it, but the GPU does not support MIG"
-                               % entry.where))
+                errors.append(
+                    (
+                        record.identity,
+                        "%s selects it, but the GPU does not support MIG" % entry.where,
+                    )
+                )
             continue
         try:
             plans[index] = plan_gpu(states[index], mig.geometry(record), entry, match)
@@ -464,8 +484,8 @@ def _verify(mig: HostMig, record: GpuRecord, plan: GpuPlan) -> CurrentGpu:
     state, devices = mig.read_state(record, with_devices=True)
     if state.mig_current != plan.mig_enabled or state.mig_pending != plan.mig_enabled:
         raise _VerifyError(
-            "MIG mode is %s (pending %s), expected %s" % (
-                state.mig_current, state.mig_pending, plan.mig_enabled)
+            "MIG mode is %s (pending %s), expected %s"
+            % (state.mig_current, state.mig_pending, plan.mig_enabled)
         )
     have = sorted(i.key for i in state.instances)
     want = sorted(t.key for t in plan.target)
@@ -473,16 +493,23 @@ def _verify(mig: HostMig, record: GpuRecord, plan: GpuPlan) -> CurrentGpu:
         missing = [t for t in plan.target if t.key not in have]
         extra = [i for i in state.instances if i.key not in want]
         raise _VerifyError(
-            "after applying, NVML shows %s; missing: %s; unexpected: %s" % (
+            "after applying, NVML shows %s; missing: %s; unexpected: %s"
+            % (
                 current_text(state, plan.geometry),
-                ", ".join(placed_text(t.profile.name, t.start, t.profile.slice_count, t.compute)
-                          for t in missing) or "none",
-                ", ".join(_instance_text(i, plan.geometry) for i in extra) or "none")
+                ", ".join(
+                    placed_text(t.profile.name, t.start, t.profile.slice_count, t.compute)
+                    for t in missing
+                )
+                or "none",
+                ", ".join(_instance_text(i, plan.geometry) for i in extra) or "none",
+            )
         )
     usable = {(d["gpu_instance_id"], d["compute_instance_id"]) for d in devices if d.get("uuid")}
     lacking = [
         "%s compute instance %d" % (_instance_text(i, plan.geometry), ci_id)
-        for i in state.instances for ci_id in i.ci_ids if (i.gi_id, ci_id) not in usable
+        for i in state.instances
+        for ci_id in i.ci_ids
+        if (i.gi_id, ci_id) not in usable
     ]
     if lacking:
         raise _VerifyError("after applying, NVML lists no MIG device for %s" % ", ".join(lacking))
@@ -503,16 +530,22 @@ def _apply_gpu(mig: HostMig, record: GpuRecord, plan: GpuPlan, outcome: GpuOutco
             if plan.set_mode is not None:
                 mode_touched = True
                 if mig.set_mig_mode(record, False):
-                    outcome.actions.append("disabled MIG" if plan.mode_change
-                                           else "cancelled the pending MIG mode change")
+                    outcome.actions.append(
+                        "disabled MIG"
+                        if plan.mode_change
+                        else "cancelled the pending MIG mode change"
+                    )
                 elif not _reset(mig, record, outcome, False):
                     return
         else:
             if plan.set_mode is not None:
                 mode_touched = True
                 if mig.set_mig_mode(record, True):
-                    outcome.actions.append("enabled MIG" if plan.mode_change
-                                           else "cancelled the pending MIG mode change")
+                    outcome.actions.append(
+                        "enabled MIG"
+                        if plan.mode_change
+                        else "cancelled the pending MIG mode change"
+                    )
                 elif not _reset(mig, record, outcome, True):
                     return
             state, _devices = mig.read_state(record)
@@ -525,11 +558,21 @@ def _apply_gpu(mig: HostMig, record: GpuRecord, plan: GpuPlan, outcome: GpuOutco
             for target in plan.target:
                 if target.key in have:
                     continue
-                gi_id = mig.create_instance(record, target.profile.id, target.start,
-                                            target.profile.size, target.compute)
-                outcome.actions.append("created %s (GPU instance %d)" % (
-                    placed_text(target.profile.name, target.start, target.profile.slice_count,
-                                target.compute), gi_id))
+                gi_id = mig.create_instance(
+                    record, target.profile.id, target.start, target.profile.size, target.compute
+                )
+                outcome.actions.append(
+                    "created %s (GPU instance %d)"
+                    % (
+                        placed_text(
+                            target.profile.name,
+                            target.start,
+                            target.profile.slice_count,
+                            target.compute,
+                        ),
+                        gi_id,
+                    )
+                )
         outcome.after = _verify(mig, record, plan)
         outcome.status = "changed"
     except (nvml.NVMLError, BackendError, _VerifyError) as exc:
@@ -598,34 +641,42 @@ def _rollback(
                 return {
                     "outcome": "emptied",
                     "message": "The GPU was left cleanly empty with MIG %s: restoring MIG %s "
-                               "needs another GPU reset" % (
-                                   "enabled" if current else "disabled",
-                                   "enabled" if snapshot.mig_current else "disabled"),
+                    "needs another GPU reset"
+                    % (
+                        "enabled" if current else "disabled",
+                        "enabled" if snapshot.mig_current else "disabled",
+                    ),
                     "state": current_text(state, geometry),
                 }
         for inst in snapshot.instances:
             mig.create_instance(record, inst.profile_id, inst.start, inst.size, inst.compute)
         state, _devices = mig.read_state(record)
         if sorted(i.key for i in state.instances) == sorted(i.key for i in snapshot.instances):
-            return {"outcome": "restored",
-                    "message": "Its previous layout was restored (%s)." % current_text(state, geometry),
-                    "state": current_text(state, geometry)}
+            return {
+                "outcome": "restored",
+                "message": "Its previous layout was restored (%s)." % current_text(state, geometry),
+                "state": current_text(state, geometry),
+            }
         raise _VerifyError("restored layout differs: %s" % current_text(state, geometry))
     except (nvml.NVMLError, BackendError, _VerifyError) as exc:
         first = nvml_error_text(exc) if isinstance(exc, nvml.NVMLError) else str(exc)
         try:
             mig.destroy_all(record)
             state, _devices = mig.read_state(record)
-            return {"outcome": "emptied",
-                    "message": "Restoring its previous layout failed (%s); the GPU was left "
-                               "cleanly empty." % first,
-                    "state": current_text(state, geometry)}
+            return {
+                "outcome": "emptied",
+                "message": "Restoring its previous layout failed (%s); the GPU was left "
+                "cleanly empty." % first,
+                "state": current_text(state, geometry),
+            }
         except (nvml.NVMLError, BackendError) as again:
             second = nvml_error_text(again) if isinstance(again, nvml.NVMLError) else str(again)
-            return {"outcome": "failed",
-                    "message": "Rollback failed too (%s; then %s): check the GPU by hand "
-                               "(nvidia-smi mig -lgi)." % (first, second),
-                    "state": "unknown"}
+            return {
+                "outcome": "failed",
+                "message": "Rollback failed too (%s; then %s): check the GPU by hand "
+                "(nvidia-smi mig -lgi)." % (first, second),
+                "state": "unknown",
+            }
 
 
 def run_host(
@@ -656,7 +707,9 @@ def run_host(
     failed run (``.result`` carries the per-GPU details gathered so far).
     """
     if operation not in OPERATIONS:
-        raise LayoutError("operation must be one of %s, not %r" % (", ".join(OPERATIONS), operation))
+        raise LayoutError(
+            "operation must be one of %s, not %r" % (", ".join(OPERATIONS), operation)
+        )
     mig = mig or HostMig(backend)
     run = plan_host(mig, entries, match, with_devices, host_state)
     outcomes = {index: GpuOutcome(plan) for index, plan in run.plans.items()}
@@ -669,11 +722,20 @@ def run_host(
         differing = [plan for plan in run.plans.values() if plan.changed]
         if differing:
             raise MigApplyError(
-                "MIG layout differs on %d GPU%s: %s" % (
-                    len(differing), "" if len(differing) == 1 else "s",
-                    "; ".join("%s is %s, wanted %s" % (
-                        p.gpu.identity.label, current_text(p.gpu, p.geometry).split(": ", 1)[1],
-                        target_text(p).split(": ", 1)[1]) for p in differing)),
+                "MIG layout differs on %d GPU%s: %s"
+                % (
+                    len(differing),
+                    "" if len(differing) == 1 else "s",
+                    "; ".join(
+                        "%s is %s, wanted %s"
+                        % (
+                            p.gpu.identity.label,
+                            current_text(p.gpu, p.geometry).split(": ", 1)[1],
+                            target_text(p).split(": ", 1)[1],
+                        )
+                        for p in differing
+                    ),
+                ),
                 _result(run, outcomes, export_label, changed=False),
             )
         return _result(run, outcomes, export_label, changed=False)
@@ -682,7 +744,11 @@ def run_host(
 
     partial = _result(run, outcomes, export_label, changed=False)
     try:
-        if prepare is not None and operation == "apply" and any(p.changed for p in run.plans.values()):
+        if (
+            prepare is not None
+            and operation == "apply"
+            and any(p.changed for p in run.plans.values())
+        ):
             prepare(run, check_mode)
         victims = check_busy(run, drain)
     except MigApplyError as exc:
@@ -691,10 +757,15 @@ def run_host(
     if check_mode:
         for index, (_rec, procs) in victims.items():
             outcomes[index].drained = procs
-            outcomes[index].actions.append("would drain %s" % ", ".join(
-                _process_text(p) for p in procs))
-        return _result(run, outcomes, export_label,
-                       changed=operation == "apply" and any(p.changed for p in run.plans.values()))
+            outcomes[index].actions.append(
+                "would drain %s" % ", ".join(_process_text(p) for p in procs)
+            )
+        return _result(
+            run,
+            outcomes,
+            export_label,
+            changed=operation == "apply" and any(p.changed for p in run.plans.values()),
+        )
     if victims:
         try:
             mig.drain(victims, drain_timeout)
@@ -703,7 +774,9 @@ def run_host(
             raise
         for index, (_rec, procs) in victims.items():
             outcomes[index].drained = procs
-            outcomes[index].actions.append("drained %s" % ", ".join(_process_text(p) for p in procs))
+            outcomes[index].actions.append(
+                "drained %s" % ", ".join(_process_text(p) for p in procs)
+            )
 
     for index in sorted(run.plans):
         plan = run.plans[index]
@@ -723,7 +796,8 @@ def run_host(
 def _refresh(run: HostRun, indices: Sequence[int]) -> None:
     for index in indices:
         run.states[index], run.devices[index] = run.mig.read_state(
-            _record(run, index), run.with_devices)
+            _record(run, index), run.with_devices
+        )
 
 
 def _result(
@@ -735,8 +809,9 @@ def _result(
             geometries[record.identity.index] = run.mig.geometry(record)
     gpus = [outcomes[i].as_dict() for i in sorted(outcomes)]
     reboot = [g["index"] for g in gpus if g["reboot_required"]]
-    before = "\n".join(current_text(outcomes[i].plan.gpu, outcomes[i].plan.geometry)
-                       for i in sorted(outcomes))
+    before = "\n".join(
+        current_text(outcomes[i].plan.gpu, outcomes[i].plan.geometry) for i in sorted(outcomes)
+    )
     after_lines = []
     for index in sorted(outcomes):
         outcome = outcomes[index]
@@ -752,13 +827,20 @@ def _result(
         "reboot_required": bool(reboot),
         "reboot_required_gpus": reboot,
         "gpus": gpus,
-        "unmanaged_gpus": [r.identity.index for r in run.records if r.identity.index not in outcomes],
+        "unmanaged_gpus": [
+            r.identity.index for r in run.records if r.identity.index not in outcomes
+        ],
         "mig_parted_config": export_mig_parted(
-            [run.states[i] for i in sorted(run.states)], geometries, export_label),
-        "diff": {"before": before + "\n" if before else "",
-                 "after": "\n".join(after_lines) + "\n" if after_lines else ""},
+            [run.states[i] for i in sorted(run.states)], geometries, export_label
+        ),
+        "diff": {
+            "before": before + "\n" if before else "",
+            "after": "\n".join(after_lines) + "\n" if after_lines else "",
+        },
     }
-    prepared = "".join(plan_text(outcomes[i].plan) for i in sorted(outcomes) if outcomes[i].plan.changed)
+    prepared = "".join(
+        plan_text(outcomes[i].plan) for i in sorted(outcomes) if outcomes[i].plan.changed
+    )
     if prepared:
         result["diff"]["prepared"] = prepared
     if run.with_devices:

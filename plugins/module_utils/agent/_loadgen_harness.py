@@ -6,7 +6,7 @@
 Run on a host (installed there by the role heteromig.fleet.host_runtime) as::
 
     PYTHONPATH=<host root>/lib python3 -m \\
-        ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness run \\
+        ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness run \\
         --model synth-mlp-small --scenario Offline --engine-dir <host root>/engines \\
         --log-dir /tmp/logs --min-duration-ms 10000
 
@@ -43,9 +43,12 @@ import threading
 import time
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
-from ansible_collections.heteromig.fleet.plugins.module_utils import _harness_accuracy as _accuracy
-from ansible_collections.heteromig.fleet.plugins.module_utils import _torch_models
-from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_PROG
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _harness_accuracy as _accuracy,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _torch_models
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
     ENV_SIM_STATE,
     HARNESS_VERSION,
     EngineError,
@@ -62,8 +65,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._engine_store impo
     shared_gpu_banner,
     spec_for_target,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_PROG
-from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
     ACCURACY_TARGETS,
     ALL_MODELS,
     MULTI_STREAM_SAMPLES,
@@ -479,7 +481,7 @@ def _register_on_simulator(target: SliceTarget, used_memory: int) -> bool:
     """On a simulated host, show this process on its device in NVML, as a CUDA context does."""
     if target.backend != "sim" or not target.uuid:
         return False
-    from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim_changes import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
         register_process,
     )
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._torch_models import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._torch_models import (
     TORCH_MODELS,
     TorchModel,
 )

@@ -48,8 +48,8 @@ try:
 except ImportError:  # reported by open_backend, which imports pynvml before the simulator
     pynvml = None
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import ARCH_HOPPER
-from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import ARCH_HOPPER
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
     KIND_DEVICE,
     KIND_MIG_DEVICE,
     SimulatedNvml,

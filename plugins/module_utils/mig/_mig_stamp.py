@@ -47,9 +47,23 @@ _PLANNER_SOURCES = (
 )
 # Options that change what a run returns, not what it plans.
 # Hooks, GPU clients and boot persistence act around a change, never on the plan.
-_NOT_PLANNING = frozenset(("return_mig_devices", "return_gpu_states", "stamp", "deprecated_variables",
-                           "hooks", "hooks_file", "hooks_timeout", "gpu_clients", "boot_persistence",
-                           "boot_config_dir", "boot_runtime_dir", "boot_unit_dir", "boot_after"))
+_NOT_PLANNING = frozenset(
+    (
+        "return_mig_devices",
+        "return_gpu_states",
+        "stamp",
+        "deprecated_variables",
+        "hooks",
+        "hooks_file",
+        "hooks_timeout",
+        "gpu_clients",
+        "boot_persistence",
+        "boot_config_dir",
+        "boot_runtime_dir",
+        "boot_unit_dir",
+        "boot_after",
+    )
+)
 
 
 def default_stamp_path(backend: str, sim_state: Optional[str]) -> str:
@@ -72,17 +86,20 @@ def planner_digest() -> str:
     return sha.hexdigest()
 
 
-def stamp_key(request: Mapping[str, Any], host_state: Mapping[str, Any],
-              planner: Optional[str] = None) -> str:
+def stamp_key(
+    request: Mapping[str, Any], host_state: Mapping[str, Any], planner: Optional[str] = None
+) -> str:
     """The key of a plan: request options (``_NOT_PLANNING`` ones left out), code, state."""
     planning = {name: value for name, value in request.items() if name not in _NOT_PLANNING}
-    return _digest({
-        "format": STAMP_FORMAT,
-        "version": STAMP_VERSION,
-        "planner": planner or planner_digest(),
-        "request": planning,
-        "state": host_state,
-    })
+    return _digest(
+        {
+            "format": STAMP_FORMAT,
+            "version": STAMP_VERSION,
+            "planner": planner or planner_digest(),
+            "request": planning,
+            "state": host_state,
+        }
+    )
 
 
 class LayoutStamp:
@@ -97,9 +114,13 @@ class LayoutStamp:
                 data = json.load(handle)
         except (OSError, ValueError):
             return None
-        if (not isinstance(data, dict) or data.get("format") != STAMP_FORMAT
-                or data.get("version") != STAMP_VERSION or data.get("key") != key
-                or not isinstance(data.get("result"), dict)):
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != STAMP_FORMAT
+            or data.get("version") != STAMP_VERSION
+            or data.get("key") != key
+            or not isinstance(data.get("result"), dict)
+        ):
             return None
         return data["result"]
 
@@ -107,8 +128,12 @@ class LayoutStamp:
         """Write the record; OSError if the directory cannot be created or written."""
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        data = {"format": STAMP_FORMAT, "version": STAMP_VERSION, "key": key,
-                "result": dict(result)}
+        data = {
+            "format": STAMP_FORMAT,
+            "version": STAMP_VERSION,
+            "key": key,
+            "result": dict(result),
+        }
         fd, tmp = tempfile.mkstemp(prefix=".mig_layout-stamp.", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

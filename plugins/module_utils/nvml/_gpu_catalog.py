@@ -278,13 +278,45 @@ H100_NVL_94GB = GpuModel(
     mig_mode_persists=False,
     profiles=(
         _p(GI_1_SLICE, 19, "1g.12gb", 1, 7, _scaled(9984, _NVL_MIB), 16, (1, 1, 0, 1, 0), _ALL7, 1),
-        _p(GI_1_SLICE_REV1, 20, "1g.12gb+me", 1, 1, _scaled(9984, _NVL_MIB), 16,
-           (1, 1, 0, 1, 1), _ALL7, 1),
-        _p(GI_1_SLICE_REV2, 15, "1g.24gb", 1, 4, _scaled(20096, _NVL_MIB), 26, (1, 1, 0, 1, 0),
-           (0, 2, 4, 6), 2),
-        _p(GI_2_SLICE, 14, "2g.24gb", 2, 3, _scaled(20096, _NVL_MIB), 32, (2, 2, 0, 2, 0),
-           (0, 2, 4), 2),
-        _p(GI_3_SLICE, 9, "3g.47gb", 3, 2, _scaled(40448, _NVL_MIB), 60, (3, 3, 0, 3, 0), (0, 4), 4),
+        _p(
+            GI_1_SLICE_REV1,
+            20,
+            "1g.12gb+me",
+            1,
+            1,
+            _scaled(9984, _NVL_MIB),
+            16,
+            (1, 1, 0, 1, 1),
+            _ALL7,
+            1,
+        ),
+        _p(
+            GI_1_SLICE_REV2,
+            15,
+            "1g.24gb",
+            1,
+            4,
+            _scaled(20096, _NVL_MIB),
+            26,
+            (1, 1, 0, 1, 0),
+            (0, 2, 4, 6),
+            2,
+        ),
+        _p(
+            GI_2_SLICE,
+            14,
+            "2g.24gb",
+            2,
+            3,
+            _scaled(20096, _NVL_MIB),
+            32,
+            (2, 2, 0, 2, 0),
+            (0, 2, 4),
+            2,
+        ),
+        _p(
+            GI_3_SLICE, 9, "3g.47gb", 3, 2, _scaled(40448, _NVL_MIB), 60, (3, 3, 0, 3, 0), (0, 4), 4
+        ),
         _p(GI_4_SLICE, 5, "4g.47gb", 4, 1, _scaled(40448, _NVL_MIB), 64, (4, 4, 0, 4, 0), (0,), 4),
         _p(GI_7_SLICE, 0, "7g.94gb", 7, 1, _scaled(81152, _NVL_MIB), 132, (8, 7, 0, 7, 1), (0,), 8),
     ),
@@ -390,7 +422,15 @@ def derived_profile_name(slice_count: int, memory_mib: int) -> str:
 
 
 # NVML_COMPUTE_INSTANCE_PROFILE_* index for a compute instance of N compute slices.
-CI_PROFILE_INDEX_BY_SLICES: Dict[int, int] = {1: 0x0, 2: 0x1, 3: 0x2, 4: 0x3, 7: 0x4, 8: 0x5, 6: 0x6}
+CI_PROFILE_INDEX_BY_SLICES: Dict[int, int] = {
+    1: 0x0,
+    2: 0x1,
+    3: 0x2,
+    4: 0x3,
+    7: 0x4,
+    8: 0x5,
+    6: 0x6,
+}
 
 
 def compute_instance_slice_options(gi_slices: int) -> Tuple[int, ...]:

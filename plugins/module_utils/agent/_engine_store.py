@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BackendError,
     nvml_error_text,
     open_backend,
@@ -184,7 +184,9 @@ def resolve_target(
 def _resolve(
     opened: Any, visible: str, first: str, allow_shared: bool, warnings: List[str]
 ) -> SliceTarget:
-    from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_inventory import GpuReader
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import (
+        GpuReader,
+    )
 
     nvml = opened.nvml
     reader = GpuReader(nvml)
@@ -520,7 +522,7 @@ class EngineSpec:
     profile: str
 
     def inputs(self) -> Dict[str, Any]:
-        from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+        from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
             check_combination,
         )
 
@@ -718,7 +720,7 @@ def build_engine(
     """Build (or keep) the engine for ``spec``; returns path, key, changed, action and reason."""
     import numpy as np
 
-    from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
         check_combination,
     )
 

@@ -41,8 +41,8 @@ try:
 except ImportError:  # reported by open_backend, which imports pynvml before this module
     pynvml = None
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import BackendError
-from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_catalog import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import BackendError
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     CI_PROFILE_INDEX_BY_SLICES,
     DRIVER_GI_PROFILE_INDEX_BOUND,
     GpuModel,
@@ -216,7 +216,9 @@ class StateFile:
             # reads that follow (see read)
             state = self.read()
         else:
-            from ansible_collections.heteromig.fleet.plugins.module_utils import _nvml_sim_changes
+            from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import (
+                _nvml_sim_changes,
+            )
 
             state = _nvml_sim_changes.create_state(self, gpus)
         if state["spec"] != gpus:
@@ -850,7 +852,7 @@ class SimulatedNvml:
     # _nvml_sim_activity, imported on the first call (as _nvml_sim_changes is).
     @staticmethod
     def _activity() -> Any:
-        from ansible_collections.heteromig.fleet.plugins.module_utils import _nvml_sim_activity
+        from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import _nvml_sim_activity
 
         return _nvml_sim_activity
 
@@ -880,7 +882,7 @@ class SimulatedNvml:
     # that a run that only reads does not compile it (see that module).
     @staticmethod
     def _changes() -> Any:
-        from ansible_collections.heteromig.fleet.plugins.module_utils import _nvml_sim_changes
+        from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import _nvml_sim_changes
 
         return _nvml_sim_changes
 

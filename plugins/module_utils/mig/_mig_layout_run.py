@@ -32,14 +32,17 @@ def search_path() -> str:
 
 def layout_entries(params: Mapping[str, Any], file_text: Optional[str]) -> List[Any]:
     """The layout entries from whichever option gives them (none for export without one)."""
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
         parse_gpu_entries,
         parse_mig_parted,
     )
 
     if params["mig_parted_config_file"] is not None:
-        return parse_mig_parted(file_text, params["mig_parted_label"],
-                                "mig_parted_config_file %s" % params["mig_parted_config_file"])
+        return parse_mig_parted(
+            file_text,
+            params["mig_parted_label"],
+            "mig_parted_config_file %s" % params["mig_parted_config_file"],
+        )
     if params["mig_parted_config"] is not None:
         return parse_mig_parted(params["mig_parted_config"], params["mig_parted_label"])
     if params["layout"] is None and params["gpus"] is None:
@@ -47,21 +50,28 @@ def layout_entries(params: Mapping[str, Any], file_text: Optional[str]) -> List[
     return parse_gpu_entries(params["layout"], params["gpus"])
 
 
-def plan_and_apply(module: Any, backend: Any, reader: Any, host_state: Mapping[str, Any],
-                   file_text: Optional[str], request: Mapping[str, Any], stamp: Any,
-                   guarded: Optional[Guarded]) -> Dict[str, Any]:
+def plan_and_apply(
+    module: Any,
+    backend: Any,
+    reader: Any,
+    host_state: Mapping[str, Any],
+    file_text: Optional[str],
+    request: Mapping[str, Any],
+    stamp: Any,
+    guarded: Optional[Guarded],
+) -> Dict[str, Any]:
     """Plan from ``host_state`` and, unless check mode, apply; record the result in ``stamp``.
 
     ``request``: the options the stamp is keyed by. ``guarded``: the validated (hooks, GPU
     clients), run around a change (``_mig_change``).
     """
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
         HostMig,
         MigApplyError,
         run_host,
     )
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import LayoutError
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_stamp import stamp_key
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import LayoutError
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_stamp import stamp_key
 
     params = module.params
     mig = HostMig(backend, state=reader)
@@ -74,14 +84,23 @@ def plan_and_apply(module: Any, backend: Any, reader: Any, host_state: Mapping[s
     )
     guard = None
     if guarded is not None:
-        from ansible_collections.heteromig.fleet.plugins.module_utils._mig_change import guard_for
+        from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_change import (
+            guard_for,
+        )
 
         guard = guard_for(params, guarded[0], guarded[1], search_path())
     try:
         entries = layout_entries(params, file_text)
-        result = run_host(backend, entries, check_mode=module.check_mode, host_state=host_state,
-                          operation=params["operation"], with_devices=params["return_mig_devices"],
-                          prepare=guard.prepare if guard is not None else None, **options)
+        result = run_host(
+            backend,
+            entries,
+            check_mode=module.check_mode,
+            host_state=host_state,
+            operation=params["operation"],
+            with_devices=params["return_mig_devices"],
+            prepare=guard.prepare if guard is not None else None,
+            **options,
+        )
     except LayoutError as exc:
         module.fail_json(msg=str(exc), changed=False)
     except MigApplyError as exc:
@@ -109,8 +128,14 @@ def plan_and_apply(module: Any, backend: Any, reader: Any, host_state: Mapping[s
         if problems:
             failed = dict(result)
             failed.pop("diff", None)
-            module.fail_json(msg="the MIG layout was applied, but: %s" % "; ".join(problems), **failed)
-    if stamp is not None and not module.check_mode and (result["changed"] or not result["would_change"]):
+            module.fail_json(
+                msg="the MIG layout was applied, but: %s" % "; ".join(problems), **failed
+            )
+    if (
+        stamp is not None
+        and not module.check_mode
+        and (result["changed"] or not result["would_change"])
+    ):
         # what an apply of this request returns from now on, while the GPUs stay as they are
         after = reader.host_state() if result["changed"] else host_state
         if params["operation"] == "plan" and not params["return_mig_devices"]:
@@ -118,14 +143,23 @@ def plan_and_apply(module: Any, backend: Any, reader: Any, host_state: Mapping[s
             # result is already the record
             again = result
         else:
-            again = run_host(backend, entries, check_mode=True, host_state=after,
-                             operation="apply", with_devices=False, **options)
+            again = run_host(
+                backend,
+                entries,
+                check_mode=True,
+                host_state=after,
+                operation="apply",
+                with_devices=False,
+                **options,
+            )
         if not again["changed"]:
             try:
                 stamp.store(stamp_key(request, after), again)
             except OSError as exc:
-                module.warn("could not record the applied layout in %s (%s); the next run "
-                            "plans again" % (stamp.path, exc.strerror or exc))
+                module.warn(
+                    "could not record the applied layout in %s (%s); the next run "
+                    "plans again" % (stamp.path, exc.strerror or exc)
+                )
     return result
 
 
@@ -134,8 +168,10 @@ def guard_inputs(module: Any) -> Optional[Guarded]:
     params = module.params
     if params["hooks"] is None and not params["hooks_file"] and not params["gpu_clients"]:
         return None
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_clients import ClientError
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_hooks import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_clients import (
+        ClientError,
+    )
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks import (
         HookError,
         validate_inputs,
     )
@@ -146,8 +182,11 @@ def guard_inputs(module: Any) -> Optional[Guarded]:
             with open(params["hooks_file"], encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
-            module.fail_json(msg="cannot read hooks_file %s: %s; nothing was changed"
-                             % (params["hooks_file"], exc.strerror or exc), changed=False)
+            module.fail_json(
+                msg="cannot read hooks_file %s: %s; nothing was changed"
+                % (params["hooks_file"], exc.strerror or exc),
+                changed=False,
+            )
     try:
         return validate_inputs(params, text)
     except (HookError, ClientError) as exc:
@@ -159,20 +198,29 @@ def persistence(module: Any, result: Dict[str, Any], guarded: Optional[Guarded])
     """Boot persistence (``_mig_persist``) after the run; the result with RV(boot_persistence)."""
     params = module.params
     # _mig_boot is not called here, but installed on the host from this module's payload
-    from ansible_collections.heteromig.fleet.plugins.module_utils import (  # noqa: F401  pylint: disable=unused-import
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig import (  # noqa: F401  pylint: disable=unused-import
         _mig_boot,
     )
-    from ansible_collections.heteromig.fleet.plugins.module_utils._mig_persist import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist import (
         PersistError,
         persistence_step,
     )
 
-    apply_now = (not module.check_mode and params["operation"] in ("apply", "export")
-                 and not result.get("reboot_required"))
+    apply_now = (
+        not module.check_mode
+        and params["operation"] in ("apply", "export")
+        and not result.get("reboot_required")
+    )
     try:
-        done = persistence_step(params, result, guarded[1] if guarded else [], apply_now,
-                                module.run_command, module.get_bin_path("systemctl"),
-                                sys.executable)
+        done = persistence_step(
+            params,
+            result,
+            guarded[1] if guarded else [],
+            apply_now,
+            module.run_command,
+            module.get_bin_path("systemctl"),
+            sys.executable,
+        )
     except (PersistError, OSError) as exc:
         failed = dict(result)
         failed.pop("diff", None)
@@ -183,6 +231,11 @@ def persistence(module: Any, result: Dict[str, Any], guarded: Optional[Guarded])
     if module._diff and (done["changed"] or done["would_change"]) and done["files"]:
         verb = "written or removed" if done["changed"] else "to write or remove"
         result.setdefault("diff", {"before": "", "after": ""})
-        result["diff"]["prepared"] = result["diff"].get("prepared", "") + "boot persistence (%s), files %s:\n%s" % (
-            done["state"], verb, "".join("  %s\n" % path for path in done["files"]))
+        result["diff"]["prepared"] = result["diff"].get(
+            "prepared", ""
+        ) + "boot persistence (%s), files %s:\n%s" % (
+            done["state"],
+            verb,
+            "".join("  %s\n" % path for path in done["files"]),
+        )
     return result

@@ -59,20 +59,22 @@ START_TIMEOUT_SECONDS = 900
 _PACKAGE = "ansible_collections.heteromig.fleet.plugins.module_utils"
 # What the boot entry imports (directly or not), shipped beside it.
 RUNTIME_SOURCES = (
-    "_gpu_backend.py",
-    "_gpu_catalog.py",
-    "_gpu_inventory.py",
-    "_mig_apply.py",
-    "_mig_boot.py",
-    "_mig_change.py",
-    "_mig_clients.py",
-    "_mig_commands.py",
-    "_mig_hooks.py",
-    "_mig_persist.py",
-    "_mig_plan.py",
-    "_mig_state.py",
-    "_nvml_sim.py",
-    "_nvml_sim_changes.py",
+    "mig/__init__.py",
+    "mig/_mig_apply.py",
+    "mig/_mig_boot.py",
+    "mig/_mig_change.py",
+    "mig/_mig_clients.py",
+    "mig/_mig_commands.py",
+    "mig/_mig_hooks.py",
+    "mig/_mig_persist.py",
+    "mig/_mig_plan.py",
+    "mig/_mig_state.py",
+    "nvml/__init__.py",
+    "nvml/_gpu_backend.py",
+    "nvml/_gpu_catalog.py",
+    "nvml/_gpu_inventory.py",
+    "nvml/_nvml_sim.py",
+    "nvml/_nvml_sim_changes.py",
 )
 _PACKAGE_DIRS = ("ansible_collections", "heteromig", "fleet", "plugins", "module_utils")
 # the options of mig_layout a boot re-apply needs, kept in layout.json
@@ -251,7 +253,7 @@ def entry_text(python: str) -> str:
         "import os\n"
         "import sys\n\n"
         "sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), 'lib'))\n"
-        "from ansible_collections.heteromig.fleet.plugins.module_utils._mig_boot import main  # noqa: E402\n\n"
+        "from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_boot import main  # noqa: E402\n\n"
         "sys.exit(main(sys.argv[1:]))\n" % (python, ENTRY_NAME, ENTRY_NAME)
     )
 
@@ -269,12 +271,13 @@ def runtime_files(lib: str, read: Callable[[str], bytes]) -> Dict[str, bytes]:
 
 
 def read_shipped(name: str) -> bytes:
-    """A module_utils source as this run carries it (the module's payload, or the checkout).
+    """A module_utils source (a path below module_utils) as this run carries it (the module's payload, or the checkout).
 
     Through the module's loader (zipimport in a payload, files in a checkout): ``pkgutil.get_data``
     of the package gives nothing where module_utils is a namespace package.
     """
-    spec = importlib.util.find_spec("%s.%s" % (_PACKAGE, name[:-3]))
+    module = name[: -len("/__init__.py")] if name.endswith("/__init__.py") else name[:-3]
+    spec = importlib.util.find_spec("%s.%s" % (_PACKAGE, module.replace("/", ".")))
     loader = getattr(spec, "loader", None)
     if spec is None or spec.origin is None or not hasattr(loader, "get_data"):
         raise PersistError("cannot read %s from this collection's module_utils" % name)

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_apply import MigApplyError
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_clients import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import MigApplyError
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_clients import (
     ClientError,
     ClientManager,
     GpuClient,
     needed,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_hooks import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks import (
     APPLY_EXIT,
     APPLY_START,
     DEFAULT_TIMEOUT,
@@ -43,7 +43,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._mig_hooks import 
     mig_parted_variables,
     points_for,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_persist import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist import (
     BootPaths,
     selected_label,
 )

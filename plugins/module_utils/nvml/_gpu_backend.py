@@ -138,7 +138,7 @@ def open_backend(
         )
     pynvml = _import_pynvml()
     if backend == "sim":
-        from ansible_collections.heteromig.fleet.plugins.module_utils._nvml_sim import (
+        from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
             SimulatedNvml,
         )
 

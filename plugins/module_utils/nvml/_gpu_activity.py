@@ -212,7 +212,7 @@ def main_window_summary(
 
 # ----------------------------------------------------------------------------- the sampler
 def _error_text(nvml: Any, exc: BaseException) -> str:
-    from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
         nvml_error_text,
     )
 
@@ -299,7 +299,7 @@ class ActivitySampler:
             return
         try:
             if self.opener is None:
-                from ansible_collections.heteromig.fleet.plugins.module_utils._gpu_backend import (
+                from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
                     open_backend,
                 )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
     CurrentInstance,
     GpuPlan,
     PlacedInstance,
