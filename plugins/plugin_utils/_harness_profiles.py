@@ -35,12 +35,12 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runn
     PLAN_FORMAT,
     PLAN_VERSION,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import SCENARIOS
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._regex_numbers import (
     number_at_least,
 )
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness_profiles")
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 MODES = ("PerformanceOnly", "AccuracyOnly")
 ACCURACY_ONLY = "AccuracyOnly"
 GROUP_SETS = ("all", "datacenter", "edge")

@@ -50,7 +50,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_har
     build_parser,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+    SimulatedNvml,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,

@@ -20,7 +20,9 @@ import yaml
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+    SimulatedNvml,
+)
 from lab.runner import LabRun, run_playbook
 
 pytestmark = pytest.mark.integration

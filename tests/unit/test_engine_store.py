@@ -24,7 +24,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_stor
     TargetError,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+    SimulatedNvml,
+)
 from ansible_collections.heteromig.fleet.plugins.modules import engine_build
 
 H100 = "H100-SXM5-80GB"

@@ -23,7 +23,9 @@ import pytest
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+    SimulatedNvml,
+)
 
 COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
 HARNESS = [sys.executable, "-m", HARNESS_MODULE]

@@ -27,15 +27,17 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend 
     open_backend,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
-    STATE_FORMAT,
-    STATE_VERSION,
     SimulatedNvml,
-    SimulatorError,
-    StateFile,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     inject_fault,
     register_process,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_state import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    SimulatorError,
+    StateFile,
 )
 
 SimFactory = Callable[..., Any]  # the make_sim fixture (conftest.py)

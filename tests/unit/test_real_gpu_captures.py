@@ -27,7 +27,9 @@ import pynvml
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+    SimulatedNvml,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "fixtures" / "nvidia-smi"

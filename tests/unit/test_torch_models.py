@@ -25,7 +25,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_m
     is_torch_model,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import SimulatedNvml
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+    SimulatedNvml,
+)
 
 COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
 RESNET = tm.TORCH_MODELS["synth-resnet50"]

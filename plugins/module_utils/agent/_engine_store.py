@@ -44,6 +44,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import (
+    FULL_GPU_PROFILE,
+    compute_slices,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BackendError,
     nvml_error_text,
@@ -60,8 +64,7 @@ ENGINE_MAGIC = b"HETEROMIG-ENGINE 1\n"
 ENGINE_SUFFIX = ".engine"
 _MAX_HEADER = 1 << 20
 
-# The "profile" of a whole GPU used without MIG isolation, and of a process with no GPU at all.
-FULL_GPU_PROFILE = "full-gpu"
+# The "profile" of a process with no GPU at all (a whole GPU's is _mlperf_terms.FULL_GPU_PROFILE).
 CPU_PROFILE = "cpu"
 CPU_MODEL = "cpu"
 
@@ -281,14 +284,6 @@ def shared_gpu_banner(target: SliceTarget) -> str:
             line,
         )
     )
-
-
-def compute_slices(profile: str) -> int:
-    """Compute slices of a profile: 3 for 3g.40gb, 1 for 1c.3g.40gb, 7 for a full GPU."""
-    if profile == FULL_GPU_PROFILE:
-        return 7
-    match = re.match(r"^(\d+)c\.", profile) or re.match(r"^(\d+)g\.", profile)
-    return max(int(match.group(1)), 1) if match else 1
 
 
 def batch_size(scenario: str, profile: str) -> int:

@@ -95,6 +95,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity
     activity_result,
     interval_from_plan,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    register_process,
+)
 
 PLAN_FORMAT = "heteromig.hetero-plan"
 PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode
@@ -692,12 +695,12 @@ class Runner:
         if backend.get("name") != "sim" or not backend.get("sim_state") or not uuid:
             return
         try:
-            from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-                register_process,
-            )
-
             register_process(
-                backend["sim_state"], pid, uuid, str(self.benchmarks[name].get("benchmark", name))
+                "sim",
+                backend["sim_state"],
+                pid,
+                uuid,
+                str(self.benchmarks[name].get("benchmark", name)),
             )
         except Exception as exc:
             self._log("could not register %s (pid %d) with the simulator: %s" % (name, pid, exc))

@@ -76,6 +76,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_m
     is_torch_model,
     normalize_scenario,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
+    register_process,
+)
 
 PROG = HARNESS_PROG
 EXIT_OK = 0
@@ -481,15 +484,11 @@ def _register_on_simulator(target: SliceTarget, used_memory: int) -> bool:
     """On a simulated host, show this process on its device in NVML, as a CUDA context does."""
     if target.backend != "sim" or not target.uuid:
         return False
-    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-        register_process,
-    )
-
     state = os.environ.get(ENV_SIM_STATE)
     if not state:
         raise HarnessError("HETEROMIG_SIM_STATE is not set, but the GPU backend is 'sim'")
     try:
-        register_process(state, os.getpid(), target.uuid, sys.executable, used_memory)
+        register_process("sim", state, os.getpid(), target.uuid, sys.executable, used_memory)
     except Exception as exc:  # SimulatorError and OSError alike end the run
         raise HarnessError(
             "cannot register this process on simulated device %s: %s" % (target.uuid, exc)

@@ -37,7 +37,6 @@ LOADGEN_FILES = (
     "mlperf_log_trace.json",
 )
 MLLOG_PREFIX = ":::MLLOG "
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
 # The checks of a parsed LoadGen result (parse_loadgen's keys) that say a run was too short,
 # and the words that name each one failing; then the latency check.

@@ -28,13 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import (
+    ACCURACY_TARGETS,
+    SCENARIOS,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._torch_models import (
     TORCH_MODELS,
     TorchModel,
 )
-
-SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
-ACCURACY_TARGETS = ("99", "99.9")
 
 # Required fraction of samples within tolerance, per accuracy target (MLPerf's "99" / "99.9"
 # naming: the fraction of the reference accuracy a submission must reach).

@@ -33,6 +33,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import (
+    ACCURACY_TARGETS,
+    SCENARIOS,
+    compute_slices,
+)
+
 # The precisions an engine can ask for (see _engine_store.precision_for) and their bytes.
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}
 # Memory a CUDA process needs beside its tensors (context, cuBLAS/cuDNN workspaces, allocator
@@ -106,10 +112,6 @@ class TorchModel:
 
     def describe(self) -> Dict[str, Any]:
         """What ``models --json`` prints."""
-        from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
-            ACCURACY_TARGETS,
-        )
-
         return dict(
             self.definition(),
             description=self.description,
@@ -262,8 +264,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-SCENARIOS_GPU = ("Offline", "Server", "SingleStream", "MultiStream")
-
 TORCH_MODELS: Dict[str, TorchModel] = {
     model.name: model
     for model in (
@@ -277,7 +277,7 @@ TORCH_MODELS: Dict[str, TorchModel] = {
             outputs=1000,
             weight_seed=1201,
             input_seed=2201,
-            scenarios=SCENARIOS_GPU,
+            scenarios=SCENARIOS,
             categories=("datacenter", "edge"),
             qsl_total=1024,
             qsl_performance=1024,
@@ -445,10 +445,6 @@ def plan_run(
     The slice's memory is checked first (it is known before anything is loaded), then torch
     and CUDA. No fallback to the CPU unless ``choice`` is ``torch-cpu``.
     """
-    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
-        compute_slices,
-    )
-
     memory = None
     if target.kind != "cpu" and target.memory_total_mib and choice != "torch-cpu":
         memory = memory_plan(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_errors import BackendError
+
 BACKENDS = ("nvml", "sim")
 
 # Argument spec shared by every module that talks to GPUs (documented by the
@@ -27,13 +29,6 @@ BACKEND_ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
 
 # (argv) -> (rc, stdout, stderr), e.g. AnsibleModule.run_command
 RunCommand = Callable[[List[str]], Tuple[int, str, str]]
-
-
-class BackendError(Exception):
-    """NVML could not be opened or used; the message says what is wrong and what to do.
-
-    The simulator's own errors (``SimulatorError``) derive from it, so callers catch one class.
-    """
 
 
 # NVML error codes in the words nvidia-smi uses, so messages read the same as on real hosts
@@ -105,6 +100,32 @@ class GpuBackend:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.nvml.nvmlShutdown()
+
+
+def register_process(
+    backend: str,
+    sim_state: Optional[str],
+    pid: int,
+    device_uuid: str,
+    name: str,
+    used_memory: int = 0,
+) -> bool:
+    """Show ``pid`` on its GPU or MIG device in NVML, as a CUDA context does; True if recorded.
+
+    On real GPUs the driver does this when the process creates its context: nothing to do. A
+    simulated host records the process in its state file (SimulatorError when the device is
+    unknown there).
+    """
+    if backend != "sim":
+        return False
+    if not sim_state:
+        raise BackendError("backend 'sim' needs a simulator state file to register pid %d" % pid)
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
+        register_process as record_process,
+    )
+
+    record_process(sim_state, pid, device_uuid, name, used_memory)
+    return True
 
 
 def _import_pynvml() -> Any:

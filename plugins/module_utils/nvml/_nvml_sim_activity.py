@@ -41,7 +41,7 @@ import ctypes
 import itertools
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 try:
     import pynvml
@@ -49,12 +49,16 @@ except ImportError:  # reported by open_backend, which imports pynvml before the
     pynvml = None
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import ARCH_HOPPER
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_state import (
     KIND_DEVICE,
     KIND_MIG_DEVICE,
-    SimulatedNvml,
     raise_nvml,
 )
+
+if TYPE_CHECKING:  # the reading half imports this module on its first change
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+        SimulatedNvml,
+    )
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _GPM_TAG = 0x5B << 52

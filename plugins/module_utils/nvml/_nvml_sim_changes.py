@@ -25,7 +25,7 @@ import os
 import tempfile
 import uuid
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List
 
 try:
     import pynvml
@@ -36,18 +36,23 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog 
     compute_instance_starts,
     gpu_instance_id_for,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_state import (
     KIND_COMPUTE_INSTANCE,
     KIND_DEVICE,
     KIND_GPU_INSTANCE,
     STATE_FORMAT,
     STATE_VERSION,
-    SimulatedNvml,
     SimulatorError,
     StateFile,
     pid_alive,
     raise_nvml,
+    slot_free,
 )
+
+if TYPE_CHECKING:  # the reading half imports this module on its first change
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
+        SimulatedNvml,
+    )
 
 # PCI buses of the eight GPUs of a DGX H100 / DGX A100, reused for simulated hosts; GPUs past
 # the eighth take the other bus numbers in order, so no two GPUs of a host share a bus.
@@ -184,14 +189,14 @@ def _start_for(placement: Any, starts: Any, size: int, occupied: List[Any]) -> i
     Without a placement, the lowest free start; with one, that start if it is valid and free.
     """
     if placement is None:
-        free = [start for start in starts if SimulatedNvml._free(occupied, start, size)]
+        free = [start for start in starts if slot_free(occupied, start, size)]
         if not free:
             raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
         return free[0]
     start = int(placement.start)
     if start not in starts or int(placement.size) != size:
         raise_nvml(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-    if not SimulatedNvml._free(occupied, start, size):
+    if not slot_free(occupied, start, size):
         raise_nvml(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
     return start
 
