@@ -8,60 +8,14 @@ helpers) is not shipped."""
 
 from __future__ import annotations
 
-import ast
 import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._import_closure import import_closure
+
 MODULE_UTILS = Path(__file__).resolve().parents[1] / "module_utils"
-PACKAGE = "ansible_collections.heteromig.fleet.plugins.module_utils"
 AGENT = "agent"
-
-
-def _module_file(dotted: str, known: set[str]) -> str | None:
-    """The source of a module below module_utils (``agent._x`` -> ``agent/_x.py``), if known."""
-    path = dotted.replace(".", "/")
-    for candidate in (path + ".py", path + "/__init__.py"):
-        if candidate in known:
-            return candidate
-    return None
-
-
-def imported_files(text: str, known: set[str]) -> set[str]:
-    """The module_utils files a source imports anywhere (lazy imports in functions included)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(text)):
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == PACKAGE or node.module.startswith(PACKAGE + "."):
-                base = node.module[len(PACKAGE) + 1 :]
-                names = [base] if base else []
-                names += [(base + "." if base else "") + alias.name for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names = [
-                a.name[len(PACKAGE) + 1 :] for a in node.names if a.name.startswith(PACKAGE + ".")
-            ]
-        for name in names:
-            hit = _module_file(name, known)
-            if hit:
-                found.add(hit)
-    return found
-
-
-def import_closure(sources: dict[str, str], roots: list[str]) -> set[str]:
-    """``roots`` and every file they import, directly or not, with their packages' __init__.py."""
-    known = set(sources)
-    shipped: set[str] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        if name in shipped:
-            continue
-        shipped.add(name)
-        todo.extend(imported_files(sources[name], known) - shipped)
-        if "/" in name:
-            todo.append(name.split("/")[0] + "/__init__.py")
-    return shipped
 
 
 @lru_cache(maxsize=1)
@@ -79,7 +33,7 @@ def runtime_sources() -> dict[str, str]:
     """Path below module_utils -> text of every host-side runtime file (read once per process)."""
     sources = all_sources()
     roots = sorted(name for name in sources if name.startswith(AGENT + "/"))
-    shipped = import_closure(sources, roots)
+    shipped = import_closure(sources.get, roots)
     return {name: sources[name] for name in sorted(shipped)}
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils import _host_runtime as rt
+from ansible_collections.heteromig.fleet.plugins.module_utils._import_closure import import_closure
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._runtime_sources import (
     MODULE_UTILS,
-    import_closure,
     runtime_manifest,
     runtime_sources,
 )
@@ -172,7 +172,7 @@ def test_the_import_closure_follows_lazy_imports_and_adds_packages() -> None:
         "mig/__init__.py": "",
         "mig/_d.py": "from %s.agent._a import f\n" % pkg,
     }
-    assert import_closure(sources, ["agent/_a.py"]) == {
+    assert import_closure(sources.get, ["agent/_a.py"]) == {
         "agent/__init__.py",
         "agent/_a.py",
         "nvml/__init__.py",

@@ -359,3 +359,24 @@ def test_the_boot_entry_refuses_a_config_it_cannot_use(tmp_path: Path) -> None:
     )
     missing = _entry(paths, "status", "--config", str(tmp_path / "none.json"), cwd=tmp_path)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_the_boot_entry_ships_what_it_imports_and_nothing_of_the_agent(tmp_path: Path) -> None:
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist import (
+        read_shipped,
+        runtime_files,
+    )
+
+    lib = tmp_path / "lib"
+    below = {
+        Path(path)
+        .relative_to(lib / "ansible_collections/heteromig/fleet/plugins/module_utils")
+        .as_posix()
+        for path in runtime_files(str(lib), read_shipped)
+        if "/module_utils/" in path
+    }
+    # the boot entry's own chain, and the NVML door with the simulator's halves it opens
+    assert {"mig/_mig_boot.py", "mig/_mig_apply.py", "nvml/_gpu_backend.py"} <= below
+    assert {"nvml/_nvml_errors.py", "nvml/_nvml_sim.py", "nvml/_nvml_sim_state.py"} <= below
+    assert {"mig/__init__.py", "nvml/__init__.py"} <= below
+    assert not [name for name in below if name.startswith("agent/")]

@@ -36,6 +36,8 @@ import shutil
 import tempfile
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._import_closure import import_closure
+
 UNIT_NAME = "heteromig-mig-layout.service"
 WANTED_BY = "multi-user.target"
 ENTRY_NAME = "heteromig-mig-boot"
@@ -57,25 +59,8 @@ WAIT_DRIVER_SECONDS = 120
 START_TIMEOUT_SECONDS = 900
 
 _PACKAGE = "ansible_collections.heteromig.fleet.plugins.module_utils"
-# What the boot entry imports (directly or not), shipped beside it.
-RUNTIME_SOURCES = (
-    "mig/__init__.py",
-    "mig/_mig_apply.py",
-    "mig/_mig_boot.py",
-    "mig/_mig_change.py",
-    "mig/_mig_clients.py",
-    "mig/_mig_commands.py",
-    "mig/_mig_hooks.py",
-    "mig/_mig_persist.py",
-    "mig/_mig_plan.py",
-    "mig/_mig_state.py",
-    "nvml/__init__.py",
-    "nvml/_gpu_backend.py",
-    "nvml/_gpu_catalog.py",
-    "nvml/_gpu_inventory.py",
-    "nvml/_nvml_sim.py",
-    "nvml/_nvml_sim_changes.py",
-)
+# The boot entry; what it imports, directly or not, is shipped beside it (_import_closure).
+BOOT_MODULE = "mig/_mig_boot.py"
 _PACKAGE_DIRS = ("ansible_collections", "heteromig", "fleet", "plugins", "module_utils")
 # the options of mig_layout a boot re-apply needs, kept in layout.json
 REQUEST_OPTIONS = (
@@ -265,8 +250,17 @@ def runtime_files(lib: str, read: Callable[[str], bytes]) -> Dict[str, bytes]:
     for part in _PACKAGE_DIRS:
         directory = os.path.join(directory, part)
         files[os.path.join(directory, "__init__.py")] = b""
-    for name in RUNTIME_SOURCES:
-        files[os.path.join(directory, name)] = read(name)
+    texts: Dict[str, bytes] = {}
+
+    def source_of(name: str) -> Optional[str]:
+        try:
+            texts[name] = read(name)
+        except PersistError:
+            return None
+        return texts[name].decode("utf-8")
+
+    for name in sorted(import_closure(source_of, [BOOT_MODULE])):
+        files[os.path.join(directory, name)] = texts[name]
     return files
 
 
@@ -277,7 +271,10 @@ def read_shipped(name: str) -> bytes:
     of the package gives nothing where module_utils is a namespace package.
     """
     module = name[: -len("/__init__.py")] if name.endswith("/__init__.py") else name[:-3]
-    spec = importlib.util.find_spec("%s.%s" % (_PACKAGE, module.replace("/", ".")))
+    try:
+        spec = importlib.util.find_spec("%s.%s" % (_PACKAGE, module.replace("/", ".")))
+    except (ImportError, ValueError):  # a name inside a module, not a module of its own
+        spec = None
     loader = getattr(spec, "loader", None)
     if spec is None or spec.origin is None or not hasattr(loader, "get_data"):
         raise PersistError("cannot read %s from this collection's module_utils" % name)
