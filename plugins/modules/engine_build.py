@@ -309,7 +309,7 @@ import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -324,9 +324,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_stor
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
-    BackendError,
-    nvml_error_text,
-    open_backend,
+    opened_backend,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
@@ -617,24 +615,18 @@ def run_job(job: Job, env: Dict[str, str], timeout: int, host_root: str) -> None
         job.error = "built, but cannot write the build stamp %s: %s" % (job.path, exc)
 
 
+def _raise_build_error(message: str) -> NoReturn:
+    raise BuildError(message) from None
+
+
 def discover(module: AnsibleModule) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     params = module.params
     mig_devices = params["mig_devices"]
     gpus = params["gpus"]
     if mig_devices is not None and (gpus is not None or not params["shared_gpu"]):
         return mig_devices, gpus or []
-    try:
-        backend = open_backend(params["backend"], params["sim_state"], params["sim_gpus"])
-    except BackendError as exc:
-        raise BuildError(str(exc)) from None
-    try:
+    with opened_backend(params, _raise_build_error, "reading GPUs through NVML") as backend:
         host = read_host(backend.nvml, details=True)
-    except BackendError as exc:
-        raise BuildError(str(exc)) from None
-    except backend.nvml.NVMLError as exc:
-        raise BuildError("reading GPUs through NVML failed: %s" % nvml_error_text(exc)) from None
-    finally:
-        backend.close()
     return (
         host["mig_devices"] if mig_devices is None else mig_devices,
         host["gpus"] if gpus is None else gpus,

@@ -303,9 +303,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
-    BackendError,
-    nvml_error_text,
-    open_backend,
+    opened_backend,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
@@ -316,18 +314,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        backend = open_backend(params["backend"], params["sim_state"], params["sim_gpus"])
-    except BackendError as exc:
-        module.fail_json(msg=str(exc))
-    try:
+    with opened_backend(
+        params, lambda msg: module.fail_json(msg=msg), "reading GPUs through NVML"
+    ) as backend:
         host = read_host(backend.nvml, details=params["details"])
-    except BackendError as exc:
-        module.fail_json(msg=str(exc))
-    except backend.nvml.NVMLError as exc:
-        module.fail_json(msg="reading GPUs through NVML failed: %s" % nvml_error_text(exc))
-    finally:
-        backend.close()
     nvml_info = dict(host["system"], backend=backend.name, simulated=backend.simulated)
     module.exit_json(
         changed=False,

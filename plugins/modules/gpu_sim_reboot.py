@@ -55,9 +55,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
-    BackendError,
-    nvml_error_text,
-    open_backend,
+    opened_backend,
 )
 
 
@@ -69,19 +67,11 @@ def main():
             msg="gpu_sim_reboot only reboots simulated GPUs (backend: sim); reboot a real host "
             "with ansible.builtin.reboot"
         )
-    try:
-        backend = open_backend("sim", params["sim_state"], params["sim_gpus"])
-    except BackendError as exc:
-        module.fail_json(msg=str(exc))
-    try:
+    with opened_backend(
+        params, lambda msg: module.fail_json(msg=msg), "rebooting the simulated GPUs", backend="sim"
+    ) as backend:
         if not module.check_mode:
             backend.reboot_simulated_host()
-    except BackendError as exc:
-        module.fail_json(msg=str(exc))
-    except backend.nvml.NVMLError as exc:
-        module.fail_json(msg="rebooting the simulated GPUs failed: %s" % nvml_error_text(exc))
-    finally:
-        backend.close()
     module.exit_json(changed=True, rebooted=not module.check_mode)
 
 

@@ -493,9 +493,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_state imp
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,
-    BackendError,
-    nvml_error_text,
-    open_backend,
+    opened_backend,
 )
 
 _LAYOUT_SOURCES = ("layout", "gpus", "mig_parted_config", "mig_parted_config_file")
@@ -718,23 +716,13 @@ def main():
             changed=False,
         )
 
-    try:
-        backend = open_backend(
-            params["backend"],
-            params["sim_state"],
-            params["sim_gpus"],
-            run_command=module.run_command,
-        )
-    except BackendError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    try:
+    with opened_backend(
+        params,
+        lambda msg: module.fail_json(msg=msg, changed=False),
+        "NVML",
+        run_command=module.run_command,
+    ) as backend:
         result = _run(module, backend, file_text, guarded)
-    except BackendError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except backend.nvml.NVMLError as exc:
-        module.fail_json(msg="NVML failed: %s" % nvml_error_text(exc))
-    finally:
-        backend.close()
     if params["operation"] == "plan" and (
         result["would_change"] or params["boot_persistence"] == "present"
     ):

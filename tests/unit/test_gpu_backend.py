@@ -17,6 +17,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend 
     GpuBackend,
     nvml_error_text,
     open_backend,
+    opened_backend,
 )
 
 
@@ -197,3 +198,55 @@ def test_nvml_error_text_uses_nvml_own_words() -> None:
         ):
             differing[code] = (words, ours)
     assert not differing, "wording differs from NVML's: %s" % differing
+
+
+class Failed(Exception):
+    """What the test's ``fail`` raises, as fail_json would exit."""
+
+
+def _fail(message: str) -> None:
+    raise Failed(message)
+
+
+def _params(tmp_path: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "backend": "sim",
+        "sim_state": str(tmp_path / "state.json"),
+        "sim_gpus": "1xH100-SXM5-80GB",
+        **extra,
+    }
+
+
+def test_opened_backend_fails_with_the_open_message_and_runs_no_block(tmp_path: Any) -> None:
+    ran = []
+    nothing = {"backend": "sim", "sim_state": None, "sim_gpus": None}
+    with pytest.raises(Failed) as caught, opened_backend(nothing, _fail, "x"):
+        ran.append(True)
+    assert "needs a simulator state file" in str(caught.value) and ran == []
+
+
+def test_opened_backend_words_an_nvml_error_and_shuts_nvml_down(tmp_path: Any) -> None:
+    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
+        inject_fault,
+    )
+
+    params = _params(tmp_path)
+    with opened_backend(params, _fail, "reading") as backend:
+        assert backend.nvml.nvmlDeviceGetCount() == 1
+    assert backend.nvml._initialised == 0  # shut down after the block
+    inject_fault(params["sim_state"], "nvmlDeviceSetMigMode", pynvml.NVML_ERROR_GPU_IS_LOST)
+    with pytest.raises(Failed) as caught, opened_backend(params, _fail, "switching MIG") as backend:
+        handle = backend.nvml.nvmlDeviceGetHandleByIndex(0)
+        backend.nvml.nvmlDeviceSetMigMode(handle, pynvml.NVML_DEVICE_MIG_ENABLE)
+    # the words nvidia-smi uses for the code, not pynvml's library lookup
+    assert str(caught.value) == "switching MIG failed: %s" % nvml_error_text(
+        pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+    )
+    assert "GPU is lost" in str(caught.value)
+    assert backend.nvml._initialised == 0
+
+
+def test_opened_backend_passes_a_backend_error_of_the_block_on_unchanged(tmp_path: Any) -> None:
+    with pytest.raises(Failed) as caught, opened_backend(_params(tmp_path), _fail, "x"):
+        raise BackendError("the block's own words")
+    assert str(caught.value) == "the block's own words"

@@ -12,7 +12,7 @@ fallback: a host without a driver fails with a message naming the missing librar
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_errors import BackendError
 
@@ -100,6 +100,43 @@ class GpuBackend:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.nvml.nvmlShutdown()
+
+
+@contextlib.contextmanager
+def opened_backend(
+    params: Mapping[str, Any],
+    fail: Callable[[str], Any],
+    doing: str,
+    backend: Optional[str] = None,
+    run_command: Optional[RunCommand] = None,
+) -> Iterator[GpuBackend]:
+    """The backend a GPU module's options name (``BACKEND_ARGUMENT_SPEC``), open for the block.
+
+    Every GPU module does the same around its work: a BackendError, opening NVML or inside the
+    block, reaches ``fail`` with its own message, an NVML error as "<doing> failed: <NVML's
+    words>", and NVML is shut down whatever happens. ``fail`` does not return (a module's
+    ``fail_json``, or a function that raises its own error).
+    """
+    try:
+        opened = open_backend(
+            backend or params["backend"],
+            params.get("sim_state"),
+            params.get("sim_gpus"),
+            run_command,
+        )
+    except BackendError as exc:
+        fail(str(exc))
+        raise
+    try:
+        yield opened
+    except BackendError as exc:
+        fail(str(exc))
+        raise
+    except opened.nvml.NVMLError as exc:
+        fail("%s failed: %s" % (doing, nvml_error_text(exc)))
+        raise
+    finally:
+        opened.close()
 
 
 def register_process(
