@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (  # noqa: E402
     _hetero_runner as R,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C  # noqa: E402
 
 WRITER = str(ROOT / "benchmarks" / "hetero_writer.py")
 MARK = re.compile(r"ts=(\d+\.\d+) running actual test\.")
@@ -59,8 +60,8 @@ def plan(root: Path, run_id: str, backgrounds: int, rate: float) -> dict:
         after = "%.3f" % random.uniform(0.5, 1.5)
         benches.append(bench("bg-%d" % (index + 1), ["--rate", str(rate), "--marker-after", after]))
     return {
-        "format": R.PLAN_FORMAT,
-        "version": R.PLAN_VERSION,
+        "format": C.PLAN_FORMAT,
+        "version": C.PLAN_VERSION,
         "run_id": run_id,
         "run_dir": str(run_dir),
         "benchmarks": benches,

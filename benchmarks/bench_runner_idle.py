@@ -39,6 +39,7 @@ import pynvml  # noqa: E402
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (  # noqa: E402
     _hetero_runner as R,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C  # noqa: E402
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import (  # noqa: E402
     _gpu_activity as A,
 )
@@ -117,8 +118,8 @@ def main() -> int:
         for i in range(args.backgrounds)
     ]
     plan = {
-        "format": R.PLAN_FORMAT,
-        "version": R.PLAN_VERSION,
+        "format": C.PLAN_FORMAT,
+        "version": C.PLAN_VERSION,
         "run_id": "idle",
         "run_dir": str(run_dir),
         "benchmarks": benches,

@@ -31,11 +31,12 @@ from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import
     SAFE_NAME_PATTERN,
     name_problem,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
-    PLAN_FORMAT,
-    PLAN_VERSION,
-)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import MAIN
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import SCENARIOS
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import (
+    BenchmarkPlan,
+    RunPlan,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._regex_numbers import (
     number_at_least,
 )
@@ -44,7 +45,6 @@ BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness_
 MODES = ("PerformanceOnly", "AccuracyOnly")
 ACCURACY_ONLY = "AccuracyOnly"
 GROUP_SETS = ("all", "datacenter", "edge")
-MAIN = "main"
 _NAME_RE = re.compile(r"\A%s\Z" % SAFE_NAME_PATTERN, re.ASCII)
 _ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 _PROFILE_KEYS = {
@@ -897,7 +897,7 @@ def build_plan(
                 },
             )
         )
-    benchmarks = []
+    benchmarks: list[BenchmarkPlan] = []
     for name, role, bench, scen, act, device, extra in entries:
         log_dir = os.path.join(run_dir, name)
         context = dict(base)
@@ -931,24 +931,25 @@ def build_plan(
         cwd_template = profile.command.get("cwd")
         cwd = render_template(cwd_template, context, "command.cwd") if cwd_template else None
         benchmarks.append(
-            {
-                "name": name,
-                "role": role,
-                "benchmark": bench,
-                "scenario": scen,
-                "action": act,
-                "slice": slice_summary(device),
-                "argv": argv,
-                "env": env,
-                "cwd": cwd,
-                "log_dir": log_dir,
-                "files": dict(profile.actions.get(act, {}).get("files") or {}),
-                "duration_ms": extra["duration_ms"],
-                "mode": extra["mode"],
-            }
+            BenchmarkPlan(
+                name=name,
+                role=role,
+                benchmark=bench,
+                scenario=scen,
+                action=act,
+                slice=slice_summary(device),
+                argv=tuple(argv),
+                env=env,
+                cwd=cwd,
+                log_dir=log_dir,
+                files=dict(profile.actions.get(act, {}).get("files") or {}),
+                duration_ms=extra["duration_ms"],
+                mode=extra["mode"],
+                accuracy_check=(
+                    _accuracy_check(profile, context) if extra["mode"] == ACCURACY_ONLY else None
+                ),
+            )
         )
-        if extra["mode"] == ACCURACY_ONLY:
-            benchmarks[-1]["accuracy_check"] = _accuracy_check(profile, context)
     choreography = {
         "background_start_timeout": start_timeout / 1000.0,
         "start_time_buffer": start_buffer / 1000.0,
@@ -969,22 +970,20 @@ def build_plan(
     ) / 1000.0
     if background_mode == "wait":
         expected = max(expected, bg_duration / 1000.0)
-    return {
-        "format": PLAN_FORMAT,
-        "version": PLAN_VERSION,
-        "run_id": run_id,
-        "host": host,
-        "harness": profile.name,
-        "run_dir": run_dir,
-        "shared_gpu": choice.shared_gpu,
-        "gpu": {k: choice.gpu.get(k) for k in ("index", "name", "model", "uuid")},
-        "benchmarks": benchmarks,
-        "choreography": choreography,
-        "readiness_regexes": regexes,
-        "progress_regex": profile.progress_regex,
-        "lease_s": lease / 1000.0,
-        "max_output_bytes": int(options.get("max_output_bytes") or 256 * 1024 * 1024),
-        "expected_duration_s": expected,
-        "backend": dict(backend),
-        "env": {},
-    }
+    return RunPlan(
+        run_id=run_id,
+        host=host,
+        harness=profile.name,
+        run_dir=run_dir,
+        shared_gpu=choice.shared_gpu,
+        gpu={k: choice.gpu.get(k) for k in ("index", "name", "model", "uuid")},
+        benchmarks=tuple(benchmarks),
+        choreography=choreography,
+        readiness_regexes=regexes,
+        progress_regex=profile.progress_regex,
+        lease_s=lease / 1000.0,
+        max_output_bytes=int(options.get("max_output_bytes") or 256 * 1024 * 1024),
+        expected_duration_s=expected,
+        backend=dict(backend),
+        env={},
+    ).to_wire()

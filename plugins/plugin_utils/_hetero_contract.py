@@ -14,22 +14,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import outcome_of
+
 DRY_RUN = "DRY_RUN"
 INVALID = "INVALID"
 SHARED_GPU_WARNING = "shared GPU: no MIG isolation (allow_shared_gpu)"
-
-# Per-benchmark keys copied from the host runner's result as they are.
-_RAN_KEYS = (
-    "exit_code",
-    "signal",
-    "failed",
-    "launched_at",
-    "ready_at",
-    "ended_at",
-    "timed_window",
-    "loadgen",
-    "accuracy",
-)
 
 
 def contract_result(
@@ -59,14 +48,12 @@ def contract_result(
             "slice": bench["slice"],
             "command": bench["argv"],
             "env": {"CUDA_VISIBLE_DEVICES": bench["env"].get("CUDA_VISIBLE_DEVICES")},
-            "stopped_by_runner": ran.get("stopped_by_runner", False),
             "log_dir": bench["log_dir"],
             "fetched_dir": (
                 None if dry_run or results_dir is None else os.path.join(results_dir, bench["name"])
             ),
         }
-        for key in _RAN_KEYS:
-            entry[key] = ran.get(key)
+        entry.update(outcome_of(ran))
         entries.append(entry)
     if dry_run:
         verdict, reasons, warnings, timeline = DRY_RUN, [], [], []

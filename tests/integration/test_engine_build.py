@@ -23,6 +23,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventor
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
     SimulatedNvml,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._runtime_sources import (
+    runtime_sources,
+)
 from lab.runner import LabRun, run_playbook
 
 pytestmark = pytest.mark.integration
@@ -388,18 +391,17 @@ def test_corrupt_engine_is_rebuilt_alone(built: tuple) -> None:
 def test_host_runtime_is_installed(built: tuple) -> None:
     run, root, _facts = built
     installed = root / "lib/ansible_collections/heteromig/fleet/plugins/module_utils"
-    source = Path(store.__file__).resolve().parent
-    assert sorted(p.name for p in installed.glob("*.py")) == sorted(
-        p.name for p in source.glob("*.py")
-    )
-    assert (installed / "_loadgen_harness.py").read_bytes() == (
-        source / "_loadgen_harness.py"
-    ).read_bytes()
+    source = Path(store.__file__).resolve().parents[1]
+    shipped = sorted(runtime_sources())
+    assert sorted(p.relative_to(installed).as_posix() for p in installed.rglob("*.py")) == shipped
+    assert "agent/_loadgen_harness.py" in shipped
+    for name in shipped:
+        assert (installed / name).read_bytes() == (source / name).read_bytes(), name
     assert (root / "engines").is_dir()
     synced = run.result("Install and check the host-side runtime", "localhost").res
     assert synced["harness_version"] == store.HARNESS_VERSION
     assert synced["checked"] == "full"
-    assert synced["files_written"] == sorted(p.name for p in source.glob("*.py"))
+    assert synced["files_written"] == shipped
 
 
 def test_nvidia_mlperf_runs_make_generate_engines_per_profile(built: tuple) -> None:

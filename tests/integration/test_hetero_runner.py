@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
@@ -94,8 +95,8 @@ class Host:
         benches = [bench("main", "main", main)]
         benches += [bench("bg-%d" % (i + 1), "background", b) for i, b in enumerate(backgrounds)]
         return {
-            "format": R.PLAN_FORMAT,
-            "version": R.PLAN_VERSION,
+            "format": C.PLAN_FORMAT,
+            "version": C.PLAN_VERSION,
             "run_id": run_id,
             "run_dir": run_dir,
             "benchmarks": benches,

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     cgroup2_mount,
     end_leftovers_of_dead_run,
@@ -116,8 +117,8 @@ def plan(host_root: Path, run_id: str, main: list[str], backgrounds: list[list[s
     benches = [bench("main", "main", main)]
     benches += [bench("bg-%d" % (i + 1), "background", b) for i, b in enumerate(backgrounds)]
     return {
-        "format": R.PLAN_FORMAT,
-        "version": R.PLAN_VERSION,
+        "format": C.PLAN_FORMAT,
+        "version": C.PLAN_VERSION,
         "run_id": run_id,
         "run_dir": run_dir,
         "benchmarks": benches,

@@ -14,12 +14,23 @@ import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils import _host_runtime as runtime
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._runtime_sources import (
+    runtime_sources,
+)
 from lab import LabRun, SshLab
 
 pytestmark = pytest.mark.integration
 
 SOURCES = Path(runtime.__file__).resolve().parent
-ALL_FILES = sorted(p.name for p in SOURCES.glob("*.py"))
+# What the controller ships: the agent package and its imports (plugin_utils/_runtime_sources).
+ALL_FILES = sorted(runtime_sources())
+
+
+def installed_files(code: Path) -> list[str]:
+    return sorted(
+        p.relative_to(code).as_posix() for p in [*code.glob("*.py"), *code.glob("*/*.py")]
+    )
+
 
 PLAYBOOK = """
 - name: Host runtime
@@ -152,11 +163,14 @@ def test_a_corrupted_file_is_rewritten_and_a_stale_one_removed(
     run, root = synced
     repair = res(run, "Repair")
     assert repair["changed"] is True
-    assert repair["files_written"] == ["_gpu_catalog.py"]
+    assert repair["files_written"] == ["nvml/_gpu_catalog.py"]
     assert repair["files_removed"] == ["_gone.py"]
     assert repair["checked"] == "full"
     installed = root / "lib" / Path(*runtime.RUNTIME_PACKAGE.split("."))
-    assert sorted(p.name for p in installed.glob("*.py")) == ALL_FILES
+    assert installed_files(installed) == ALL_FILES
+    assert "agent/_hetero_runner.py" in ALL_FILES and not any(
+        n.startswith("mig/") for n in ALL_FILES
+    )
     for name in ALL_FILES:
         assert (installed / name).read_bytes() == (SOURCES / name).read_bytes(), name
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -90,6 +91,10 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contain
     leftovers,
     reap_orphans,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import (
+    BenchmarkOutcome,
+    plan_problems,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
     ActivitySampler,
     activity_result,
@@ -99,8 +104,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend 
     register_process,
 )
 
-PLAN_FORMAT = "heteromig.hetero-plan"
-PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode
 STATUS_FORMAT = "heteromig.hetero-status"
 LOCK_NAME = "hetero_run.lock"
 RUNS_DIR = "runs"
@@ -308,58 +311,11 @@ def check_layout(plan: Dict[str, Any]) -> List[str]:
 
 # ------------------------------------------------------------------------------- the plan
 def validate_plan(plan: Any) -> List[str]:
-    """Problems with a plan, in words (empty when it can run)."""
-    if not isinstance(plan, dict):
-        return ["the plan must be a mapping"]
-    problems = []
-    if plan.get("format") != PLAN_FORMAT or plan.get("version") != PLAN_VERSION:
-        problems.append(
-            "not a %s version %d plan (format %r, version %r): controller and host runtime "
-            "versions differ?"
-            % (PLAN_FORMAT, PLAN_VERSION, plan.get("format"), plan.get("version"))
-        )
+    """Problems with a plan, in words (empty when it can run): the contract's shape
+    (``_run_contract.plan_problems``), then what only the runner can judge."""
+    problems = plan_problems(plan)
+    if problems:
         return problems
-    for key in ("run_id", "run_dir"):
-        if not isinstance(plan.get(key), str) or not plan[key]:
-            problems.append("plan.%s must be a non-empty string" % key)
-    run_id_problem = name_problem(plan.get("run_id"), "plan.run_id")
-    if run_id_problem and isinstance(plan.get("run_id"), str) and plan["run_id"]:
-        problems.append(run_id_problem)
-    elif isinstance(plan.get("run_dir"), str) and os.path.basename(
-        os.path.normpath(plan["run_dir"])
-    ) != plan.get("run_id"):
-        problems.append("plan.run_dir must end in the run id %r" % plan.get("run_id"))
-    benchmarks = plan.get("benchmarks")
-    if not isinstance(benchmarks, list) or not benchmarks:
-        problems.append("plan.benchmarks must be a non-empty list")
-        return problems
-    names = [b.get("name") for b in benchmarks if isinstance(b, dict)]
-    if MAIN not in names:
-        problems.append("plan.benchmarks has no benchmark named %r" % MAIN)
-    for bench in benchmarks:
-        if not isinstance(bench, dict):
-            problems.append("every plan.benchmarks entry must be a mapping")
-            continue
-        argv = bench.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            problems.append("%s: argv must be a non-empty list of strings" % bench.get("name"))
-        name_issue = name_problem(bench.get("name"), "benchmark name")
-        if name_issue:
-            problems.append(name_issue)
-        env = bench.get("env", {})
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            problems.append("%s: env must map strings to strings" % bench.get("name"))
-        elif any(
-            not k or k[0].isdigit() or not all(c.isalnum() or c == "_" for c in k) or "\0" in v
-            for k, v in env.items()
-        ):
-            problems.append(
-                "%s: env holds an invalid variable name or a NUL in a value" % bench.get("name")
-            )
-        if not isinstance(bench.get("log_dir"), str):
-            problems.append("%s: log_dir must be a string" % bench.get("name"))
     problem = interval_from_plan(plan)[1]
     if problem:
         problems.append("plan: %s" % problem)
@@ -868,6 +824,18 @@ class Runner:
         for name, bench in self.benchmarks.items():
             state = machine.bench_state(name)
             loadgen = machine.benches[name].loadgen or empty_result()
+            outcome = BenchmarkOutcome(
+                exit_code=state["exit_code"],
+                signal=state["signal"],
+                failed=state["failed"],
+                launched_at=state["launched_at"],
+                ready_at=state["ready_at"],
+                ended_at=state["ended_at"],
+                timed_window=state["timed_window"],
+                loadgen=loadgen,
+                accuracy=state["accuracy"],
+                stopped_by_runner=state["stopped_by_runner"],
+            )
             benchmarks.append(
                 {
                     "name": name,
@@ -884,16 +852,7 @@ class Runner:
                         if k in ("CUDA_VISIBLE_DEVICES",)
                     },
                     "pid": state["pid"],
-                    "exit_code": state["exit_code"],
-                    "signal": state["signal"],
-                    "stopped_by_runner": state["stopped_by_runner"],
-                    "failed": state["failed"],
-                    "launched_at": state["launched_at"],
-                    "ready_at": state["ready_at"],
-                    "ended_at": state["ended_at"],
-                    "timed_window": state["timed_window"],
-                    "loadgen": loadgen,
-                    "accuracy": state["accuracy"],
+                    **dataclasses.asdict(outcome),
                     "log_dir": bench["log_dir"],
                     "output_bytes": (
                         self.outputs[name].written + self.outputs[name].dropped

@@ -36,13 +36,13 @@ NVML_STAMP_DIR = "/var/lib/heteromig"
 _PLUGINS = "ansible_collections.heteromig.fleet.plugins"
 # Everything a plan depends on, besides the request and the state.
 _PLANNER_SOURCES = (
-    ("module_utils", "_gpu_catalog.py"),
-    ("module_utils", "_gpu_inventory.py"),
-    ("module_utils", "_mig_apply.py"),
-    ("module_utils", "_mig_layout_run.py"),
-    ("module_utils", "_mig_plan.py"),
-    ("module_utils", "_mig_stamp.py"),
-    ("module_utils", "_mig_state.py"),
+    ("module_utils.nvml", "_gpu_catalog.py"),
+    ("module_utils.nvml", "_gpu_inventory.py"),
+    ("module_utils.mig", "_mig_apply.py"),
+    ("module_utils.mig", "_mig_layout_run.py"),
+    ("module_utils.mig", "_mig_plan.py"),
+    ("module_utils.mig", "_mig_stamp.py"),
+    ("module_utils.mig", "_mig_state.py"),
     ("modules", "mig_layout.py"),
 )
 # Options that change what a run returns, not what it plans.
@@ -82,7 +82,12 @@ def planner_digest() -> str:
     sha = hashlib.sha256()
     for package, name in _PLANNER_SOURCES:
         sha.update(("%s/%s\0" % (package, name)).encode())
-        sha.update(pkgutil.get_data("%s.%s" % (_PLUGINS, package), name) or b"")
+        data = pkgutil.get_data("%s.%s" % (_PLUGINS, package), name)
+        if data is None and package != "modules":
+            # a module_utils package always answers (the module itself is not in one in a
+            # checkout): a file missing here would leave the stamp blind to its changes
+            raise FileNotFoundError("the planner's source %s/%s is not readable" % (package, name))
+        sha.update(data or b"")
     return sha.hexdigest()
 
 
