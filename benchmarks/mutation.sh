@@ -78,9 +78,9 @@ PY
 which="${1:-all}"
 if [[ "$which" == all || "$which" == choreo ]]; then
     run_one choreo plugins/module_utils/agent/_hetero_choreo.py \
-        tests/unit/test_hetero_choreo.py tests/unit/test_hetero_choreo_edges.py \
-        tests/unit/test_hetero_choreo_mutants.py
+        tests/unit/agent/test_hetero_choreo.py tests/unit/agent/test_hetero_choreo_edges.py \
+        tests/unit/agent/test_hetero_choreo_mutants.py
 fi
 if [[ "$which" == all || "$which" == loadgen ]]; then
-    run_one loadgen plugins/module_utils/agent/_loadgen_logs.py tests/unit/test_loadgen_logs.py
+    run_one loadgen plugins/module_utils/agent/_loadgen_logs.py tests/unit/agent/test_loadgen_logs.py
 fi

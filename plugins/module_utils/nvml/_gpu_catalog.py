@@ -9,7 +9,7 @@ that ``nvidia-smi mig -lgipp`` prints. The simulator serves these tables through
 functions; the planner and the real-NVML reader use them to name profiles.
 
 Sources are recorded per model. ``H100-SXM5-80GB`` and ``H200-141GB`` equal real captures field
-for field (tests/unit/test_real_gpu_captures.py); the other models come from published captures
+for field (tests/unit/nvml/test_real_gpu_captures.py); the other models come from published captures
 and tables, and every field that is not confirmed is listed in the model's ``unconfirmed``
 tuple.
 

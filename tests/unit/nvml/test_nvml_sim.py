@@ -1079,7 +1079,7 @@ print("changes loaded after a change:", loaded)
 
 def test_a_run_that_only_reads_does_not_load_the_changing_half(make_sim: SimFactory) -> None:
     nvml = make_sim("2xH100-SXM5-80GB")  # the state file exists, as on every run but the first
-    collections = Path(__file__).resolve().parents[2] / "collections"
+    collections = Path(__file__).resolve().parents[3] / "collections"
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(

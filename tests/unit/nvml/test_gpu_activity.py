@@ -38,7 +38,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._report_activity i
     render_activity_lanes,
 )
 
-REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real-h200"
+REAL = Path(__file__).resolve().parents[2] / "fixtures" / "real-h200"
 CAPTURE = json.loads((REAL / "gpu_activity_capture.json").read_text())
 
 

@@ -29,7 +29,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_log
     result_from_summary,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "loadgen"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "loadgen"
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
 

@@ -31,7 +31,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim imp
     SimulatedNvml,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO.parent / "shared" / "fixtures" / "nvidia-smi"
 REAL_H100 = REPO / "tests" / "fixtures" / "real-h100"
 

@@ -27,7 +27,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim imp
     SimulatedNvml,
 )
 
-COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
+COLLECTIONS = Path(__file__).resolve().parents[3] / "collections"
 HARNESS = [sys.executable, "-m", HARNESS_MODULE]
 # The readiness patterns of issue 4: NVIDIA's C++ harnesses and LoadGen's print_timestamps.
 NVIDIA_READY = re.compile(r"running actual test\.$")

@@ -29,7 +29,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim imp
     SimulatedNvml,
 )
 
-COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
+COLLECTIONS = Path(__file__).resolve().parents[3] / "collections"
 RESNET = tm.TORCH_MODELS["synth-resnet50"]
 BERT = tm.TORCH_MODELS["synth-bert-large"]
 
