@@ -67,8 +67,8 @@ def harness_defaults(harness: str) -> HarnessDefaults:
     if harness != EMBEDDED_HARNESS:
         return HarnessDefaults()
     # imported here: the cell workers never need them, only the plan
-    from ansible_collections.heteromig.fleet.plugins.module_utils import _loadgen_harness
-    from ansible_collections.heteromig.fleet.plugins.module_utils._synthetic_models import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _loadgen_harness
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
         ALL_MODELS,
     )
 

@@ -44,7 +44,9 @@ import yaml
 from test_hetero_run import FIXTURES, HOLD_ENV
 from test_sweep_lab import SWEEP, assert_no_cell_valid_twice, expected_cells, wait_until
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._run_containment import MARKER_ENV
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
+    MARKER_ENV,
+)
 from lab import HostSpec, MakeLab, SshLab
 from lab.runner import ANSIBLE_CFG, REPO_ROOT
 from lab.sshlab import LAB_MARKER

@@ -161,7 +161,7 @@ def test_the_embedded_harness_defaults_agree_with_the_harness() -> None:
         [
             sys.executable,
             "-m",
-            "ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_harness",
+            "ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness",
             "models",
             "--json",
         ],

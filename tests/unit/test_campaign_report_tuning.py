@@ -20,7 +20,7 @@ from typing import Any
 
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._loadgen_logs import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     read_loadgen_dir,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
