@@ -38,12 +38,12 @@ from typing import Any
 
 import pynvml
 import pytest
+from sim_faults import inject_fault
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-    inject_fault,
     register_process,
 )
 from lab import HostSpec, LabRun, SshLab

@@ -13,9 +13,11 @@ reads the state and writes it back atomically (a new file replaces the old one);
 no lock, since the file it opens is always one complete state. So several processes (a facts
 module, a benchmark registering itself, a test) see one consistent set of GPUs.
 
-This module reads; every change (and creating a state file, registering a process, injecting
-a fault) is in ``_nvml_sim_changes``, which ``SimulatedNvml`` imports on its first change, so
-that a run that only reads compiles half as much on the host.
+This module reads; every change (and creating a state file, registering a process) is in
+``_nvml_sim_changes``, which ``SimulatedNvml`` imports on its first change, so that a run that
+only reads compiles half as much on the host. The state file, its format and the shared terms
+are in ``_nvml_sim_state``. Faults are written into the state by the tests (tests/sim_faults.py,
+never shipped to hosts) and honoured on the changing calls.
 
 The simulator models what the collection has to survive on real hardware:
 - profile tables and placements from ``_gpu_catalog`` (the H100 equals a real capture);

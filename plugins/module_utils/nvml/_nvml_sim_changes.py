@@ -5,7 +5,8 @@
 
 Everything that writes a simulator state file is here: creating one, the ``SimulatedNvml``
 calls that change a host (MIG mode, creating and destroying GPU and compute instances, a GPU
-reset, a reboot), and the hooks that register a process or inject a fault.
+reset, a reboot), and registering a process. Faults are injected by the tests (tests/sim_faults.py),
+which write them into the state; the simulator honours them here.
 
 Why a second module: AnsiballZ ships module_utils as sources, which the host compiles on every
 run, and most runs only read (``gpu_facts``, a ``mig_layout`` run whose layout already
@@ -328,7 +329,7 @@ def reboot(sim: SimulatedNvml) -> None:
                 gpu["mig_current"] = gpu["mig_pending"] = 0
 
 
-# ---------------------------------------------------------------------- hooks for tests and harnesses
+# ---------------------------------------------------------------------- what a CUDA context does
 def register_process(
     state_path: str, pid: int, device_uuid: str, name: str, used_memory: int = 0
 ) -> None:
@@ -347,12 +348,4 @@ def register_process(
         ]
         state["processes"].append(
             {"pid": pid, "device_uuid": device_uuid, "name": name, "used_memory": used_memory}
-        )
-
-
-def inject_fault(state_path: str, function: str, error: int, skip: int = 0, times: int = 1) -> None:
-    """Make the simulator's ``function`` fail with NVML error ``error`` after ``skip`` calls."""
-    with update(StateFile(state_path)) as state:
-        state["faults"].append(
-            {"function": function, "error": error, "skip": skip, "remaining": times}
         )

@@ -19,6 +19,7 @@ from typing import Any
 import pynvml
 import pytest
 from real_gpu_tables import CAPTURED, RealGpu, captured, noted
+from sim_faults import inject_fault
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
     HostMig,
@@ -43,7 +44,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog 
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-    inject_fault,
     register_process,
 )
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pynvml
 import pytest
+from sim_faults import inject_fault
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
     MigApplyError,
@@ -42,9 +43,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan impo
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     GpuBackend,
     open_backend,
-)
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-    inject_fault,
 )
 
 PATH = "/usr/bin:/bin"

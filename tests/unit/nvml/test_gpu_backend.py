@@ -226,9 +226,7 @@ def test_opened_backend_fails_with_the_open_message_and_runs_no_block(tmp_path: 
 
 
 def test_opened_backend_words_an_nvml_error_and_shuts_nvml_down(tmp_path: Any) -> None:
-    from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-        inject_fault,
-    )
+    from sim_faults import inject_fault
 
     params = _params(tmp_path)
     with opened_backend(params, _fail, "reading") as backend:

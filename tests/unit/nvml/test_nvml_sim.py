@@ -21,6 +21,7 @@ from typing import Any
 
 import pynvml
 import pytest
+from sim_faults import inject_fault
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BackendError,
@@ -30,7 +31,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim imp
     SimulatedNvml,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
-    inject_fault,
     register_process,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_state import (
