@@ -43,11 +43,13 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
-    build_plan,
-    run_id_for,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
+    build_plan,
+    run_id_for,
 )
 
 display = Display()

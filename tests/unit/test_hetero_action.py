@@ -24,9 +24,11 @@ from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     empty_result,
 )
-from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import build_plan
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
+    build_plan,
 )
 
 pytestmark = pytest.mark.compat  # the action plugin also runs on ansible-core 2.19 / Python 3.11

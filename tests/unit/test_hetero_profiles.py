@@ -20,15 +20,17 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._torch_model
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
     available_profiles,
-    build_plan,
-    choose_slices,
     expand_backgrounds,
     load_profile,
     make_quote,
     normalize_scenario,
     render_argv,
-    run_id_for,
     split_args,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
+    build_plan,
+    choose_slices,
+    run_id_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

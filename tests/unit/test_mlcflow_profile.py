@@ -21,6 +21,8 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_log
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
     build_plan,
 )
 
