@@ -29,10 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (  # noqa: E402
-    _hetero_runner as R,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as RC  # noqa: E402
 
 WRITER = str(ROOT / "benchmarks" / "hetero_writer.py")
 MARK = re.compile(r"ts=(\d+\.\d+) running actual test\.")
@@ -78,11 +76,11 @@ def one_run(
     root: Path, run_id: str, backgrounds: int, rate: float
 ) -> tuple[list[float], list[float]]:
     p = plan(root, run_id, backgrounds, rate)
-    R.start(p, str(root), sys.executable, str(ROOT / "collections"), check_layout_first=False)
+    RC.start(p, str(root), sys.executable, str(ROOT / "collections"), check_layout_first=False)
     status: dict = {}
     deadline = time.monotonic() + 60
     while not status.get("done") and time.monotonic() < deadline:
-        status = R.poll_status(p["run_dir"], status.get("seq"), 2.0, 0)
+        status = RC.poll_status(p["run_dir"], status.get("seq"), 2.0, 0)
     if not status.get("done"):
         raise SystemExit("run %s did not finish" % run_id)
     latencies, rates = [], []

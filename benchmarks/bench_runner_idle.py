@@ -36,10 +36,8 @@ sys.path.insert(0, str(ROOT / "collections"))
 
 import pynvml  # noqa: E402
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (  # noqa: E402
-    _hetero_runner as R,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C  # noqa: E402
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as RC  # noqa: E402
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml import (  # noqa: E402
     _gpu_activity as A,
 )
@@ -129,23 +127,23 @@ def main() -> int:
         A.PLAN_KEY: args.interval if args.sampling == "sim" else 0,
     }
     try:
-        status = R.start(
+        status = RC.start(
             plan, str(root), sys.executable, str(ROOT / "collections"), check_layout_first=False
         )
         pid = status["pid"]
         while status.get("phase") != "main_running":
-            status = R.poll_status(str(run_dir), status.get("seq"), 5.0, 30.0)
+            status = RC.poll_status(str(run_dir), status.get("seq"), 5.0, 30.0)
         time.sleep(1.0)  # past the main's start-up
         t0, c0 = time.monotonic(), cpu_seconds(pid)
         while True:
-            status = R.poll_status(str(run_dir), None, 5.0, 30.0)  # renews the lease
+            status = RC.poll_status(str(run_dir), None, 5.0, 30.0)  # renews the lease
             bench_main = status["benchmarks"]["main"]
             if bench_main["state"] != "running" or time.monotonic() - t0 > args.seconds - 2:
                 break
             time.sleep(5.0)
         t1, c1 = time.monotonic(), cpu_seconds(pid)
         while not status.get("done"):
-            status = R.poll_status(str(run_dir), status.get("seq"), 5.0, 30.0)
+            status = RC.poll_status(str(run_dir), status.get("seq"), 5.0, 30.0)
         activity = json.loads((run_dir / "result.json").read_text())["gpu_activity"]
         print(
             json.dumps(

@@ -172,6 +172,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
     RunnerError,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_control import (
     archive,
     archive_inline,
     find_run,

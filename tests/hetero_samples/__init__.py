@@ -11,9 +11,9 @@ here, so a sample's shape, verdict and reasons are the product's:
   test harness profile ``fake_loadgen`` (tests/fixtures/hetero) where a fault is needed;
 - the engines are built by ``_engine_store.build_engine`` (what the harness's ``build-engine``
   and the engine_build module run);
-- the run is the host runner's (``_hetero_runner.start`` + ``poll_status``, as the hetero_runner
+- the run is the host runner's (``_run_control.start`` + ``poll_status``, as the hetero_runner
   module calls them), which judges the verdict;
-- the logs are packed by ``_hetero_runner.archive`` and unpacked by the action's
+- the logs are packed by ``_run_control.archive`` and unpacked by the action's
   ``extract_archive`` into ``<results root>/<run_id>/<host>/``, and the result is
   ``_hetero_contract.contract_result`` (what the action returns), written to ``result.json``
   there as the action writes it.
@@ -45,7 +45,8 @@ from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     extract_archive,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as runner
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as runner
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import pid_runs
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness import (
     build_parser,
 )
@@ -319,7 +320,7 @@ def run_sample(sample: Sample, host: SimHost, workdir: Path) -> dict[str, Any]:
             "the runner of sample run %s died: %s"
             % (plan["run_dir"], status.get("runner_log_tail"))
         )
-    while runner.pid_runs(status.get("pid"), plan["run_dir"]):
+    while pid_runs(status.get("pid"), plan["run_dir"]):
         time.sleep(0.01)  # it writes result.json and exits; pack what it left
     results_dir = results_root / sample.run_id / host.name
     packed = runner.archive(plan["run_dir"])

@@ -18,6 +18,7 @@ import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as RC
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 
@@ -107,7 +108,7 @@ class Host:
 
     def start(self, plan: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         self.runs.append(plan["run_dir"])
-        return R.start(
+        return RC.start(
             plan,
             str(self.root),
             kwargs.pop("python", sys.executable),
@@ -124,7 +125,7 @@ class Host:
         while time.monotonic() < deadline:
             # a poll renews the lease when it starts: wait well under the lease, as hetero_run does
             wait = renew / 3 if renew else 1.0
-            status = R.poll_status(plan["run_dir"], status.get("seq"), wait, renew)
+            status = RC.poll_status(plan["run_dir"], status.get("seq"), wait, renew)
             if status.get("done") or not status.get("runner_alive"):
                 break
         assert status.get("done"), status
@@ -152,11 +153,11 @@ def wait_until(
     Fails at ``timeout``, or at once when the runner is gone without having reached it.
     """
     deadline = time.monotonic() + timeout
-    status = R.poll_status(plan["run_dir"], None, 0.0, lease_s)
+    status = RC.poll_status(plan["run_dir"], None, 0.0, lease_s)
     while not reached(status):
         assert status.get("runner_alive"), ("the run ended first", status)
         assert time.monotonic() < deadline, ("not reached within %.0f s" % timeout, status)
-        status = R.poll_status(plan["run_dir"], status.get("seq"), 0.5, lease_s)
+        status = RC.poll_status(plan["run_dir"], status.get("seq"), 0.5, lease_s)
     return status
 
 
@@ -232,7 +233,7 @@ def test_valid_run_with_real_loadgen(host: Host) -> None:
     assert events.index(("ready", "bg-2")) < events.index(("launch", "main"))
     assert events.index(("exit", "main")) < events.index(("kill", "bg-1"))
 
-    packed = R.archive(plan["run_dir"])
+    packed = RC.archive(plan["run_dir"])
     paths = {f["path"] for f in packed["files"]}
     assert {
         "plan.json",
@@ -405,7 +406,7 @@ def test_stop_request(host: Host) -> None:
     plan = host.plan("stop", ["--duration-ms", "600000"], [["--duration-ms", "600000"]])
     host.start(plan)
     wait_until(plan, main_running)
-    R.request_stop(plan["run_dir"], "stopped by the test")
+    RC.request_stop(plan["run_dir"], "stopped by the test")
     result = host.wait(plan)
     assert result["reasons"][0] == "stopped by the test"
 
@@ -422,7 +423,7 @@ def test_one_run_per_host(host: Host) -> None:
     assert not Path(second["run_dir"]).exists()  # nothing was written for it
     with pytest.raises(R.RunnerError, match="run first already exists on this host"):
         host.start(host.plan("first", ["--duration-ms", "1"], []))
-    R.request_stop(first["run_dir"], "done testing")
+    RC.request_stop(first["run_dir"], "done testing")
     host.wait(first)
 
 
@@ -444,7 +445,7 @@ def test_output_is_capped_and_chatty_markers_are_still_found(host: Host) -> None
 def test_unusable_plans_and_missing_runtime(host: Host) -> None:
     plan = host.plan("bad", ["--duration-ms", "1"], [])
     with pytest.raises(R.RunnerError, match="host runtime is not installed on this host"):
-        R.start(
+        RC.start(
             plan, str(host.root), sys.executable, str(host.root / "lib"), check_layout_first=False
         )
     broken = dict(plan, version=99)
@@ -553,7 +554,7 @@ def test_a_runner_still_in_its_exec_is_not_taken_for_dead(
     python.write_text("#!%s\n%s" % (sys.executable, EXEC_WINDOW))
     python.chmod(0o755)
     blank, go = launcher / "blank", launcher / "go"
-    read_status = R.read_status
+    read_status = RC.read_status
 
     def read_in_the_window(run_dir: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # the order a loaded host gives by chance: the start reads once the runner shows none
@@ -575,7 +576,7 @@ def test_a_runner_still_in_its_exec_is_not_taken_for_dead(
         # a status call of the controller while it lasts: it waits for the exec to show
         timer = threading.Timer(0.3, go.touch)
         timer.start()
-        status = R.read_status(plan["run_dir"])
+        status = RC.read_status(plan["run_dir"])
         timer.join()
         assert status["phase"] != "lost" and status["runner_alive"], status
         assert plan["run_dir"] in Path("/proc/%d/cmdline" % pid).read_bytes().decode()

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as RC
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     cgroup2_mount,
     end_leftovers_of_dead_run,
@@ -149,14 +149,14 @@ def assert_no_cgroup_left(run_dir: Path) -> None:
 
 
 def start(host_root: Path, the_plan: dict) -> dict[str, Any]:
-    return R.start(the_plan, str(host_root), sys.executable, PYTHONPATH, check_layout_first=False)
+    return RC.start(the_plan, str(host_root), sys.executable, PYTHONPATH, check_layout_first=False)
 
 
 def finish(the_plan: dict, timeout: float = 60.0) -> dict[str, Any]:
     status: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = R.poll_status(the_plan["run_dir"], status.get("seq"), 1.0, 30.0)
+        status = RC.poll_status(the_plan["run_dir"], status.get("seq"), 1.0, 30.0)
         if status.get("done") or not status.get("runner_alive"):
             break
     assert status.get("done"), status
@@ -207,7 +207,7 @@ def test_a_sigkilled_runner_leaves_nothing_running_and_the_next_start_says_so(
     runner = int(first["pid"])
     wait_for(
         lambda: (
-            (R.read_status(the_plan["run_dir"]).get("benchmarks") or {}).get("main", {}).get("pid")
+            (RC.read_status(the_plan["run_dir"]).get("benchmarks") or {}).get("main", {}).get("pid")
         ),
         30,
         "the main benchmark to launch",
@@ -219,7 +219,7 @@ def test_a_sigkilled_runner_leaves_nothing_running_and_the_next_start_says_so(
     os.kill(runner, signal.SIGKILL)
     wait_for(lambda: not alive(runner), 10, "the runner to die")
 
-    status = R.read_status(the_plan["run_dir"])  # what a status call of the controller sees
+    status = RC.read_status(the_plan["run_dir"])  # what a status call of the controller sees
     assert status["phase"] == "lost" and status["runner_alive"] is False
     wait_for(lambda: pids_with(the_plan["run_dir"]) == [], 10, "every benchmark to be gone")
     assert not alive(sleeper)
@@ -281,12 +281,12 @@ def test_a_stopped_run_leaves_no_process_and_no_cgroup(host_root: Path, method: 
     start(host_root, the_plan)
     wait_for(
         lambda: (
-            (R.read_status(the_plan["run_dir"]).get("benchmarks") or {}).get("main", {}).get("pid")
+            (RC.read_status(the_plan["run_dir"]).get("benchmarks") or {}).get("main", {}).get("pid")
         ),
         30,
         "the main benchmark to launch",
     )
-    R.request_stop(the_plan["run_dir"], "stopped by the test")
+    RC.request_stop(the_plan["run_dir"], "stopped by the test")
     result = finish(the_plan)
     assert result["verdict"] == "INVALID" and result["reasons"] == ["stopped by the test"]
     assert pids_with(str(host_root)) == []
