@@ -14,7 +14,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import outcome_of
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import (
+    outcome_of,
+    plan_entry,
+)
 
 DRY_RUN = "DRY_RUN"
 INVALID = "INVALID"
@@ -39,16 +42,7 @@ def contract_result(
     for bench in plan["benchmarks"]:
         ran = ran_by_name.get(bench["name"]) or {}
         entry: dict[str, Any] = {
-            "name": bench["name"],
-            "role": bench["role"],
-            "benchmark": bench["benchmark"],
-            "scenario": bench["scenario"],
-            "action": bench["action"],
-            "mode": bench.get("mode"),
-            "slice": bench["slice"],
-            "command": bench["argv"],
-            "env": {"CUDA_VISIBLE_DEVICES": bench["env"].get("CUDA_VISIBLE_DEVICES")},
-            "log_dir": bench["log_dir"],
+            **plan_entry(bench),
             "fetched_dir": (
                 None if dry_run or results_dir is None else os.path.join(results_dir, bench["name"])
             ),

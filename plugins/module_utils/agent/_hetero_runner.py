@@ -88,6 +88,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contain
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import (
     BenchmarkOutcome,
+    plan_entry,
     plan_problems,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
@@ -833,22 +834,10 @@ class Runner:
             )
             benchmarks.append(
                 {
-                    "name": name,
+                    **plan_entry(bench),
                     "role": state["role"],
-                    "benchmark": bench.get("benchmark"),
-                    "scenario": bench.get("scenario"),
-                    "action": bench.get("action"),
-                    "mode": bench.get("mode"),
-                    "slice": bench.get("slice"),
-                    "command": bench["argv"],
-                    "env": {
-                        k: v
-                        for k, v in (bench.get("env") or {}).items()
-                        if k in ("CUDA_VISIBLE_DEVICES",)
-                    },
                     "pid": state["pid"],
                     **dataclasses.asdict(outcome),
-                    "log_dir": bench["log_dir"],
                     "output_bytes": (
                         self.outputs[name].written + self.outputs[name].dropped
                         if name in self.outputs

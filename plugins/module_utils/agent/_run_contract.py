@@ -182,6 +182,23 @@ def plan_problems(plan: Any) -> List[str]:
 
 
 # ------------------------------------------------------------------------------- the result
+def plan_entry(bench: Mapping[str, Any]) -> Dict[str, Any]:
+    """What a result says of a benchmark from its plan entry (the runner's result.json and the
+    controller's contract both start each benchmark's entry with it)."""
+    return {
+        "name": bench["name"],
+        "role": bench.get("role"),
+        "benchmark": bench.get("benchmark"),
+        "scenario": bench.get("scenario"),
+        "action": bench.get("action"),
+        "mode": bench.get("mode"),
+        "slice": bench.get("slice"),
+        "command": list(bench["argv"]),
+        "env": {"CUDA_VISIBLE_DEVICES": (bench.get("env") or {}).get("CUDA_VISIBLE_DEVICES")},
+        "log_dir": bench["log_dir"],
+    }
+
+
 @dataclass(frozen=True)
 class BenchmarkOutcome:
     """How one benchmark of the run went, as the runner records it in result.json."""
