@@ -567,7 +567,7 @@ def test_a_runner_still_in_its_exec_is_not_taken_for_dead(
     plan = host.plan("exec-window", ["--duration-ms", "500", "--fake-result", "VALID"], [])
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(R, "read_status", read_in_the_window)
+            patch.setattr(RC, "read_status", read_in_the_window)
             first = host.start(plan, python=str(python), wait_for_runner=False)
         pid = int(first["pid"])
         # the state under test, as /proc shows it (read here, not through the runner's code)
