@@ -387,6 +387,10 @@ class Choreography:
         bench.launched_at = event.t
         bench.ended_at = None
         self._log(event.t, "launch", bench.name, "pid %d" % event.pid)
+        if bench.name == MAIN and self.config.main_timeout > 0:
+            # from the launch the result records, not from the decision to launch: starting a
+            # process takes time on a loaded host, and the reason says "after its launch"
+            self._arm("main_deadline", event.t + self.config.main_timeout)
         if self.phase in (PHASE_ABORTING, PHASE_STOPPING, PHASE_COLLECTING):
             # launched while the run was being stopped: stop it as well
             if self.phase == PHASE_COLLECTING:
@@ -550,8 +554,6 @@ class Choreography:
     def _launch_main(self, t: float) -> None:
         self._set_phase(t, PHASE_MAIN)
         self._emit(Launch(MAIN))
-        if self.config.main_timeout > 0:
-            self._arm("main_deadline", t + self.config.main_timeout)
 
     def _stop(self, t: float, bench: Bench) -> None:
         if not bench.running or bench.stop_requested_at is not None:

@@ -482,6 +482,27 @@ def test_main_timeout(exit_at: float, side: str) -> None:
         )
 
 
+class SlowMainStart(Driver):
+    """The main's process starts 0.5 s after the choreography asks for it (a loaded host)."""
+
+    def send(self, event: Any) -> list[Any]:
+        if isinstance(event, Launched) and event.name == MAIN:
+            event = Launched(event.t + 0.5, event.name, event.pid)
+        return super().send(event)
+
+
+def test_main_timeout_counts_from_the_launch_the_result_records() -> None:
+    """Its timeout runs from the launch that ``launched_at`` records and the reason names, so a
+    stopped main never shows less than main_timeout between its launch and its end."""
+    d = SlowMainStart(make(main_timeout=20.0).machine)
+    d.begin()
+    d.ready("bg-1", 2.0)
+    d.ready("bg-2", 2.0)
+    d.fire("start_buffer")
+    assert d.launched(MAIN) == T0 + 7.5
+    assert d.machine.timers["main_deadline"] == T0 + 7.5 + 20.0
+
+
 def test_no_main_timeout_by_default() -> None:
     d = make()
     to_main(d)
