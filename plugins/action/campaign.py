@@ -24,6 +24,11 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._agent_transport import (
+    AgentCalls,
+    host_python,
+    host_var,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_cell import CellRun
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_ledger import (
     LEDGER,
@@ -69,7 +74,6 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc impor
 display = Display()
 
 HETERO_RUN = "heteromig.fleet.hetero_run"
-RUNNER = "heteromig.fleet.hetero_runner"
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "operation": {"type": "str", "required": True, "choices": ["plan", "cell", "report"]},
@@ -117,7 +121,7 @@ def campaign_dir_for(campaign: Campaign, given: str | None) -> str:
     )
 
 
-class ActionModule(ActionBase):
+class ActionModule(AgentCalls, ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True  # operation=cell runs a hetero run on the host
 
@@ -296,16 +300,16 @@ class ActionModule(ActionBase):
             return " ".join(str(res.get("stderr") or "ssh exited 255").split())[:300]
         return None
 
-    def runner(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
-        """One heteromig.fleet.hetero_runner module call on the host (a lane's status)."""
-        return dict(self._execute_module(module_name=RUNNER, module_args=args, task_vars=task_vars))
+    def runner(
+        self, args: dict[str, Any], task_vars: dict[str, Any], pythonpath: str
+    ) -> dict[str, Any]:
+        """One agent command on the host (a lane's status): its answer, failed or not;
+        AnsibleConnectionFailure when the host cannot be reached."""
+        return self._agent_call(args, task_vars, host_python(self._templar, task_vars), pythonpath)
 
     def var(self, name: str, task_vars: Mapping[str, Any]) -> Any:
         """A host variable, templated (facts looked up in ansible_facts first)."""
-        facts = task_vars.get("ansible_facts") or {}
-        value = facts.get(name) if isinstance(facts, Mapping) else None
-        value = task_vars.get(name) if value is None else value
-        return self._templar.template(value) if value is not None else None
+        return host_var(self._templar, task_vars, name)
 
     def hetero_run(self, hetero_args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
         """One hetero run through the real heteromig.fleet.hetero_run action."""

@@ -4,8 +4,9 @@
 """Action plugin heteromig.fleet.hetero_run: the controller side of a HeteroMIG run.
 
 Builds the plan (plugin_utils/_harness_profiles), starts the detached host runner through the
-``hetero_runner`` module (a plain module call, not async_wrapper), long-polls its status (one
-module call per change; each call renews the runner's lease), prints progress through Display,
+host agent's commands (plugin_utils/_agent_transport: one command over the connection, or the
+``hetero_runner`` module; not async_wrapper), long-polls its status (one call per change; each
+call renews the runner's lease), prints progress through Display,
 fetches the run's logs in one archive and returns the result structure of
 docs/hetero_result_contract.md. Documentation: plugins/modules/hetero_run.py.
 
@@ -41,6 +42,11 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity
     PLAN_KEY,
     interval_from_plan,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._agent_transport import (
+    AgentCalls,
+    host_python,
+    host_var,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
     PlanError,
 )
@@ -54,7 +60,6 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan impor
 
 display = Display()
 
-RUNNER_MODULE = "heteromig.fleet.hetero_runner"
 PROGRESS_EVERY = 30.0  # seconds between progress lines when nothing changes
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
@@ -172,33 +177,12 @@ def options_from_vars(
     return merged, unknown
 
 
-def _var(templar: Any, task_vars: Mapping[str, Any], name: str) -> Any:
-    """A host variable, templated; facts are looked up in ansible_facts as well."""
-    facts = task_vars.get("ansible_facts") or {}
-    value = facts.get(name) if isinstance(facts, Mapping) else None
-    if value is None:
-        value = task_vars.get(name)
-    if value is None:
-        return None
-    return templar.template(value)
-
-
 def _number(value: Any) -> Any:
     """A number given as text (``-e name=0.25``) as a float; anything else as it is."""
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             return float(value)
     return value
-
-
-def _garbled(res: Mapping[str, Any]) -> bool:
-    """A module answer that is not the module's JSON (cut off by a dropped connection)."""
-    msg = str(res.get("msg") or "")
-    return (
-        "module_stdout" in res
-        or msg.startswith("Module result deserialization failed")
-        or msg.startswith("MODULE FAILURE")
-    )
 
 
 _CALLS: dict[str, int] = {}  # run_id_key: calls of this worker process so far, by key
@@ -226,7 +210,7 @@ def _utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-class ActionModule(ActionBase):
+class ActionModule(AgentCalls, ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
 
@@ -253,7 +237,7 @@ class ActionModule(ActionBase):
         self._host = task_vars.get("inventory_hostname") or self._task.get_name()
         host = self._host
         templar = self._templar
-        host_root = args["host_root"] or _var(templar, task_vars, "heteromig_host_root")
+        host_root = args["host_root"] or host_var(templar, task_vars, "heteromig_host_root")
         host_root = str(host_root or "/var/lib/heteromig")
         if not os.path.isabs(host_root):
             raise AnsibleActionFail(
@@ -261,14 +245,16 @@ class ActionModule(ActionBase):
             )
         pythonpath = (
             args["host_pythonpath"]
-            or _var(templar, task_vars, "heteromig_host_pythonpath")
+            or host_var(templar, task_vars, "heteromig_host_pythonpath")
             or runtime_paths(host_root).lib
         )
-        results_root = args["results_dir"] or _var(templar, task_vars, "heteromig_results_dir")
+        results_root = args["results_dir"] or host_var(templar, task_vars, "heteromig_results_dir")
         results_root = os.path.abspath(os.path.expanduser(str(results_root or "results")))
         backend = {
-            "name": args["backend"] or _var(templar, task_vars, "heteromig_gpu_backend") or "nvml",
-            "sim_state": args["sim_state"] or _var(templar, task_vars, "heteromig_sim_state"),
+            "name": args["backend"]
+            or host_var(templar, task_vars, "heteromig_gpu_backend")
+            or "nvml",
+            "sim_state": args["sim_state"] or host_var(templar, task_vars, "heteromig_sim_state"),
         }
         if backend["name"] not in ("nvml", "sim"):
             raise AnsibleActionFail("backend must be nvml or sim, got %r" % backend["name"])
@@ -282,9 +268,11 @@ class ActionModule(ActionBase):
         run_id = args["run_id"] or self._shared_run_id(results_root, task_vars)
         slices = args["slices"]
         if slices is None:
-            slices = _var(templar, task_vars, "heteromig_mig_devices")
+            slices = host_var(templar, task_vars, "heteromig_mig_devices")
         gpus = (
-            args["gpus"] if args["gpus"] is not None else _var(templar, task_vars, "heteromig_gpus")
+            args["gpus"]
+            if args["gpus"] is not None
+            else host_var(templar, task_vars, "heteromig_gpus")
         )
         if slices is None and not gpus:
             raise AnsibleActionFail(
@@ -297,7 +285,7 @@ class ActionModule(ActionBase):
                 host=host,
                 devices=slices,
                 gpus=gpus,
-                python=self._host_python(task_vars),
+                python=host_python(templar, task_vars),
                 host_root=host_root,
                 host_pythonpath=str(pythonpath),
                 backend=backend,
@@ -378,15 +366,6 @@ class ActionModule(ActionBase):
         return self._finish(result, plan, status, last, run_id, results_dir, args, task_vars)
 
     # -------------------------------------------------------------------------- helpers
-    def _host_python(self, task_vars: Mapping[str, Any]) -> str:
-        for name in ("heteromig_host_python", "ansible_python_interpreter"):
-            value = _var(self._templar, task_vars, name)
-            if isinstance(value, str) and value and not value.startswith("auto"):
-                return value
-        facts = task_vars.get("ansible_facts") or {}
-        found = facts.get("discovered_interpreter_python") if isinstance(facts, Mapping) else None
-        return str(found or "python3")
-
     def _shared_run_id(self, results_root: str, task_vars: Mapping[str, Any]) -> str:
         """One run id for every host of this task (and loop item) in this playbook run.
 
@@ -415,16 +394,11 @@ class ActionModule(ActionBase):
         return candidate
 
     def _call(self, module_args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
-        """One hetero_runner module call; AnsibleConnectionFailure when the host is unreachable."""
-        res = self._execute_module(
-            module_name=RUNNER_MODULE, module_args=module_args, task_vars=task_vars
+        """One agent command on the host (``_agent_transport``); AnsibleConnectionFailure when
+        the host is unreachable or the answer was cut."""
+        return self._agent_call(
+            module_args, task_vars, host_python(self._templar, task_vars), self._pythonpath
         )
-        if res.get("unreachable"):
-            raise AnsibleConnectionFailure(str(res.get("msg") or "host unreachable"))
-        if res.get("failed") and _garbled(res):
-            # the connection died under the module: its output never arrived whole
-            raise AnsibleConnectionFailure(str(res.get("msg") or "no module output"))
-        return res
 
     def _progress(self, status: Mapping[str, Any]) -> str:
         benches = status.get("benchmarks") or {}

@@ -41,10 +41,16 @@ description:
     C(heteromig_hetero_main_mode)); an option given in the task wins. A C(heteromig_hetero_*)
     variable that names no option fails the task before anything runs.
   - The choreography runs on the host in a detached runner (module M(heteromig.fleet.hetero_runner))
-    that survives a dropped SSH connection. The controller long-polls it (one module call per
+    that survives a dropped SSH connection. The controller long-polls it (one call per
     status change), prints per-host progress, and renews a lease with every poll; when the lease
     expires (Ctrl-C at the controller, a crash, or a connection lost for longer than
     O(lease_timeout)), the runner stops every benchmark by itself and records why.
+  - Each call to the host (start, status, stop) is the host agent's command run from the installed
+    host runtime over the connection, with its request on stdin, where the connection can feed
+    stdin under the play's become (as Ansible's pipelining needs); otherwise it is the
+    M(heteromig.fleet.hetero_runner) module, which does the same thing but costs Python a
+    recompile of its payload on every call. The host variable C(heteromig_agent_transport)
+    (C(auto), C(direct) or C(module)) chooses; C(auto) is the default.
   - One hetero run per host at a time; a second one is refused with a message naming the running
     run. A run is refused when the MIG layout changed since the slices were read.
   - Each run's logs and LoadGen files are fetched to

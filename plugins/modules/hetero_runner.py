@@ -11,8 +11,10 @@ short_description: Start, watch, stop and collect a HeteroMIG run on one host (u
 version_added: 0.1.0
 description:
   - The host side of M(heteromig.fleet.hetero_run). Playbooks use that action; this module is
-    what it calls on each host, one call per step, and is useful by hand to look at or stop a
-    run.
+    useful by hand to look at or stop a run. The action runs the same commands either through
+    this module or, where the connection can feed stdin, straight from the installed host
+    runtime (C(python -m ...agent._agent_commands)), which answers the same way and skips the
+    module's payload (host variable C(heteromig_agent_transport)).
   - C(start) takes the plan the controller built, refuses to start when another hetero run holds
     the host (one run per host, an C(flock) on C(<host_root>/hetero_run.lock)) or when the MIG
     layout changed since the controller resolved the slices, and starts the runner detached
@@ -163,133 +165,42 @@ files:
   elements: dict
 """
 
-import os
-import sys
-import time
-from typing import Optional
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
-    RunnerError,
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._agent_commands import (
+    COMMANDS,
+    DEFAULTS,
+    CommandFailed,
+    answer,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_control import (
-    archive,
-    archive_inline,
-    find_run,
-    poll_status,
-    read_status,
-    request_stop,
-    start,
-)
-
-
-def booted_at() -> Optional[float]:
-    """When this host (its time namespace) booted, epoch seconds (from /proc/uptime)."""
-    try:
-        with open("/proc/uptime") as handle:
-            return time.time() - float(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            command=dict(type="str", required=True, choices=["start", "status", "stop", "collect"]),
+            command=dict(type="str", required=True, choices=list(COMMANDS)),
             host_root=dict(type="path", required=True),
             run_id=dict(type="str"),
             plan=dict(type="dict"),
             python=dict(type="str"),
             pythonpath=dict(type="str"),
-            check_layout=dict(type="bool", default=True),
-            lease=dict(type="float", default=0),
-            wait=dict(type="float", default=0),
+            check_layout=dict(type="bool", default=DEFAULTS["check_layout"]),
+            lease=dict(type="float", default=DEFAULTS["lease"]),
+            wait=dict(type="float", default=DEFAULTS["wait"]),
             since=dict(type="int"),
             since_change=dict(type="str"),
-            collect=dict(type="bool", default=False),
-            inline_limit=dict(type="int", default=8 * 1024 * 1024),
-            reason=dict(type="str", default="stopped by request (hetero_runner command=stop)"),
+            collect=dict(type="bool", default=DEFAULTS["collect"]),
+            inline_limit=dict(type="int", default=DEFAULTS["inline_limit"]),
+            reason=dict(type="str", default=DEFAULTS["reason"]),
         ),
         required_if=[("command", "start", ("plan",))],
         supports_check_mode=True,
     )
-    p = module.params
-    host_root = p["host_root"]
-    for key in ("lease", "wait"):
-        if p[key] < 0:
-            module.fail_json(msg="%s must not be negative, got %s" % (key, p[key]))
     try:
-        if p["command"] == "start":
-            plan = p["plan"]
-            if module.check_mode:
-                module.exit_json(
-                    changed=True, run_id=plan.get("run_id"), run_dir=plan.get("run_dir")
-                )
-            pythonpath = p["pythonpath"] or os.path.join(host_root, "lib")
-            status = start(
-                plan,
-                host_root,
-                p["python"] or sys.executable,
-                pythonpath,
-                check_layout_first=p["check_layout"],
-                wait_for_runner=False,
-                initial_lease_s=p["lease"] or None,
-            )
-            module.exit_json(
-                changed=True, run_id=plan["run_id"], run_dir=plan["run_dir"], status=status
-            )
-        found = find_run(host_root, p["run_id"])
-        if not found:
-            module.fail_json(
-                msg="no hetero run %s on this host (looked in %s)"
-                % (repr(p["run_id"]) if p["run_id"] else "at all", os.path.join(host_root, "runs")),
-                run_id=p["run_id"],
-            )
-        run_dir = str(found)
-        run_id = os.path.basename(run_dir)
-        if p["command"] == "status":
-            lease = 0.0 if module.check_mode else p["lease"]
-            status = poll_status(run_dir, p["since"], p["wait"], lease, p["since_change"])
-            if status.get("phase") == "lost":
-                status["host_booted_at"] = booted_at()
-            extra = {}
-            if p["collect"] and status.get("done") and not module.check_mode:
-                try:
-                    extra = archive_inline(run_dir, p["inline_limit"])
-                except OSError as exc:
-                    # the verdict is in the status: packing the logs failing must not hide it
-                    extra = {"collect_error": "cannot pack the logs of run %s: %s" % (run_id, exc)}
-            module.exit_json(changed=False, run_id=run_id, run_dir=run_dir, status=status, **extra)
-        if p["command"] == "stop":
-            status = read_status(run_dir)
-            if status.get("done"):
-                module.exit_json(changed=False, run_id=run_id, run_dir=run_dir, status=status)
-            if module.check_mode:
-                module.exit_json(changed=True, run_id=run_id, run_dir=run_dir, status=status)
-            request_stop(run_dir, p["reason"])
-            status = poll_status(run_dir, None, 0, 0)
-            waited = 0.0
-            while p["wait"] > waited and not status.get("done") and status.get("runner_alive"):
-                status = poll_status(run_dir, status.get("seq", 0), min(1.0, p["wait"] - waited), 0)
-                waited += 1.0
-            module.exit_json(changed=True, run_id=run_id, run_dir=run_dir, status=status)
-        # collect
-        if module.check_mode:
-            files = []
-            for directory, _dirs, names in os.walk(run_dir):
-                for name in names:
-                    path = os.path.join(directory, name)
-                    files.append(
-                        {"path": os.path.relpath(path, run_dir), "size": os.path.getsize(path)}
-                    )
-            module.exit_json(changed=False, run_id=run_id, run_dir=run_dir, files=files)
-        packed = archive(run_dir)
-        module.exit_json(changed=True, run_id=run_id, run_dir=run_dir, **packed)
-    except RunnerError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="hetero run %s failed on this host: %s" % (p["command"], exc))
+        result = answer(module.params, module.check_mode)
+    except CommandFailed as exc:
+        module.fail_json(msg=str(exc), **exc.extra)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

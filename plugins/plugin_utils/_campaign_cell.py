@@ -47,14 +47,15 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuned_ce
 )
 
 display = Display()
-RUNNER = "heteromig.fleet.hetero_runner"
 DEFAULT_HOST_ROOT = "/var/lib/heteromig"
 
 
 class _Action(Protocol):
     def hetero_run(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]: ...
 
-    def runner(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]: ...
+    def runner(
+        self, args: dict[str, Any], task_vars: dict[str, Any], pythonpath: str
+    ) -> dict[str, Any]: ...
 
     def var(self, name: str, task_vars: Mapping[str, Any]) -> Any: ...
 
@@ -315,6 +316,7 @@ class CellRun:
                 status = self.action.runner(
                     {"command": "status", "host_root": lane.host_root, "run_id": claim.run_id},
                     self.task_vars,
+                    pythonpath,
                 )
                 if not (status.get("failed") and "no hetero run" in str(status.get("msg"))):
                     return None
@@ -329,6 +331,7 @@ class CellRun:
                 res = self.action.runner(
                     {"command": "status", "host_root": lane.host_root, "run_id": claim.run_id},
                     self.task_vars,
+                    pythonpath,
                 )
             except AnsibleError:
                 return True  # the watch (resume) finds out what happened, with its patience

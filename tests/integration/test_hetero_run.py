@@ -305,6 +305,40 @@ def test_two_hosts_valid_run_and_results_fetched(ssh_lab: MakeLab, tmp_path: Pat
     assert "hetero_run [h2] VALID | main samples_per_second" in run.stdout
 
 
+@pytest.mark.slow
+def test_the_agent_is_reached_directly_or_through_its_module(
+    ssh_lab: MakeLab, tmp_path: Path
+) -> None:
+    """h1 asks for the module transport, h2 takes the default (direct over ssh): both runs are
+    VALID, and only h2's interpreter was asked to run the agent's commands as a program."""
+    results = tmp_path / "results"
+    specs = []
+    for name, transport in (("h1", "module"), ("h2", None)):
+        wrapper = tmp_path / ("python-" + name)
+        wrapper.write_text(
+            '#!/bin/sh\necho "$*" >> %s.calls\nexec %s "$@"\n' % (wrapper, sys.executable)
+        )
+        wrapper.chmod(0o755)
+        extra: dict[str, Any] = {"heteromig_host_python": str(wrapper)}
+        if transport:
+            extra["heteromig_agent_transport"] = transport
+        specs.append(HostSpec(name, hostvars(results, **extra)))
+    lab = ssh_lab(specs)
+    for name in ("h1", "h2"):
+        make_mig_slices(lab.hostdir(name) / "nvml-sim.json", 2)
+    gpu_hosts_inventory(lab)
+    run = lab.run_playbook(PLAYBOOK)
+    assert (run.rc, run.status) == (0, "successful"), run.stdout[-3000:]
+    agent = "-m ansible_collections.heteromig.fleet.plugins.module_utils.agent._agent_commands"
+    # the benchmarks run with it too (fake_bench.py ...)
+    calls = {n: (tmp_path / ("python-%s.calls" % n)).read_text().splitlines() for n in ("h1", "h2")}
+    for name in ("h1", "h2"):
+        assert result_of(run, name)["verdict"] == "VALID", result_of(run, name)["reasons"]
+    assert not [line for line in calls["h1"] if line.startswith(agent)]
+    # the start, then at least one status (its long poll ends with the archive)
+    assert sum(line == agent for line in calls["h2"]) >= 2, calls["h2"]
+
+
 @pytest.mark.compat
 def test_check_mode_is_a_dry_run(ssh_lab: MakeLab, tmp_path: Path) -> None:
     lab = start_lab(ssh_lab, tmp_path, ["h1"])

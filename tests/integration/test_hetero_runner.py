@@ -3,9 +3,12 @@ tests/fixtures/hetero/fake_bench.py under the real LoadGen, every fault, the lea
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
+import subprocess
 import sys
 import tarfile
 import threading
@@ -21,6 +24,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as RC
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._agent_transport import AGENT_COMMANDS
 
 pytestmark = pytest.mark.integration
 
@@ -584,3 +588,104 @@ def test_a_runner_still_in_its_exec_is_not_taken_for_dead(
         go.touch()
     result = host.wait(plan)
     assert result["verdict"] == "VALID", reasons(result)
+
+
+# ------------------------------------------------------------------ the agent commands' CLI
+def agent(request: dict[str, Any]) -> dict[str, Any]:
+    """One call of the agent's commands as the controller's direct transport makes it: a fresh
+    interpreter, ``python -m`` from the runtime's tree, the request on stdin."""
+    done = subprocess.run(
+        [sys.executable, "-m", AGENT_COMMANDS],
+        input=json.dumps(request),
+        env=dict(os.environ, PYTHONPATH=PYTHONPATH),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout  # one JSON answer, nothing else on stdout
+    return json.loads(lines[0])
+
+
+def test_a_run_through_the_agent_commands_cli(host: Host) -> None:
+    plan = host.plan("cli", ["--duration-ms", "800"], [["--duration-ms", "600000"]])
+    host.runs.append(plan["run_dir"])
+    root = str(host.root)
+    dry = agent({"args": {"command": "start", "host_root": root, "plan": plan}, "check_mode": True})
+    assert dry == {"changed": True, "run_id": "cli", "run_dir": plan["run_dir"]}
+    assert not Path(plan["run_dir"]).exists()
+    args = {"host_root": root, "plan": plan, "pythonpath": PYTHONPATH, "check_layout": False}
+    started = agent({"args": dict(args, command="start", python=sys.executable)})
+    assert started["changed"] is True and started["status"]["runner_alive"] is True
+    again = agent({"args": dict(args, command="start")})
+    assert again["failed"] is True and "run cli already exists on this host" in again["msg"]
+    status: dict[str, Any] = started["status"]
+    deadline = time.monotonic() + 60
+    answer: dict[str, Any] = {}
+    while not (status.get("done") and "archive_b64" in answer):
+        assert time.monotonic() < deadline, status
+        answer = agent(
+            {
+                "args": {
+                    "command": "status",
+                    "host_root": root,
+                    "run_id": "cli",
+                    "since_change": status.get("change"),
+                    "wait": 5,
+                    "lease": 30,
+                    "collect": True,
+                }
+            }
+        )
+        status = answer["status"]
+    assert status["verdict"] == "VALID", status.get("reasons")
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(answer["archive_b64"]))) as tar:
+        assert "main/mlperf_log_detail.txt" in tar.getnames()
+    stopped = agent({"args": {"command": "stop", "host_root": root, "run_id": "cli"}})
+    assert stopped["changed"] is False and stopped["status"]["done"] is True
+    listed = agent({"args": {"command": "collect", "host_root": root}, "check_mode": True})
+    assert listed["run_id"] == "cli"
+    assert {"plan.json", "result.json", "main/mlperf_log_detail.txt"} <= {
+        f["path"] for f in listed["files"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("request_text", "msg"),
+    [
+        ("not json", "the request is not JSON"),
+        ('["status"]', 'the request must be {"args": {...}, "check_mode": bool}'),
+        (
+            '{"args": {"command": "restart", "host_root": "/r"}}',
+            "command must be one of start, status, stop, collect, got 'restart'",
+        ),
+        ('{"args": {"command": "status"}}', "host_root is required"),
+        (
+            '{"args": {"command": "start", "host_root": "/r"}}',
+            "command is start but plan is missing",
+        ),
+        (
+            '{"args": {"command": "status", "host_root": "/r", "wait": -1}}',
+            "wait must not be negative, got -1",
+        ),
+        (
+            '{"args": {"command": "status", "host_root": "/r", "colect": true}}',
+            "unknown argument(s): colect",
+        ),
+    ],
+)
+def test_the_agent_cli_refuses_bad_requests_by_name(request_text: str, msg: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", AGENT_COMMANDS],
+        input=request_text,
+        env=dict(os.environ, PYTHONPATH=PYTHONPATH),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    answer = json.loads(done.stdout)
+    assert answer["failed"] is True and answer["msg"].startswith(msg), answer

@@ -283,7 +283,9 @@ class Action:
     def hetero_run(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         raise AssertionError("not called")
 
-    def runner(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+    def runner(
+        self, args: dict[str, Any], task_vars: dict[str, Any], pythonpath: str
+    ) -> dict[str, Any]:
         raise AssertionError("not called")
 
     def var(self, name: str, task_vars: Any) -> Any:

@@ -15,7 +15,6 @@ from ansible.errors import AnsibleActionFail
 
 from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
     ARGUMENT_SPEC,
-    _garbled,
     detached_lease_s,
     extract_archive,
     lost_reason,
@@ -155,25 +154,6 @@ def test_extract_archive_refuses_escapes(
     with pytest.raises(AnsibleActionFail, match="refusing to unpack"):
         extract_archive(str(archive), str(tmp_path / "out"))
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "link").exists()
-
-
-@pytest.mark.parametrize(
-    ("res", "garbled"),
-    [
-        (
-            {
-                "failed": True,
-                "msg": "Module result deserialization failed: No start of json char found",
-            },
-            True,
-        ),
-        ({"failed": True, "msg": "MODULE FAILURE\nSee stdout/stderr"}, True),
-        ({"failed": True, "msg": "x", "module_stdout": ""}, True),
-        ({"failed": True, "msg": "no hetero run 'r9' on this host"}, False),
-    ],
-)
-def test_garbled_answers_are_transient(res: dict[str, Any], garbled: bool) -> None:
-    assert _garbled(res) is garbled
 
 
 def test_lost_reason_tells_a_reboot_from_a_killed_runner() -> None:

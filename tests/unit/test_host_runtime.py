@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils import _host_runtime as rt
 from ansible_collections.heteromig.fleet.plugins.module_utils._import_closure import import_closure
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._agent_transport import AGENT_COMMANDS
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._runtime_sources import (
     MODULE_UTILS,
     runtime_manifest,
@@ -162,6 +164,22 @@ def test_the_shipped_files_alone_run_the_agent(tmp_path: Path) -> None:
         check=False,
     )
     assert runner.returncode == 0 and "run" in runner.stdout, runner.stdout + runner.stderr
+    # the controller's direct transport: the agent's commands, answering from these files alone
+    agent = subprocess.run(
+        [sys.executable, "-S", "-m", AGENT_COMMANDS],
+        input=json.dumps({"args": {"command": "status", "host_root": str(tmp_path)}}),
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert agent.returncode == 0, agent.stderr
+    assert json.loads(agent.stdout) == {
+        "failed": True,
+        "msg": "no hetero run at all on this host (looked in %s/runs)" % tmp_path,
+        "run_id": None,
+    }
 
 
 def test_the_import_closure_follows_lazy_imports_and_adds_packages() -> None:
