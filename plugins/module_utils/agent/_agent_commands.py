@@ -203,4 +203,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the agent's own process, not a module
+    raise SystemExit(main())
