@@ -12,6 +12,7 @@ file is read and written.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -356,12 +357,29 @@ def _max_trials(cell: Cell) -> int:
 
 
 def _trial_duration(cell: Cell) -> int:
-    """tune_trial_duration, else a tenth of the cell's duration (at least 1 s)."""
+    """tune_trial_duration, else a tenth of the cell's duration (at least 1 s); never shorter
+    than the cell's latency bound over the tolerance (:func:`trial_floor_ms`), up to the cell's
+    own duration."""
     given = cell.tuning.get("tune_trial_duration")
-    if given:
-        return int(given)
-    full = cell.options.get("main_benchmark_duration") or 600000
-    return max(1000, int(full) // 10)
+    full = int(cell.options.get("main_benchmark_duration") or 600000)
+    chosen = int(given) if given else max(1000, full // 10)
+    return max(chosen, min(trial_floor_ms(cell), full))
+
+
+def trial_floor_ms(cell: Cell) -> int:
+    """The shortest trial that can tell the limit within the tolerance, where the cell gives its
+    latency bound (``main_target_latency_ns``); 0 where it does not.
+
+    Above the capacity ``c`` a Server run's queue grows by ``q - c`` queries a second, so in a
+    run of ``T`` its last queries wait about ``(q / c - 1) T``: the run breaks a bound ``B`` only
+    when ``q > c (1 + B / T)``. A short trial can thus be VALID up to ``B / T`` above the
+    capacity, and its bracket is within the tolerance only when ``T >= B / tolerance``
+    (docs/benchmarks.md, "Tuning on the embedded harness").
+    """
+    bound_ns = cell.options.get("main_target_latency_ns")
+    if not bound_ns:
+        return 0
+    return math.ceil(round(float(bound_ns) / 1e6 / _tolerance(cell), 6))
 
 
 def _longest_trial(cell: Cell) -> int:
