@@ -633,6 +633,8 @@ def write_campaign_report(
             platform=system.name,
             inspect=inspect_log_dir,
             host_facts=facts,
+            system_desc=system.system_desc,
+            implementation_desc=system.implementation_desc,
         )
         _file_as(plan, system.submission_name)
         # the tree is rebuilt from scratch once, not per system (that removed the ones before)

@@ -40,6 +40,11 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles 
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._submission_layout import (
     HETERO_SUFFIX,
+    IMPLEMENTATION_REQUIRED,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._system_desc import (
+    USER_FIELDS,
+    user_fields_problem,
 )
 
 SPEC_VERSION = 1
@@ -89,7 +94,16 @@ _TOP_KEYS = (
     "benchmarks",
     "cells",
 )
-_SYSTEM_KEYS = ("name", "hosts", "layout", "gpus", "submission_name", "gpus_at_once")
+_SYSTEM_KEYS = (
+    "name",
+    "hosts",
+    "layout",
+    "gpus",
+    "submission_name",
+    "gpus_at_once",
+    "system_desc",
+    "implementation_desc",
+)
 _BENCHMARK_KEYS = ("scenarios", "modes")
 _RULE_KEYS = ("match", "set")
 _MATCH_KEYS = ("system", "benchmark", "scenario", "mode")
@@ -115,6 +129,10 @@ class System:
     layout_gpus: list[dict[str, Any]] | None  # mig_layout 'gpus', or None
     submission_name: str | None
     gpus_at_once: int
+    # the submission's systems/<system>.json fields and measurements/<...>.json fields the user
+    # gives (docs/campaign.md, "The submission tree")
+    system_desc: dict[str, Any] = field(default_factory=dict)
+    implementation_desc: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -635,6 +653,15 @@ def _system(check: _Checker, raw: Any, where: str, earlier: list[System]) -> Sys
         raise check.error(
             where + ".gpus_at_once", "must be a whole number >= 1, got %r" % (at_once,)
         )
+    descs: dict[str, dict[str, Any]] = {}
+    for key, allowed, what in (
+        ("system_desc", USER_FIELDS, "system description"),
+        ("implementation_desc", IMPLEMENTATION_REQUIRED, "implementation description"),
+    ):
+        problem = user_fields_problem(conf.get(key, {}), allowed, what)
+        if problem:
+            raise check.error("%s.%s" % (where, key), problem)
+        descs[key] = dict(conf.get(key) or {})
     return System(
         name=name,
         hosts=hosts.strip(),
@@ -642,6 +669,8 @@ def _system(check: _Checker, raw: Any, where: str, earlier: list[System]) -> Sys
         layout_gpus=[dict(g) for g in gpus] if gpus is not None else None,
         submission_name=submission,
         gpus_at_once=at_once,
+        system_desc=descs["system_desc"],
+        implementation_desc=descs["implementation_desc"],
     )
 
 

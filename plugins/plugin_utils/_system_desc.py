@@ -23,6 +23,7 @@ submitter, system_name). Pure functions: no I/O.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,7 +118,40 @@ SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
 FIXED_FIELDS = ("division", "submitter", "system_name")
 
 
+# what a user may set in a system description (a sweep spec's system_desc)
+USER_FIELDS = tuple(f for f in REQUIRED_FIELDS + POWER_FIELDS if f not in FIXED_FIELDS)
+
 FACT_NAMES = ("heteromig_host", "heteromig_nvml", "heteromig_gpus")
+
+
+def user_fields_problem(
+    values: Any, allowed: Sequence[str], what: str = "system description"
+) -> str | None:
+    """Why ``values`` (fields a user gives for a ``what``) cannot be used, or None: a mapping
+    of known field names to strings or numbers; ``status`` and ``system_type`` take the
+    checker's values."""
+    if not isinstance(values, Mapping):
+        return "must be a mapping of %s fields, got %s" % (what, type(values).__name__)
+    for key, value in values.items():
+        if key in FIXED_FIELDS and what == "system description":
+            return "%s is set by the submission layout, not by the spec" % key
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            return "%r is no %s field%s" % (
+                key,
+                what,
+                " (did you mean %s?)" % close[0] if close else "",
+            )
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return "%s must be a string or a number, got %r" % (key, value)
+    if "status" in values and values["status"] not in STATUS_VALUES:
+        return "status must be one of %s, got %r" % (", ".join(STATUS_VALUES), values["status"])
+    if "system_type" in values and values["system_type"] not in SYSTEM_TYPES:
+        return "system_type must be one of %s, got %r" % (
+            ", ".join(SYSTEM_TYPES),
+            values["system_type"],
+        )
+    return None
 
 
 def facts_from_hostvars(hostvars: Mapping[str, Any], hosts: set[str]) -> dict[str, dict[str, Any]]:

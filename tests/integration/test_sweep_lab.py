@@ -76,6 +76,8 @@ def base_spec(**defaults: Any) -> dict[str, Any]:
                 "hosts": "a30",
                 "layout": ["2x2g.12gb"],
                 "submission_name": A30_NAME,
+                "system_desc": {"status": "rdi", "cooling": "air", "number_of_nodes": 1},
+                "implementation_desc": {"weight_data_types": "fp32", "retraining": "no"},
             },
         ],
         "benchmarks": {
@@ -299,6 +301,14 @@ def test_two_systems_every_cell_valid_reports_and_submission(
         assert (single / "run_1" / "mlperf_log_summary.txt").is_file()
         described = json.loads((closed / "systems" / (system + ".json")).read_text())
         assert described["system_name"] == system and described["submitter"] == SUBMITTER
+        measured = closed / "measurements" / system / "synth-mlp-small" / "Offline"
+        implementation = json.loads(next(measured.glob(system + "_*_Offline.json")).read_text())
+        if system == A30_NAME:  # what the spec gives, where it gives it
+            assert (described["status"], described["cooling"]) == ("rdi", "air")
+            assert implementation == {"weight_data_types": "fp32", "retraining": "no"}
+        else:
+            assert (described["status"], described["cooling"]) == ("", "")
+            assert implementation == {}
     assert sorted(p.name for p in (closed / "results").iterdir()) == sorted([H100_NAME, A30_NAME])
     # nothing invented: the synthetic harness runs no compliance verification script, and the
     # report says so instead of writing a verify_performance.txt

@@ -406,6 +406,36 @@ BAD = [
         _set(["defaults", "background_benchmarks"], 3),
         ["defaults.background_benchmarks:", "background_benchmarks must be"],
     ),
+    (
+        "system description field misspelt",
+        _set(["systems", 0, "system_desc"], {"coolling": "air"}),
+        ["systems[0].system_desc:", "'coolling' is no system description field", "cooling"],
+    ),
+    (
+        "system description setting a field the layout fixes",
+        _set(["systems", 0, "system_desc"], {"system_name": "mine"}),
+        ["systems[0].system_desc:", "system_name is set by the submission layout"],
+    ),
+    (
+        "system description status the checker refuses",
+        _set(["systems", 0, "system_desc"], {"status": "Available"}),
+        ["systems[0].system_desc:", "status must be one of available, preview, rdi"],
+    ),
+    (
+        "system description with a list value",
+        _set(["systems", 0, "system_desc"], {"cooling": ["air"]}),
+        ["systems[0].system_desc:", "cooling must be a string or a number"],
+    ),
+    (
+        "implementation description field misspelt",
+        _set(["systems", 0, "implementation_desc"], {"retrainig": "no"}),
+        ["systems[0].implementation_desc:", "no implementation description field", "retraining"],
+    ),
+    (
+        "implementation description not a mapping",
+        _set(["systems", 0, "implementation_desc"], "fp16"),
+        ["systems[0].implementation_desc:", "must be a mapping"],
+    ),
 ]
 
 
