@@ -69,9 +69,11 @@ def agent_command(env_prefix: str, python: str, pythonpath: str) -> str:
 def parse_answer(rc: int, stdout: str, stderr: str, pythonpath: str) -> dict[str, Any]:
     """The agent's answer from one direct command's output.
 
-    Raises AnsibleConnectionFailure when the output is cut (ssh's 255, or text that is not the
-    whole answer: the connection died under the command), the way a module's garbled answer
-    is taken; an interpreter or runtime that is missing is a failed answer that says so.
+    Raises AnsibleConnectionFailure when no whole answer arrived and nothing on the host said
+    why (ssh's 255, a session killed by a signal, output cut short or missing): the connection
+    died under the command, and the caller retries, the way a module's garbled answer is
+    taken. A command that ended with its own error (a missing interpreter or runtime, Python
+    failing to start) is a failed answer that says so.
     """
     lines = [line for line in (stdout or "").splitlines() if line.strip()]
     if lines:
@@ -82,7 +84,7 @@ def parse_answer(rc: int, stdout: str, stderr: str, pythonpath: str) -> dict[str
         if isinstance(found, dict):
             return found
     err = " ".join((stderr or "").split())[-400:]
-    if rc == 255 or lines:
+    if rc == 255 or rc < 0 or lines or not err:
         raise AnsibleConnectionFailure(
             "the heteromig agent's answer did not arrive whole (exit %s): %s"
             % (rc, err or (lines[-1][:200] if lines else "no output"))

@@ -117,6 +117,16 @@ def test_an_answer_that_did_not_arrive_whole_is_a_connection_failure(rc: int, st
         parse_answer(rc, stdout, "kex_exchange_identification: read: Connection reset", "/lib")
 
 
+@pytest.mark.parametrize("rc", [-9, 0, 1])
+def test_no_answer_and_no_word_from_the_host_is_a_connection_failure(rc: int) -> None:
+    # the SSH lab's dropped connection: the session killed under the command (exit -9), with
+    # nothing on stdout or stderr
+    with pytest.raises(
+        AnsibleConnectionFailure, match=r"did not arrive whole \(exit %d\): no output" % rc
+    ):
+        parse_answer(rc, "", "", "/lib")
+
+
 @pytest.mark.parametrize(
     ("res", "garbled"),
     [
