@@ -33,7 +33,7 @@ def p99_latency(target: float, seconds: float) -> float:
 
 def highest_valid(bound_s: float, seconds: float) -> float:
     lo, hi = CAPACITY, 3 * CAPACITY
-    for _ in range(40):
+    for _step in range(40):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if p99_latency(mid, seconds) <= bound_s else (lo, mid)
     return lo
