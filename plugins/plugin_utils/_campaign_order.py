@@ -42,6 +42,8 @@ from typing import Any
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec import (
     Campaign,
     Cell,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec_check import (
     hetero_run_options,
 )
 
