@@ -26,11 +26,15 @@ Every run counts as a short trial, the repeated ones too. The search:
    of a short Offline probe). A VALID trial steps *up* by ``step`` (then ``step**2``,
    ``step**4``, ...) until one is too high; a too-high one steps *down* the same way until one
    is VALID, never below ``upper * floor_fraction`` (a floor that is too high ends the search:
-   no target is VALID).
+   no target is VALID). A too-high trial's completed samples/s (LoadGen completes an overloaded
+   Server run at about the capacity) is an estimate of the limit: where it lies below one step
+   down, the next trial goes just below it instead.
 2. **Narrow.** Between the highest VALID target ``lo`` and the lowest too-high one ``hi`` the
-   next trial runs at ``sqrt(lo * hi)`` (bisection on a log scale) until ``hi / lo <= 1 +
-   tolerance``: the capacity lies in ``[lo, hi)``, so ``lo`` is within ``tolerance`` of it.
-   At most ``max_trials`` trials in all; when they run out first, ``lo`` is taken as it is and
+   next trial runs at ``sqrt(lo * hi)`` (bisection on a log scale), or half a tolerance above
+   (else below) the estimate where that lies inside the bracket, or, once a VALID trial passed
+   the estimate, ``lo`` times a growing step, until ``hi / lo <= 1 + tolerance``. The estimate
+   only chooses where to try; the bracket moves on verdicts alone: the capacity lies in
+   ``[lo, hi)``, so ``lo`` is within ``tolerance`` of it. At most ``max_trials`` trials in all; when they run out first, ``lo`` is taken as it is and
    the result says it did not converge. A trial that would have to be longer than
    ``max_trial_ms`` (the full length) runs at that length; one that is still too short there
    ends the search (the cell's length cannot give LoadGen enough queries at that target).
@@ -237,6 +241,11 @@ def search(
     min_queries = 0  # the query count LoadGen asked for in a too-short trial
     next_ms: int | None = None  # the retry of a too-short trial with queries over the bound
     repeat = False  # the next trial repeats the last target (too short, or other)
+    # the lowest completed samples/s of a too-high trial: LoadGen completes an overloaded Server
+    # run at about the capacity, so it says where to look; the bracket still moves only on
+    # verdicts
+    estimate: float | None = None
+    climb = 1  # the step exponent from lo once the estimate has been passed (1, 2, 4, ...)
     while len(trials) < max_trials:
         if not repeat:
             target = rounded(target, digits)
@@ -309,10 +318,19 @@ def search(
             lo = target
         else:  # too high, or a second OTHER at the same target
             hi = target
+            if reads == TOO_HIGH:
+                rate = completed_rate(outcome.metric)
+                if rate is not None and 0 < rate < target and (estimate is None or rate < estimate):
+                    estimate = rate
         if lo is not None and hi is not None:
             if hi / lo <= 1.0 + tolerance:
                 return Searched(lo, hi, True, trials)
-            target = math.sqrt(lo * hi)
+            target = _inside(lo, hi, estimate, tolerance) or math.sqrt(lo * hi)
+            if estimate is not None and lo * step**climb < target:
+                # the estimate was low (VALID above it): climb from lo, as when nothing is known
+                # above it, rather than bisect the wide bracket the jump left
+                target = lo * step**climb
+                climb *= 2
         elif lo is not None:  # every trial VALID so far: step up
             target = lo * step**exponent
             exponent *= 2
@@ -321,9 +339,39 @@ def search(
                 raise AssertionError("no trial ran: the first one is always recorded")
             if hi <= rounded(floor, digits) * (1.0 + 1e-9):
                 return Searched(None, hi, True, trials)
-            target = max(floor, hi / step**exponent)
-            exponent *= 2
+            if estimate is not None and estimate / (1.0 + tolerance) < hi / step:
+                # an overloaded Server run completes at about the capacity: go just below it
+                target = max(floor, estimate / (1.0 + tolerance))
+            else:
+                target = max(floor, hi / step**exponent)
+                exponent *= 2
     return Searched(lo, hi, False, trials)
+
+
+def completed_rate(metric: Any) -> float | None:
+    """The completed samples/s of a Server trial's LoadGen result (the hetero run's headline
+    metric, or a bare number), else None."""
+    if isinstance(metric, Mapping):
+        if metric.get("name") not in (None, "completed_samples_per_second"):
+            return None
+        metric = metric.get("value")
+    if isinstance(metric, bool) or not isinstance(metric, (int, float)):
+        return None
+    return float(metric) if math.isfinite(metric) else None
+
+
+def _inside(lo: float, hi: float, estimate: float | None, tolerance: float) -> float | None:
+    """Where to try next inside the bracket ``(lo, hi)``, guided by the capacity ``estimate``:
+    half a tolerance above it, else half a tolerance below it, whichever lies strictly inside
+    (so the bracket shrinks whatever the verdict); None: bisect."""
+    if estimate is None:
+        return None
+    half = math.sqrt(1.0 + tolerance)
+    margin = 1.0 + tolerance / 10.0
+    for candidate in (estimate * half, estimate / half):
+        if lo * margin < candidate < hi / margin:
+            return candidate
+    return None
 
 
 def tune(

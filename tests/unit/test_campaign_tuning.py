@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_tuning i
     Outcome,
     TuningError,
     check_settings,
+    completed_rate,
     rounded,
     search,
     tune,
@@ -44,6 +46,9 @@ class Device:
     noise: float = 0.0
     confirm_noise: float = 0.0
     seed: int = 0
+    # an overloaded run's completed samples/s as LoadGen reports it: the capacity times this
+    # (None: no rate reported, as from a harness whose logs have none)
+    rate_bias: float | None = 1.0
     calls: list[tuple[str, int, float]] = field(default_factory=list)
     durations: list[int | None] = field(default_factory=list)
 
@@ -55,7 +60,11 @@ class Device:
         self.durations.append(duration_ms)
         spread = self.noise if kind == TRIAL else self.confirm_noise
         threshold = self.capacity * (1.0 + self.rng.uniform(-spread, spread))
-        return Outcome(target <= threshold, metric=min(target, threshold), info={"n": index})
+        if self.rate_bias is None:
+            metric = None
+        else:
+            metric = target if target <= threshold else threshold * self.rate_bias
+        return Outcome(target <= threshold, metric=metric, info={"n": index})
 
 
 # from 0.58x to 1.7x the start (the isolated value or the Offline probe is near the capacity):
@@ -90,13 +99,58 @@ def test_an_upper_bound_below_the_capacity_steps_up(capacity: float) -> None:
 
 
 def test_a_capacity_far_below_the_start_stays_valid_without_converging() -> None:
-    # 7% of the start: the descent takes 5 trials, the bracket does not narrow in 8, and the
-    # value is the highest VALID trial (below the capacity, confirmed), flagged as such
-    device = Device(37.0)
+    # no completed rate to go by, 7% of the start: the descent takes 5 trials, the bracket does
+    # not narrow in 8, and the value is the highest VALID trial (below the capacity,
+    # confirmed), flagged as such
+    device = Device(37.0, rate_bias=None)
     result = tune(device, 500.0, tolerance=0.025)
     assert result.short_trials == 8 and result.converged is False
     assert result.value is not None and 37.0 * 0.8 <= result.value <= 37.0
     assert "did not narrow" in result.reason
+
+
+@pytest.mark.parametrize("capacity", [37.0, 240.0, 455.0])
+def test_an_overloaded_trials_completed_rate_takes_the_search_to_the_capacity(
+    capacity: float,
+) -> None:
+    # the Offline probe far above the Server limit (the embedded harness's was 2.2x on the
+    # device): LoadGen completes the overloaded first trial at about the capacity, and the
+    # search goes just below it instead of stepping down blindly
+    device = Device(capacity)
+    result = tune(device, 500.0, tolerance=0.025)
+    assert result.converged is True and result.short_trials <= 5, result.trials
+    assert result.value is not None and capacity * (1 - 0.025) <= result.value <= capacity
+    assert result.hi is not None and result.lo is not None and result.hi / result.lo <= 1.025
+
+
+@pytest.mark.parametrize("bias", [0.85, 0.95, 1.05, 1.15])
+@pytest.mark.parametrize("capacity", [110.0, 230.0, 480.0])
+def test_a_completed_rate_off_the_capacity_only_guides_the_bracket(
+    capacity: float, bias: float
+) -> None:
+    # LoadGen's completed rate of an overloaded run wanders around the capacity (the device's
+    # coarse scan: 45856 to 53892 against a limit near 47000 to 49000): the bracket still moves
+    # only on verdicts, so the value stays at or below the capacity and within the tolerance
+    device = Device(capacity, rate_bias=bias)
+    result = tune(device, 500.0, tolerance=0.025)
+    assert result.short_trials <= 8, result.trials
+    assert result.value is not None and result.value <= capacity
+    assert result.value >= capacity * (1 - 0.025), result.trials
+
+
+@pytest.mark.parametrize(
+    ("metric", "rate"),
+    [
+        ({"name": "completed_samples_per_second", "value": 48672.7, "unit": "samples/s"}, 48672.7),
+        ({"name": "samples_per_second", "value": 104196.0}, None),  # an Offline probe's
+        (512.5, 512.5),
+        (None, None),
+        ({"name": "completed_samples_per_second", "value": None}, None),
+        (True, None),
+    ],
+)
+def test_the_completed_rate_is_read_from_the_hetero_runs_metric(metric: Any, rate: Any) -> None:
+    assert completed_rate(metric) == rate
 
 
 def test_a_capacity_below_every_probe_finds_nothing_and_confirms_nothing() -> None:
