@@ -69,14 +69,14 @@ def harness_defaults(harness: str) -> HarnessDefaults:
     if harness != EMBEDDED_HARNESS:
         return HarnessDefaults()
     # imported here: the cell workers never need them, only the plan
-    from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _loadgen_harness
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _harness_settings
     from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
         ALL_MODELS,
     )
 
     return HarnessDefaults(
-        min_query_count=dict(_loadgen_harness.DEFAULT_MIN_QUERY_COUNT),
-        target_qps={"Server": float(_loadgen_harness.DEFAULT_SERVER_TARGET_QPS)},
+        min_query_count=dict(_harness_settings.DEFAULT_MIN_QUERY_COUNT),
+        target_qps={"Server": float(_harness_settings.DEFAULT_SERVER_TARGET_QPS)},
         dataset={name: int(model.qsl_total) for name, model in ALL_MODELS.items()},
     )
 

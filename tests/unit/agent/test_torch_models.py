@@ -349,7 +349,7 @@ def test_offline_calibration_spans_thirty_batches(
 ) -> None:
     """A 300 ms calibration saw ten 33 ms batches of synth-resnet50 on the H200 and read 60-80 %
     of the rate (docs/benchmarks.md): the calibration lasts at least 30 batches."""
-    from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _loadgen_harness as h
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _harness_sut as h
 
     lg = FakeLoadGen()
     warm = {"samples_per_second": 13600.0, "batch_latency_ns": int(batch_ms * 1e6)}
