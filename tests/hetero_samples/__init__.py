@@ -46,10 +46,10 @@ from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as runner
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import pid_runs
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness import (
     build_parser,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_files import pid_runs
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
     SimulatedNvml,

@@ -22,6 +22,7 @@ import pytest
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _hetero_runner as R
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_contract as C
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as RC
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_files as RF
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._agent_transport import AGENT_COMMANDS
@@ -208,7 +209,7 @@ def test_valid_run_with_real_loadgen(host: Host) -> None:
     runner_pid = first["pid"]
     assert os.getsid(runner_pid) == runner_pid  # its own session: survives the SSH session
     assert os.readlink("/proc/%d/fd/0" % runner_pid) == "/dev/null"
-    holder = R.lock_holder(str(host.root))
+    holder = RF.lock_holder(str(host.root))
     assert holder is not None and (holder["run_id"], holder["pid"]) == ("ok", runner_pid)
     # the runner raises its own priority where it may (root here); benchmarks keep the original
     status = wait_until(plan, lambda s: bool((s["benchmarks"].get("bg-2") or {}).get("pid")))
@@ -230,7 +231,7 @@ def test_valid_run_with_real_loadgen(host: Host) -> None:
         assert bg["timed_window"]["end"] >= main["timed_window"]["end"]
         log = Path(bg["log_dir"], "stdout.log").read_text()
         assert "[I] device MIG-fake-%s" % name in log  # CUDA_VISIBLE_DEVICES per slice
-    assert R.lock_holder(str(host.root)) is None  # released with the runner
+    assert RF.lock_holder(str(host.root)) is None  # released with the runner
     run_dir = Path(plan["run_dir"])
     assert json.loads((run_dir / "result.json").read_text())["verdict"] == "VALID"
     events = [(e["event"], e["benchmark"]) for e in result["timeline"]]
@@ -420,12 +421,12 @@ def test_one_run_per_host(host: Host) -> None:
     host.start(first)
     second = host.plan("second", ["--duration-ms", "1000"], [])
     with pytest.raises(
-        R.RunnerError,
+        RF.RunnerError,
         match=r"another hetero run is in progress on this host: run first \(runner pid \d+",
     ):
         host.start(second)
     assert not Path(second["run_dir"]).exists()  # nothing was written for it
-    with pytest.raises(R.RunnerError, match="run first already exists on this host"):
+    with pytest.raises(RF.RunnerError, match="run first already exists on this host"):
         host.start(host.plan("first", ["--duration-ms", "1"], []))
     RC.request_stop(first["run_dir"], "done testing")
     host.wait(first)
@@ -448,20 +449,20 @@ def test_output_is_capped_and_chatty_markers_are_still_found(host: Host) -> None
 
 def test_unusable_plans_and_missing_runtime(host: Host) -> None:
     plan = host.plan("bad", ["--duration-ms", "1"], [])
-    with pytest.raises(R.RunnerError, match="host runtime is not installed on this host"):
+    with pytest.raises(RF.RunnerError, match="host runtime is not installed on this host"):
         RC.start(
             plan, str(host.root), sys.executable, str(host.root / "lib"), check_layout_first=False
         )
     broken = dict(plan, version=99)
-    with pytest.raises(R.RunnerError, match="controller and host runtime versions differ"):
+    with pytest.raises(RF.RunnerError, match="controller and host runtime versions differ"):
         host.start(broken)
     broken = dict(plan, choreography={"stop_grace": -1})
-    with pytest.raises(R.RunnerError, match="stop_grace must not be negative"):
+    with pytest.raises(RF.RunnerError, match="stop_grace must not be negative"):
         host.start(broken)
     broken = dict(plan, benchmarks=[dict(plan["benchmarks"][0], argv="make run")])
-    with pytest.raises(R.RunnerError, match="main: argv must be a non-empty list of strings"):
+    with pytest.raises(RF.RunnerError, match="main: argv must be a non-empty list of strings"):
         host.start(broken)
-    assert R.lock_holder(str(host.root)) is None
+    assert RF.lock_holder(str(host.root)) is None
 
 
 def test_mig_layout_change_is_refused(host: Host, tmp_path: Path) -> None:
@@ -489,7 +490,7 @@ def test_mig_layout_change_is_refused(host: Host, tmp_path: Path) -> None:
     changed["benchmarks"][1]["slice"]["uuid"] = "MIG-00000000-gone"
     changed["benchmarks"][0]["slice"]["profile"] = "2g.20gb"
     with pytest.raises(
-        R.RunnerError,
+        RF.RunnerError,
         match=r"the MIG layout changed .*main: MIG device .* now has profile "
         r"'1g.10gb' \(the controller saw '2g.20gb'\); bg-1: MIG device "
         r"MIG-00000000-gone no longer exists",

@@ -25,9 +25,6 @@ import time
 import traceback
 from typing import Any, Dict, Mapping, Optional
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
-    RunnerError,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_control import (
     archive,
     archive_inline,
@@ -36,6 +33,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_control
     read_status,
     request_stop,
     start,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_files import (
+    RunnerError,
 )
 
 COMMANDS = ("start", "status", "stop", "collect")

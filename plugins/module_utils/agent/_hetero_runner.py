@@ -26,17 +26,15 @@ The event loop is a ``selectors`` loop over every benchmark's merged stdout/stde
 (non-blocking, 1 MiB reads, readiness matched over whole chunks), a self-pipe for signals
 (SIGCHLD, SIGTERM, SIGINT) and the choreography's timers; it sleeps in ``select`` until the next
 deadline, so it costs nothing while benchmarks are quiet.
+
+Its parts: the benchmarks' processes and output in ``_runner_processes``; the run's files (the
+lock, the lease, ``status.json`` and ``result.json``) in ``_run_files``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
-import fcntl
-import json
 import os
-import re
 import selectors
 import signal
 import subprocess
@@ -48,13 +46,6 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
     DEFAULT_READINESS_REGEXES,
     MAIN,
-    PHASE_ABORTING,
-    PHASE_BUFFER,
-    PHASE_COLLECTING,
-    PHASE_DONE,
-    PHASE_INIT,
-    PHASE_STARTING,
-    PHASE_STOPPING,
     AbortRequested,
     ArmTimer,
     Begin,
@@ -62,181 +53,39 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     Choreography,
     Collect,
     Config,
-    Exited,
     Finish,
     Launch,
-    Launched,
-    LaunchFailed,
-    LineScanner,
     Progress,
-    ProgressScanner,
-    Ready,
     ResultsCollected,
     SignalGroup,
     TimerFired,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
-    empty_accuracy,
-    empty_result,
-    read_accuracy,
-    read_loadgen_dir,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
-    PREVIOUS_LEFTOVERS_FILE,
     Containment,
-    reap_orphans,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import (
-    BenchmarkOutcome,
-    plan_entry,
     plan_problems,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_files import (
+    RunnerError,
+    RunRecords,
+    read_json,
+    write_json_atomic,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._runner_processes import (
+    BenchmarkProcesses,
+    Output,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
     ActivitySampler,
-    activity_result,
     interval_from_plan,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
-    register_process,
-)
 
-STATUS_FORMAT = "heteromig.hetero-status"
-LOCK_NAME = "hetero_run.lock"
-RUNS_DIR = "runs"
-ARCHIVE_NAME = "results.tar.gz"
 RUNNER_MODULE = "ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner"
-READ_SIZE = 1 << 20
 RUNNER_NICE = -10
-PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: room for DRAIN_INTERVAL of very chatty output
-DRAIN_INTERVAL = 0.1
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 LEASE_CHECK_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
 DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024
-OUTPUT_TAIL = 1024 * 1024
-EXEC_SETTLE_S = 2.0  # how long a live runner may show no command line before it counts as gone
-
-
-class RunnerError(Exception):
-    """A run cannot be started or read; the message says why."""
-
-
-# ------------------------------------------------------------------------------ small files
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and rename (atomic)."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True, separators=(",", ":"))
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> Optional[Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-def renew_lease(run_dir: str, lease_s: float, now: Optional[float] = None) -> float:
-    """Push the lease out to ``now + lease_s``; returns the new expiry."""
-    now = time.time() if now is None else now
-    expires = now + lease_s
-    write_json_atomic(
-        os.path.join(run_dir, "lease"),
-        {"expires_at": expires, "renewed_at": now, "lease_s": lease_s},
-    )
-    return expires
-
-
-def lock_holder(host_root: str) -> Optional[Dict[str, Any]]:
-    """Who holds the host's hetero-run lock: its recorded run, or None when it is free."""
-    path = os.path.join(host_root, LOCK_NAME)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            data = read_json(path)
-            return data if isinstance(data, dict) else {"run_id": None}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def acquire_host_lock(host_root: str, info: Dict[str, Any]) -> int:
-    """Take the host's hetero-run lock (non-blocking) and record ``info`` in it; returns the fd.
-
-    Raises RunnerError naming the run that holds it.
-    """
-    os.makedirs(host_root, exist_ok=True)
-    path = os.path.join(host_root, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise RunnerError("cannot lock %s: %s" % (path, exc.strerror)) from exc
-        holder = read_json(path) or {}
-        raise RunnerError(
-            "another hetero run is in progress on this host: run %s (runner pid %s, started "
-            "%s, run directory %s). One run per host at a time: wait for it to finish, or stop "
-            "it with heteromig.fleet.hetero_runner command=stop"
-            % (
-                holder.get("run_id", "?"),
-                holder.get("pid", "?"),
-                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder["started_at"]))
-                if isinstance(holder.get("started_at"), (int, float))
-                else "?",
-                holder.get("run_dir", "?"),
-            )
-        ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info, sort_keys=True).encode("utf-8"), 0)
-    return fd
-
-
-def pid_seen(pid: Optional[int], marker: str) -> Optional[bool]:
-    """Whether ``pid`` is alive, not a zombie, and its command line contains ``marker``; None
-    for a live process that shows no command line at all.
-
-    A process shows none from the moment its exec closes its close-on-exec descriptors (when
-    the parent's ``Popen`` returns) until the kernel has laid out the new program's arguments,
-    and again while it exits (memory released, not yet a zombie). On a loaded host the first
-    window is long enough for a status read right after the start to fall into it.
-    """
-    if not pid:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            stat = handle.read()
-        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X"):
-            return False
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            cmdline = handle.read()
-    except (OSError, ValueError):
-        return False
-    if marker.encode() in cmdline:
-        return True
-    return None if not cmdline.strip(b"\0") else False
-
-
-def pid_runs(pid: Optional[int], marker: str, settle: float = 0.0) -> bool:
-    """``pid_seen``, waiting up to ``settle`` seconds for a live process without a command line
-    to show one (False if it still shows none then)."""
-    deadline = time.time() + settle
-    while True:
-        seen = pid_seen(pid, marker)
-        if seen is not None:
-            return seen
-        if time.time() >= deadline:
-            return False
-        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- layout check
@@ -335,60 +184,8 @@ def choreo_config(plan: Dict[str, Any]) -> Config:
     return Config(backgrounds=backgrounds, labels=labels, **conf)
 
 
-# ------------------------------------------------------------------------------- output
-class Output:
-    """One benchmark's merged stdout/stderr: the pipe, its log file, and the scanners."""
-
-    def __init__(
-        self,
-        name: str,
-        fd: int,
-        log_path: str,
-        scanner: LineScanner,
-        progress: Optional[ProgressScanner],
-        max_bytes: int,
-    ) -> None:
-        self.name = name
-        self.fd = fd
-        self.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self.scanner = scanner
-        self.progress = progress
-        self.max_bytes = max_bytes
-        self.written = 0
-        self.dropped = 0
-        self.tail = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        room = self.max_bytes - self.written
-        if room > 0:
-            part = data[:room]
-            os.write(self.log_fd, part)
-            self.written += len(part)
-            data = data[len(part) :]
-        if data:
-            self.dropped += len(data)
-            self.tail += data
-            if len(self.tail) > OUTPUT_TAIL:
-                del self.tail[: len(self.tail) - OUTPUT_TAIL]
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.dropped:
-            note = (
-                "\n[heteromig runner: %d bytes of output not logged (max_output_bytes %d); "
-                "the last %d bytes follow]\n" % (self.dropped, self.max_bytes, len(self.tail))
-            )
-            os.write(self.log_fd, note.encode() + bytes(self.tail))
-        os.close(self.log_fd)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
 # ------------------------------------------------------------------------------- runner
-class Runner:
+class Runner(BenchmarkProcesses, RunRecords):
     """Runs one plan to its verdict; ``run()`` returns the process exit code."""
 
     def __init__(self, run_dir: str, lock_fd: Optional[int] = None) -> None:
@@ -489,16 +286,6 @@ class Runner:
             else:
                 self._log("running at nice %d (benchmarks at %d)" % (target, self.base_nice))
 
-    def _in_child(self) -> None:
-        """Between fork and exec of a benchmark (the runner has no threads, so this is safe)."""
-        self._benchmark_priority()
-        self.containment.preexec()
-
-    def _benchmark_priority(self) -> None:
-        """In the forked child, before exec: back to the runner's original nice value."""
-        if os.getpriority(os.PRIO_PROCESS, 0) != self.base_nice:
-            os.setpriority(os.PRIO_PROCESS, 0, self.base_nice)
-
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum == signal.SIGCHLD:
             self.child_exited = True
@@ -576,190 +363,6 @@ class Runner:
             self._log("verdict %s %s" % (action.verdict, "; ".join(action.reasons)))
         return []
 
-    def _launch(self, name: str) -> Any:
-        bench = self.benchmarks[name]
-        log_dir = bench["log_dir"]
-        try:
-            os.makedirs(log_dir, exist_ok=True)
-        except OSError as exc:
-            return LaunchFailed(time.time(), name, "cannot create %s: %s" % (log_dir, exc.strerror))
-        cwd = bench.get("cwd") or log_dir
-        try:
-            for file_name, content in (bench.get("files") or {}).items():
-                with open(os.path.join(cwd, os.path.basename(file_name)), "w") as handle:
-                    handle.write(content)
-        except OSError as exc:
-            return LaunchFailed(
-                time.time(),
-                name,
-                "cannot write %s into %s: %s"
-                % (", ".join(sorted(bench.get("files") or {})), cwd, exc.strerror),
-            )
-        env = dict(os.environ)
-        env.update(self.plan.get("env") or {})
-        env.update(bench.get("env") or {})
-        env.update(self.containment.env(name))
-        read_fd, write_fd = os.pipe()
-        # above /proc/sys/fs/pipe-max-size the default 64 KiB pipe still works
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(read_fd, F_SETPIPE_SZ, PIPE_SIZE)
-        try:
-            # a detached long-lived child with its own pipe: run_command cannot do that
-            proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
-                bench["argv"],
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-                preexec_fn=self._in_child,  # safe: the runner has no threads
-            )
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            os.close(read_fd)
-            os.close(write_fd)
-            return LaunchFailed(time.time(), name, "%s: %s" % (bench["argv"][0], exc))
-        os.close(write_fd)
-        t = time.time()
-        os.set_blocking(read_fd, False)
-        progress = None
-        if self.progress_regex and name != MAIN:
-            progress = ProgressScanner(self.progress_regex)
-        output = Output(
-            name,
-            read_fd,
-            os.path.join(log_dir, "stdout.log"),
-            LineScanner(self.patterns),
-            progress,
-            self.max_output,
-        )
-        self.outputs[name] = output
-        self.procs[name] = proc
-        self.selector.register(read_fd, selectors.EVENT_READ, name)
-        self._log("launched %s pid %d: %s" % (name, proc.pid, " ".join(bench["argv"])))
-        self._register_sim_process(name, proc.pid)
-        return Launched(t, name, proc.pid)
-
-    def _register_sim_process(self, name: str, pid: int) -> None:
-        backend = self.plan.get("backend") or {}
-        uuid = (self.benchmarks[name].get("slice") or {}).get("uuid")
-        if backend.get("name") != "sim" or not backend.get("sim_state") or not uuid:
-            return
-        try:
-            register_process(
-                "sim",
-                backend["sim_state"],
-                pid,
-                uuid,
-                str(self.benchmarks[name].get("benchmark", name)),
-            )
-        except Exception as exc:
-            self._log("could not register %s (pid %d) with the simulator: %s" % (name, pid, exc))
-
-    def _signal(self, name: str, signame: str) -> None:
-        proc = self.procs.get(name)
-        if proc is None:
-            return
-        try:
-            os.killpg(proc.pid, getattr(signal, signame))
-        except ProcessLookupError:
-            pass
-        except PermissionError as exc:
-            self._log("cannot signal %s: %s" % (name, exc))
-        self._log("sent %s to process group %d (%s)" % (signame, proc.pid, name))
-
-    # ------------------------------------------------------------------------ output
-    def _read(self, name: str) -> None:
-        output = self.outputs[name]
-        try:
-            data = os.read(output.fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.selector.unregister(output.fd)
-            output.close()
-            return
-        self._consume(name, output, data, time.time())
-        if (
-            len(data) < READ_SIZE // 2
-            and not output.closed
-            and not self.machine.wants_readiness(name)
-            and not (output.progress is not None and self.machine.wants_progress(name))
-        ):
-            # Nothing to look for in this output any more: collect it in batches instead of
-            # waking for every line (the pipe holds DRAIN_INTERVAL of output at full speed).
-            self.selector.unregister(output.fd)
-            self.paused[name] = time.time() + DRAIN_INTERVAL
-
-    def _resume_paused(self) -> None:
-        now = time.time()
-        for name, at in list(self.paused.items()):
-            if at <= now:
-                del self.paused[name]
-                output = self.outputs[name]
-                if not output.closed:
-                    self.selector.register(output.fd, selectors.EVENT_READ, name)
-                    self._read(name)
-
-    def _consume(self, name: str, output: Output, data: bytes, t: float) -> None:
-        output.write(data)
-        if self.machine.wants_readiness(name):
-            line = output.scanner.feed(data)
-            if line is not None:
-                self._dispatch(Ready(t, name, line))
-        if output.progress is not None and self.machine.wants_progress(name):
-            value = output.progress.feed(data)
-            if value is not None:
-                self._dispatch(Progress(t, name, value))
-
-    def _drain(self, name: str) -> None:
-        output = self.outputs.get(name)
-        if output is None or output.closed:
-            return
-        if self.paused.pop(name, None) is not None:
-            self.selector.register(output.fd, selectors.EVENT_READ, name)
-        while True:
-            try:
-                data = os.read(output.fd, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.selector.unregister(output.fd)
-                output.close()
-                return
-            self._consume(name, output, data, time.time())
-
-    def _reap(self) -> None:
-        if not self.child_exited:
-            return
-        self.child_exited = False
-        # orphans of the benchmarks re-parent to the runner (a subreaper): reap them too
-        reap_orphans(keep=[proc.pid for proc in self.procs.values()])
-        for name, proc in list(self.procs.items()):
-            if proc.returncode is not None:
-                continue
-            code = proc.poll()
-            if code is None:
-                continue
-            t = time.time()
-            # Whatever the benchmark left in its process group goes with it, now: the group id
-            # cannot be reused while a member lives, and later the leader's pid could be.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            self._drain(name)
-            sig = None
-            if code < 0:
-                try:
-                    sig = signal.Signals(-code).name
-                except ValueError:
-                    sig = "signal %d" % -code
-            self._dispatch(Exited(t, name, None if sig else code, sig))
-
     def _fire_timers(self) -> None:
         now = time.time()
         for key, at in sorted(self.timers.items(), key=lambda item: item[1]):
@@ -767,31 +370,7 @@ class Runner:
                 del self.timers[key]
                 self._dispatch(TimerFired(now, key))
 
-    # ------------------------------------------------------------------------ results
-    def _collect(self) -> Dict[str, Dict[str, Any]]:
-        results = {}
-        for name, bench in self.benchmarks.items():
-            try:
-                results[name] = read_loadgen_dir(bench["log_dir"])
-            except OSError as exc:
-                self._log("cannot read LoadGen logs of %s: %s" % (name, exc))
-                results[name] = empty_result()
-        return results
-
-    def _collect_accuracy(self) -> Dict[str, Dict[str, Any]]:
-        """The accuracy verdict of every benchmark that ran an accuracy check (AccuracyOnly)."""
-        results = {}
-        for name, bench in self.benchmarks.items():
-            check = bench.get("accuracy_check")
-            if not check:
-                continue
-            try:
-                results[name] = read_accuracy(bench["log_dir"], check)
-            except (OSError, re.error) as exc:
-                self._log("cannot read the accuracy result of %s: %s" % (name, exc))
-                results[name] = empty_accuracy()
-        return results
-
+    # ------------------------------------------------------------------------ the end
     def _finish(self) -> None:
         self.activity.close()
         # close every output; a benchmark still running here survived SIGKILL ("lost")
@@ -813,147 +392,11 @@ class Runner:
         self._write_status_if_dirty()
         self._log("finished: %s" % self.result["verdict"])
 
-    def build_result(self) -> Dict[str, Any]:
-        machine = self.machine
-        plan = self.plan
-        benchmarks = []
-        for name, bench in self.benchmarks.items():
-            state = machine.bench_state(name)
-            loadgen = machine.benches[name].loadgen or empty_result()
-            outcome = BenchmarkOutcome(
-                exit_code=state["exit_code"],
-                signal=state["signal"],
-                failed=state["failed"],
-                launched_at=state["launched_at"],
-                ready_at=state["ready_at"],
-                ended_at=state["ended_at"],
-                timed_window=state["timed_window"],
-                loadgen=loadgen,
-                accuracy=state["accuracy"],
-                stopped_by_runner=state["stopped_by_runner"],
-            )
-            benchmarks.append(
-                {
-                    **plan_entry(bench),
-                    "role": state["role"],
-                    "pid": state["pid"],
-                    **dataclasses.asdict(outcome),
-                    "output_bytes": (
-                        self.outputs[name].written + self.outputs[name].dropped
-                        if name in self.outputs
-                        else 0
-                    ),
-                }
-            )
-        warnings = list(machine.warnings)
-        previous = read_json(os.path.join(self.run_dir, PREVIOUS_LEFTOVERS_FILE))
-        if isinstance(previous, dict) and previous.get("ended"):
-            warnings.insert(
-                0,
-                "before this run started, ended %d process(es) that run %s left running when "
-                "its runner died: %s"
-                % (
-                    len(previous["ended"]),
-                    previous.get("run_id"),
-                    ", ".join(
-                        "pid %s (%s, %s)" % (p["pid"], p["benchmark"], p["command"][:60])
-                        for p in previous["ended"]
-                    ),
-                ),
-            )
-        for ended in self.ended_processes:
-            warnings.append(
-                "ended pid %s (%s), left running by %s after its benchmark ended"
-                % (ended["pid"], ended["command"][:120], ended["benchmark"])
-            )
-        return {
-            "run_id": plan["run_id"],
-            "verdict": machine.verdict,
-            "reasons": list(machine.reasons),
-            "warnings": warnings,
-            "ended_processes": list(self.ended_processes),
-            "containment": self.containment.method,
-            "started_at": machine.started_at,
-            "finished_at": machine.finished_at,
-            "main": self.benchmarks[MAIN].get("benchmark"),
-            "backgrounds": [b.get("benchmark") for n, b in self.benchmarks.items() if n != MAIN],
-            "benchmarks": benchmarks,
-            "timeline": machine.sorted_timeline(),
-            "stop_reason": self.stop_reason,
-            "gpu_activity": activity_result(
-                self.activity, machine.bench_state(MAIN)["timed_window"]
-            ),
-        }
-
     def release_lock(self) -> None:
         if self.lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.lock_fd)
             self.lock_fd = None
-
-    # ------------------------------------------------------------------------ status
-    def status(self) -> Dict[str, Any]:
-        machine = self.machine
-        now = time.time()
-        benches = {}
-        for name in self.benchmarks:
-            state = machine.bench_state(name)
-            benches[name] = {
-                "state": state["state"],
-                "ready": state["ready_at"] is not None,
-                "pid": state["pid"],
-                "launched_at": state["launched_at"],
-                "ready_at": state["ready_at"],
-                "ended_at": state["ended_at"],
-                "exit_code": state["exit_code"],
-                "signal": state["signal"],
-                "failed": state["failed"],
-                "benchmark": self.benchmarks[name].get("benchmark"),
-            }
-        return {
-            "format": STATUS_FORMAT,
-            "run_id": self.plan["run_id"],
-            "seq": self.seq,
-            "pid": os.getpid(),
-            "phase": machine.phase,
-            "started_at": machine.started_at,
-            "updated_at": now,
-            "elapsed_s": (now - machine.started_at) if machine.started_at else 0.0,
-            "expected_duration_s": self.plan.get("expected_duration_s"),
-            "main_launched_at": machine.main.launched_at,
-            "lease_expires_at": self.lease_expires,
-            "benchmarks": benches,
-            "reasons": list(machine.reasons),
-            "warnings": list(machine.warnings),
-            "timeline": machine.sorted_timeline(),
-            "change": self.change_key(),
-            "done": machine.phase == PHASE_DONE and self.result is not None,
-            "verdict": machine.verdict if self.result is not None else None,
-            "result": self.result,
-        }
-
-    def change_key(self) -> str:
-        """What wakes a watcher's long poll: the main starting, a failure, the end.
-
-        Each wake-up costs the controller a module call per host, so the steps in between
-        (each background's readiness, the start buffer) are reported by the periodic polls, and
-        the short phases on the way out (stopping, aborting, collecting: at most the stop grace)
-        do not wake anyone just before the end.
-        """
-        machine = self.machine
-        if machine.phase in (PHASE_INIT, PHASE_STARTING, PHASE_BUFFER):
-            self.shown_phase = "starting"
-        elif machine.phase not in (PHASE_STOPPING, PHASE_ABORTING, PHASE_COLLECTING):
-            self.shown_phase = machine.phase
-        failed = ",".join(n for n, b in machine.benches.items() if b.failed is not None)
-        return "%s|%s|%s" % (self.shown_phase, failed, self.result is not None)
-
-    def _write_status_if_dirty(self) -> None:
-        if not self.dirty:
-            return
-        self.dirty = False
-        self.seq += 1
-        write_json_atomic(os.path.join(self.run_dir, "status.json"), self.status())
 
     def _log(self, message: str) -> None:
         sys.stdout.write("%s %s\n" % (_utc(time.time()), message))

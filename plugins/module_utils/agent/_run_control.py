@@ -23,26 +23,28 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_runner import (
-    ARCHIVE_NAME,
-    EXEC_SETTLE_S,
-    LOCK_NAME,
     RUNNER_MODULE,
-    RUNS_DIR,
-    STATUS_FORMAT,
-    RunnerError,
-    acquire_host_lock,
     check_layout,
-    lock_holder,
-    pid_runs,
-    read_json,
-    renew_lease,
     validate_plan,
-    write_json_atomic,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     PREVIOUS_LEFTOVERS_FILE,
     end_leftovers_of_dead_run,
     leftovers,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_files import (
+    ARCHIVE_NAME,
+    EXEC_SETTLE_S,
+    LOCK_NAME,
+    RUNS_DIR,
+    STATUS_FORMAT,
+    RunnerError,
+    acquire_host_lock,
+    lock_holder,
+    pid_runs,
+    read_json,
+    renew_lease,
+    write_json_atomic,
 )
 
 
