@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     LayoutError,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
     parse_gpu_entries,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._campaign_spec_check import (

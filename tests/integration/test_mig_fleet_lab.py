@@ -35,7 +35,9 @@ from typing import Any
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, LabRun, SshLab
 

@@ -41,7 +41,9 @@ import pytest
 from sim_faults import inject_fault
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim_changes import (
     register_process,

@@ -37,23 +37,29 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_commands 
     plan_text,
     planned_slices,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
-    CurrentGpu,
-    CurrentInstance,
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     Geometry,
-    GpuEntry,
-    GpuIdentity,
-    GpuPlan,
     LayoutError,
-    assign_layouts,
-    current_text,
-    export_mig_parted,
     geometry_from_profiles,
-    layout_list,
     layout_spec_text,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_parted import (
+    export_mig_parted,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+    GpuPlan,
+    current_text,
+    layout_list,
     placed_text,
     plan_gpu,
     target_text,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    CurrentGpu,
+    CurrentInstance,
+    GpuEntry,
+    GpuIdentity,
+    assign_layouts,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_state import (
     OPERATIONS,

@@ -43,10 +43,14 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks imp
     parse_hooks,
     read_hooks_file,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     LayoutError,
-    parse_gpu_entries,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_parted import (
     parse_mig_parted,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BackendError,

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
-    CurrentInstance,
-    GpuPlan,
-    PlacedInstance,
-)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_packing import PlacedInstance
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import GpuPlan
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import CurrentInstance
 
 # nvidia-smi's -cci takes compute-instance profile ids: NVML's COMPUTE_INSTANCE_PROFILE_* enum,
 # by size in compute slices (what `nvidia-smi mig -lcip` prints in its ID column)

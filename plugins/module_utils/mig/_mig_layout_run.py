@@ -32,9 +32,11 @@ def search_path() -> str:
 
 def layout_entries(params: Mapping[str, Any], file_text: Optional[str]) -> List[Any]:
     """The layout entries from whichever option gives them (none for export without one)."""
-    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
-        parse_gpu_entries,
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_parted import (
         parse_mig_parted,
+    )
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+        parse_gpu_entries,
     )
 
     if params["mig_parted_config_file"] is not None:
@@ -70,7 +72,9 @@ def plan_and_apply(
         MigApplyError,
         run_host,
     )
-    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import LayoutError
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
+        LayoutError,
+    )
     from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_stamp import stamp_key
 
     params = module.params

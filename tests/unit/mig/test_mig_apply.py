@@ -26,13 +26,17 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply imp
     MigApplyError,
     run_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     Geometry,
     LayoutError,
     Profile,
     geometry_from_model,
-    parse_gpu_entries,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_parted import (
     parse_mig_parted,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     GpuBackend,

@@ -16,14 +16,15 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_commands 
     plan_text,
     planned_slices,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
+    geometry_from_model,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import GpuPlan, plan_gpu
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
     CurrentGpu,
     CurrentInstance,
     GpuIdentity,
-    GpuPlan,
-    geometry_from_model,
     parse_gpu_entries,
-    plan_gpu,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     A30_24GB,

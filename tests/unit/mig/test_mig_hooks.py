@@ -39,7 +39,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks imp
     read_hooks_file,
     validate_inputs,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     GpuBackend,
     open_backend,

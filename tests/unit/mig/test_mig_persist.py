@@ -35,7 +35,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist i
     remove,
     selected_label,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 
 LAYOUT = ["3g.40gb@4", "2g.20gb@0", "1g.10gb@3"]  # 1g at 3, not where the planner would put it

@@ -1,32 +1,41 @@
-"""Pure planning (plugins/module_utils/mig/_mig_plan.py): layouts, named layouts, selectors,
-precise errors, idempotency matching and the mig-parted format. No NVML, no Ansible."""
+"""Pure planning (plugins/module_utils/mig/: _mig_layout_spec, _mig_packing, _mig_select,
+_mig_parted, _mig_plan): layouts, named layouts, selectors, precise errors, idempotency matching
+and the mig-parted format. No NVML, no Ansible."""
 
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     DISABLED,
-    CurrentGpu,
-    CurrentInstance,
-    GpuIdentity,
     InstanceSpec,
     LayoutError,
     LayoutSpec,
-    assign_layouts,
-    export_mig_parted,
     geometry_from_model,
     geometry_from_profiles,
-    instances_match,
-    normalise_pci_bus_id,
-    pack_compute,
-    parse_gpu_entries,
     parse_layout,
-    parse_mig_parted,
-    parse_selector,
-    plan_gpu,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_packing import (
+    pack_compute,
     plan_layout,
     resolve_layout,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_parted import (
+    export_mig_parted,
+    parse_mig_parted,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+    instances_match,
+    plan_gpu,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    CurrentGpu,
+    CurrentInstance,
+    GpuIdentity,
+    assign_layouts,
+    normalise_pci_bus_id,
+    parse_gpu_entries,
+    parse_selector,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (
     A30_24GB,

@@ -32,12 +32,14 @@ from real_gpu_tables import (
     noted,
 )
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     Geometry,
     LayoutError,
-    ResolvedInstance,
     geometry_from_model,
     geometry_from_profiles,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_packing import (
+    ResolvedInstance,
     pack_instances,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_catalog import (

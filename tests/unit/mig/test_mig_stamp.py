@@ -19,7 +19,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply imp
     HostMig,
     run_host,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_plan import parse_gpu_entries
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
+    parse_gpu_entries,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_stamp import (
     STAMP_FORMAT,
     LayoutStamp,
