@@ -10,6 +10,11 @@ call renews the runner's lease), prints progress through Display,
 fetches the run's logs in one archive and returns the result structure of
 docs/hetero_result_contract.md. Documentation: plugins/modules/hetero_run.py.
 
+What needs no action instance lives in plugin_utils: the options, the host's settings and the
+plan in ``_hetero_options`` (ARGUMENT_SPEC, the one table of options), the lease, run id key,
+progress and verdict lines and the lost run's reason in ``_hetero_watch``, the controller's
+results files (write check, result.json, archive unpacking) in ``_hetero_results``.
+
 Ansible may kill this worker on Ctrl-C without running ``finally`` blocks: nothing here needs to
 run for the host to clean up. The runner stops every benchmark by itself once the lease is not
 renewed.
@@ -19,195 +24,53 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import difflib
-import hashlib
 import json
 import os
 import secrets
 import shutil
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
-from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
-from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_activity import (
-    PLAN_KEY,
-    interval_from_plan,
-)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._agent_transport import (
     AgentCalls,
     host_python,
-    host_var,
-)
-from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles import (
-    PlanError,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
 )
-from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
-    build_plan,
-    run_id_for,
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
+    host_settings,
+    shared_gpu_warning,
+    task_options,
+    task_plan,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import run_id_for
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_results import (
+    extract_archive,
+    results_dir_problem,
+    write_json_atomic,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_watch import (
+    PROGRESS_EVERY,
+    ConnectionLost,
+    detached_lease_s,
+    ended_benchmarks,
+    first_line,
+    lost_reason,
+    progress_line,
+    run_id_key,
+    task_failure,
+    utc_stamp,
+    verdict_line,
 )
 
 display = Display()
-
-PROGRESS_EVERY = 30.0  # seconds between progress lines when nothing changes
-
-ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
-    # harness and benchmarks
-    "harness": {"type": "str", "default": "heteromig_synthetic"},
-    "harness_profile_dirs": {"type": "list", "elements": "path", "default": []},
-    "harness_vars": {"type": "dict", "default": {}},
-    "main_benchmark": {"type": "str"},
-    "main_scenario": {"type": "str", "default": "Offline"},
-    "main_action": {"type": "str", "default": "run_harness"},
-    "main_mode": {
-        "type": "str",
-        "default": "PerformanceOnly",
-        "choices": ["PerformanceOnly", "AccuracyOnly"],
-    },
-    "main_accuracy_target": {"type": "str", "default": "default", "choices": ["default", "high"]},
-    "main_benchmark_duration": {"type": "int", "default": 600000},
-    "main_benchmark_timeout": {"type": "int"},
-    "main_benchmark_runargs": {"type": "raw"},
-    "main_benchmark_cmd_prefix": {"type": "raw"},
-    "main_min_query_count": {"type": "int"},
-    "main_target_qps": {"type": "float"},
-    "main_target_latency_ns": {"type": "int"},
-    "background_benchmarks": {"type": "raw", "default": "all"},
-    "background_benchmark_duration": {"type": "raw", "default": "automatic"},
-    "background_benchmark_timeout": {"type": "int", "default": 7200000},
-    "background_target_qps": {"type": "float"},
-    "background_runargs": {"type": "raw"},
-    "fill_slices": {"type": "bool", "default": True},
-    # slices
-    "slices": {"type": "raw"},
-    "gpus": {"type": "list", "elements": "dict"},
-    "main_slice": {"type": "raw"},
-    "background_slices": {"type": "raw", "default": "same_gpu"},
-    "allow_shared_gpu": {"type": "bool", "default": False},
-    # choreography
-    "readiness_regexes": {"type": "list", "elements": "str"},
-    "background_start_timeout": {"type": "int", "default": 600000},
-    "start_time_buffer": {"type": "int", "default": 10000},
-    "start_time_buffer_mode": {"type": "str", "default": "fixed", "choices": ["fixed", "steady"]},
-    "steady_window": {"type": "int", "default": 2000},
-    "steady_tolerance": {"type": "float", "default": 0.05},
-    "main_benchmark_immediate_start": {"type": "bool", "default": False},
-    "end_time_buffer_min": {"type": "int", "default": 30000},
-    "stop_grace": {"type": "int", "default": 10000},
-    "lenient": {"type": "bool", "default": False},
-    "verbose": {"type": "bool", "default": False},
-    "verbose_all": {"type": "bool", "default": False},
-    "env": {"type": "dict", "default": {}},
-    "max_output_bytes": {"type": "int", "default": 256 * 1024 * 1024},
-    # _gpu_activity.DEFAULT_INTERVAL_S (this table stays literal: _campaign_spec reads it by ast)
-    "gpu_sample_interval_s": {"type": "raw", "default": 0.5},
-    # running and watching
-    "run_id": {"type": "str"},
-    "resume": {"type": "bool", "default": False},
-    "results_dir": {"type": "path"},
-    "fetch": {"type": "bool", "default": True},
-    "host_root": {"type": "path"},
-    "host_pythonpath": {"type": "str"},
-    "backend": {"type": "str", "choices": ["nvml", "sim"]},
-    "sim_state": {"type": "path"},
-    "lease_timeout": {"type": "int", "default": 60000},
-    "reconnect_timeout": {"type": "int", "default": 120000},
-    "poll_interval": {"type": "int", "default": 15000},
-    "fail_on_invalid": {"type": "bool", "default": False},
-    "wait": {"type": "bool", "default": True},
-}
-
-# A run started with wait=false must outlive the wait for a free worker: its first lease covers
-# the whole run (readiness, buffer, main, stop) plus this margin, within the run's own limit.
-DETACHED_LEASE_MARGIN_S = 120.0
-
-
-def detached_lease_s(plan: Mapping[str, Any]) -> float:
-    """The first lease of a run that nobody watches yet (wait=false)."""
-    choreo = plan.get("choreography") or {}
-    whole = (
-        float(plan.get("expected_duration_s") or 0)
-        + float(choreo.get("background_start_timeout") or 0)
-        + float(choreo.get("stop_grace") or 0)
-        + DETACHED_LEASE_MARGIN_S
-    )
-    limit = float(choreo.get("run_timeout") or whole)
-    return max(float(plan.get("lease_s") or 0), min(whole, limit))
-
-
-OPTION_VAR_PREFIX = "heteromig_hetero_"
-
-
-def options_from_vars(
-    task_args: Mapping[str, Any],
-    task_vars: Mapping[str, Any],
-    template: Callable[[Any], Any] = lambda value: value,
-) -> tuple[dict[str, Any], list[str]]:
-    """The task's options, each missing one taken from its ``heteromig_hetero_<option>`` variable.
-
-    Returns the merged options (variables passed through ``template``; task arguments arrive
-    templated already) and the ``heteromig_hetero_*`` variables that name no option, each with a
-    suggestion where one is close.
-    """
-    merged = dict(task_args)
-    unknown = []
-    for name in sorted(task_vars):
-        if not isinstance(name, str) or not name.startswith(OPTION_VAR_PREFIX):
-            continue
-        option = name[len(OPTION_VAR_PREFIX) :]
-        if option in ARGUMENT_SPEC:
-            if option not in merged:
-                merged[option] = template(task_vars[name])
-            continue
-        close = difflib.get_close_matches(option, list(ARGUMENT_SPEC), n=1)
-        unknown.append(
-            name + (" (did you mean %s%s?)" % (OPTION_VAR_PREFIX, close[0]) if close else "")
-        )
-    return merged, unknown
-
-
-def _number(value: Any) -> Any:
-    """A number given as text (``-e name=0.25``) as a float; anything else as it is."""
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return float(value)
-    return value
-
-
-_CALLS: dict[str, int] = {}  # run_id_key: calls of this worker process so far, by key
-
-
-def run_id_key(task_uuid: str, task_vars: Mapping[str, Any]) -> str:
-    """What names a shared run id: the task, its loop item, and the how-manieth call this is.
-
-    Each host runs a task (all its loop items, every until/retries attempt) in one worker
-    process. A loop item is told by its value (the same on every host for a plain loop, so the
-    hosts share its id) and by how often this worker has seen that value (a list may repeat
-    one); a retry is a new call, so it gets a new run. Without a loop the key is the task uuid.
-    """
-    key = task_uuid
-    loop_var = task_vars.get("ansible_loop_var")
-    if isinstance(loop_var, str) and loop_var in task_vars:
-        item = json.dumps(task_vars[loop_var], sort_keys=True, default=str)
-        key += "-" + hashlib.sha256(item.encode("utf-8")).hexdigest()[:12]
-    seen = _CALLS.get(key, 0)
-    _CALLS[key] = seen + 1
-    return key if seen == 0 else "%s-%d" % (key, seen)
-
-
-def _utc_stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 class ActionModule(AgentCalls, ActionBase):
@@ -219,46 +82,14 @@ class ActionModule(AgentCalls, ActionBase):
         del tmp
         task_vars = task_vars or {}
         result = super().run(task_vars=task_vars)
-        merged, unknown = options_from_vars(self._task.args, task_vars, self._templar.template)
-        if unknown:
-            raise AnsibleActionFail(
-                "unknown hetero_run option variable(s): %s. Every option of "
-                "heteromig.fleet.hetero_run can be set as heteromig_hetero_<option>; see "
-                "ansible-doc heteromig.fleet.hetero_run" % ", ".join(unknown)
-            )
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(merged)
-        if validation.error_messages:
-            raise AnsibleActionFail("hetero_run: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
-        if args["run_id"] is not None:
-            problem = name_problem(args["run_id"], "run_id")
-            if problem:
-                raise AnsibleActionFail("hetero_run: %s" % problem)
+        args = task_options(self._task.args, task_vars, self._templar.template)
         self._host = task_vars.get("inventory_hostname") or self._task.get_name()
         host = self._host
-        templar = self._templar
-        host_root = args["host_root"] or host_var(templar, task_vars, "heteromig_host_root")
-        host_root = str(host_root or "/var/lib/heteromig")
-        if not os.path.isabs(host_root):
-            raise AnsibleActionFail(
-                "host_root must be an absolute path on the host, got %r" % host_root
-            )
-        pythonpath = (
-            args["host_pythonpath"]
-            or host_var(templar, task_vars, "heteromig_host_pythonpath")
-            or runtime_paths(host_root).lib
-        )
-        results_root = args["results_dir"] or host_var(templar, task_vars, "heteromig_results_dir")
-        results_root = os.path.abspath(os.path.expanduser(str(results_root or "results")))
-        backend = {
-            "name": args["backend"]
-            or host_var(templar, task_vars, "heteromig_gpu_backend")
-            or "nvml",
-            "sim_state": args["sim_state"] or host_var(templar, task_vars, "heteromig_sim_state"),
-        }
-        if backend["name"] not in ("nvml", "sim"):
-            raise AnsibleActionFail("backend must be nvml or sim, got %r" % backend["name"])
-        self._pythonpath = str(pythonpath)
+        settings = host_settings(args, self._templar, task_vars)
+        host_root = settings.host_root
+        pythonpath = settings.pythonpath
+        results_root = settings.results_root
+        self._pythonpath = pythonpath
         self._host_root = host_root
         self._task_vars = task_vars
 
@@ -266,38 +97,7 @@ class ActionModule(AgentCalls, ActionBase):
             return self._resume(args, result, results_root)
 
         run_id = args["run_id"] or self._shared_run_id(results_root, task_vars)
-        slices = args["slices"]
-        if slices is None:
-            slices = host_var(templar, task_vars, "heteromig_mig_devices")
-        gpus = (
-            args["gpus"]
-            if args["gpus"] is not None
-            else host_var(templar, task_vars, "heteromig_gpus")
-        )
-        if slices is None and not gpus:
-            raise AnsibleActionFail(
-                "no MIG slices known for %s: run heteromig.fleet.gpu_facts first (it sets "
-                "heteromig_mig_devices), or pass slices" % host
-            )
-        try:
-            plan = build_plan(
-                args,
-                host=host,
-                devices=slices,
-                gpus=gpus,
-                python=host_python(templar, task_vars),
-                host_root=host_root,
-                host_pythonpath=str(pythonpath),
-                backend=backend,
-                run_id=run_id,
-            )
-            # the runner's GPU activity sampling (module_utils.nvml._gpu_activity checks the range)
-            interval, problem = interval_from_plan({PLAN_KEY: _number(args[PLAN_KEY])})
-            if problem:
-                raise PlanError(problem)
-            plan[PLAN_KEY] = interval
-        except PlanError as exc:
-            raise AnsibleActionFail(str(exc)) from None
+        plan = task_plan(args, host, run_id, settings, self._templar, task_vars)
         results_dir = os.path.join(results_root, run_id, host)
         if args["fetch"] and not self._task.check_mode:
             problem = results_dir_problem(results_root)
@@ -306,12 +106,9 @@ class ActionModule(AgentCalls, ActionBase):
                     "hetero_run on %s: %s. Nothing was started; set results_dir (or "
                     "heteromig_results_dir) to a writable directory" % (host, problem)
                 )
-        if plan["shared_gpu"]:
-            display.warning(
-                "hetero_run on %s: SHARED GPU mode: every benchmark runs on the whole GPU %s "
-                "without MIG isolation; the results are not MIG results"
-                % (host, plan["gpu"]["uuid"])
-            )
+        warning = shared_gpu_warning(host, plan)
+        if warning:
+            display.warning(warning)
 
         if self._task.check_mode:
             result.update(contract_result(plan, None, results_dir, dry_run=True))
@@ -323,7 +120,7 @@ class ActionModule(AgentCalls, ActionBase):
             "command": "start",
             "host_root": host_root,
             "plan": plan,
-            "pythonpath": str(pythonpath),
+            "pythonpath": pythonpath,
         }
         if not args["wait"]:
             start_args["lease"] = detached_lease_s(plan)
@@ -377,7 +174,7 @@ class ActionModule(AgentCalls, ActionBase):
         directory = os.path.join(results_root, ".run-ids")
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, key)
-        candidate = run_id_for(key + secrets.token_hex(4), _utc_stamp())
+        candidate = run_id_for(key + secrets.token_hex(4), utc_stamp())
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -399,29 +196,6 @@ class ActionModule(AgentCalls, ActionBase):
         return self._agent_call(
             module_args, task_vars, host_python(self._templar, task_vars), self._pythonpath
         )
-
-    def _progress(self, status: Mapping[str, Any]) -> str:
-        benches = status.get("benchmarks") or {}
-        bgs = sorted(n for n in benches if n != "main")
-        ready = [n for n in bgs if benches[n].get("ready")]
-        failed = [n for n in bgs if benches[n].get("failed")]
-        main = benches.get("main") or {}
-        elapsed = float(status.get("elapsed_s") or 0.0)
-        expected = status.get("expected_duration_s")
-        parts = [
-            "hetero_run [%s] %s" % (self._host, status.get("phase")),
-            "%.1f/%s s" % (elapsed, "%.1f" % expected if expected else "?"),
-        ]
-        if bgs:
-            parts.append(
-                "backgrounds ready %d/%d%s"
-                % (len(ready), len(bgs), (" (failed: %s)" % ", ".join(failed)) if failed else "")
-            )
-        main_state = main.get("state", "pending")
-        if main.get("ready"):
-            main_state = "timed phase"
-        parts.append("main: %s" % main_state)
-        return " | ".join(parts)
 
     def _watch(
         self,
@@ -477,7 +251,7 @@ class ActionModule(AgentCalls, ActionBase):
                             silent,
                             lease_s,
                             reconnect,
-                            _first_line(str(exc)),
+                            first_line(str(exc)),
                             self._host,
                             self._run_path(run_id),
                             run_id,
@@ -508,7 +282,7 @@ class ActionModule(AgentCalls, ActionBase):
             failures = 0
             last_ok = time.monotonic()
             status = res.get("status") or {}
-            line = self._progress(status)
+            line = progress_line(self._host, status)
             key = line.split(" | ", 1)[0] + line.split(" | ", 2)[-1]
             now = time.monotonic()
             if key != last_line or now - last_print > PROGRESS_EVERY:
@@ -577,7 +351,7 @@ class ActionModule(AgentCalls, ActionBase):
                             self._host,
                             args["run_id"],
                             budget,
-                            _first_line(str(exc)),
+                            first_line(str(exc)),
                             self._run_path(str(args["run_id"])),
                             args["run_id"],
                         )
@@ -585,7 +359,7 @@ class ActionModule(AgentCalls, ActionBase):
                 if failures == 1:
                     display.warning(
                         "hetero_run [%s] cannot re-attach yet (%s); retrying for up to %.0f s"
-                        % (self._host, _first_line(str(exc), 200), budget)
+                        % (self._host, first_line(str(exc), 200), budget)
                     )
                 with contextlib.suppress(Exception):
                     self._connection.reset()
@@ -661,13 +435,7 @@ class ActionModule(AgentCalls, ActionBase):
         if status.get("phase") == "lost" or not host_result:
             host_result = None
             # hetero_runner ends what a dead runner left running, and says what it ended
-            stopped = sorted(
-                {
-                    str(p.get("benchmark"))
-                    for p in status.get("ended_processes") or []
-                    if isinstance(p, Mapping) and p.get("benchmark") not in (None, "", "?")
-                }
-            )
+            stopped = ended_benchmarks(status)
             failure = lost_reason(self._host, run_id, self._run_path(run_id), status, stopped)
         fetched: list[str] = []
         fetch_error = None
@@ -680,7 +448,7 @@ class ActionModule(AgentCalls, ActionBase):
                     fetch_error = None
                     break
                 except (AnsibleConnectionFailure, AnsibleError, OSError) as exc:
-                    fetch_error = _first_line(str(exc))
+                    fetch_error = first_line(str(exc))
                     with contextlib.suppress(Exception):
                         self._connection.reset()
                     time.sleep(0.5 * (attempt + 1))
@@ -737,133 +505,16 @@ class ActionModule(AgentCalls, ActionBase):
                             self._host,
                             contract["verdict"],
                             results_dir,
-                            _first_line(str(exc)),
+                            first_line(str(exc)),
                             self._run_path(contract["run_id"]),
                             contract["run_id"],
                         )
                     )
         result.update(contract)
         result["changed"] = True
-        main = contract["main"]
-        metric = (main.get("loadgen") or {}).get("metric") or {}
-        display.display(
-            "hetero_run [%s] %s%s%s"
-            % (
-                self._host,
-                contract["verdict"],
-                " | main %s: %s %s" % (metric.get("name"), metric.get("value"), metric.get("unit"))
-                if metric
-                else "",
-                (" | " + "; ".join(contract["reasons"])) if contract["reasons"] else "",
-            )
-        )
-        if failure:
+        display.display(verdict_line(self._host, contract))
+        message = task_failure(self._host, contract, failure, args["fail_on_invalid"])
+        if message:
             result["failed"] = True
-            result["msg"] = failure
-        elif contract["verdict"] != "VALID" and args["fail_on_invalid"]:
-            result["failed"] = True
-            result["msg"] = "hetero run %s on %s is INVALID: %s" % (
-                contract["run_id"],
-                self._host,
-                "; ".join(contract["reasons"]),
-            )
+            result["msg"] = message
         return result
-
-
-def results_dir_problem(results_root: str) -> str | None:
-    """Why the controller cannot keep results in ``results_root`` (None when it can)."""
-    try:
-        os.makedirs(results_root, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=results_root, prefix=".heteromig-probe-") as probe:
-            probe.write(b"x")
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as exc:
-        return "cannot write the results to %s: %s" % (results_root, _first_line(str(exc)))
-    return None
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write ``data`` as JSON through a temporary file and a rename: never a truncated file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-class ConnectionLost(Exception):
-    """The host stayed unreachable for longer than lease + reconnect_timeout (the message)."""
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    line = lines[0] if lines else "no details"
-    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
-
-
-def _utc_text(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
-def lost_reason(
-    host: str, run_id: str, run_path: str, status: Mapping[str, Any], stopped: list[str]
-) -> str:
-    """The one reason of a run whose runner is gone without a result.
-
-    ``status`` is the runner's last status as the host reads it (``phase: lost``, with
-    ``host_booted_at`` from hetero_runner): the host booted after the run started means a
-    reboot ended it; otherwise the runner process died (killed). ``stopped`` names benchmarks
-    the dead runner had left running, which the host then ended.
-    """
-    booted = status.get("host_booted_at")
-    started = status.get("started_at")
-    if isinstance(booted, (int, float)) and isinstance(started, (int, float)) and booted > started:
-        why = (
-            "%s rebooted during run %s (up since %s; the run started %s): every benchmark "
-            "ended with it and the runner wrote no result"
-            % (host, run_id, _utc_text(booted), _utc_text(started))
-        )
-    else:
-        why = "the runner of run %s on %s%s died before the run finished and wrote no result" % (
-            run_id,
-            host,
-            " (pid %s)" % status["pid"] if status.get("pid") else "",
-        )
-    if stopped:
-        why += "; it left %s running, now stopped" % ", ".join(stopped)
-    return why + " (its logs: %s/runner.log on the host)" % run_path
-
-
-def extract_archive(archive: str, dest: str) -> None:
-    """Unpack a results archive; members must stay inside ``dest`` (no links, no ``..``)."""
-    dest_real = os.path.realpath(dest)
-    with tarfile.open(archive, "r:gz") as tar:
-        members = []
-        for member in tar.getmembers():
-            target = os.path.realpath(os.path.join(dest_real, member.name))
-            if (
-                not (member.isfile() or member.isdir())
-                or os.path.isabs(member.name)
-                or not (target == dest_real or target.startswith(dest_real + os.sep))
-            ):
-                raise AnsibleActionFail("refusing to unpack %r from %s" % (member.name, archive))
-            members.append(member)
-        for member in members:
-            target = os.path.join(dest_real, member.name)
-            if member.isdir():
-                os.makedirs(target, exist_ok=True)
-                continue
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            source = tar.extractfile(member)
-            if source is None:
-                continue
-            with source, open(target, "wb") as handle:
-                shutil.copyfileobj(source, handle)

@@ -4,7 +4,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 # This file only documents the action plugin plugins/action/hetero_run.py (ansible-doc reads
-# modules); the work is done by that action plugin and, on each host, by hetero_runner.
+# modules; its options are plugins/plugin_utils/_hetero_options.py's ARGUMENT_SPEC); the work is
+# done by that action plugin and, on each host, by hetero_runner.
 
 from __future__ import annotations
 

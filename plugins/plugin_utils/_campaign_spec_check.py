@@ -47,9 +47,7 @@ EXTRA_KEYS = ("retries", *TUNING_KEYS)  # not hetero_run options, accepted next 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-HETERO_RUN_PLUGIN = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "action", "hetero_run.py"
-)
+HETERO_RUN_OPTIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hetero_options.py")
 
 
 class SpecError(Exception):
@@ -74,10 +72,10 @@ def _literal(node: ast.expr) -> Any:
 
 
 @functools.cache
-def hetero_run_options(path: str = HETERO_RUN_PLUGIN) -> dict[str, dict[str, Any]]:
-    """hetero_run's ARGUMENT_SPEC, read from the action plugin's source without importing it.
+def hetero_run_options(path: str = HETERO_RUN_OPTIONS) -> dict[str, dict[str, Any]]:
+    """hetero_run's ARGUMENT_SPEC, read from ``_hetero_options``' source without importing it.
 
-    The action plugin imports Ansible; this module must not. The table is read with ``ast``
+    ``_hetero_options`` imports Ansible; this module must not. The table is read with ``ast``
     (literals only), so it stays the one source of truth for the option names, types, choices
     and defaults. Cached per path.
     """

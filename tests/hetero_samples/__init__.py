@@ -5,8 +5,8 @@ here, so a sample's shape, verdict and reasons are the product's:
 
 - the host is the NVML simulator (``_nvml_sim``) with MIG slices made through its NVML API and
   read back by ``_gpu_inventory.read_host``, as gpu_facts reads them;
-- the task's options are validated by the hetero_run action's own ``ARGUMENT_SPEC`` (so every
-  option has the action's default) and the plan is built by ``_harness_profiles.build_plan``:
+- the task's options are validated by the hetero_run action's own ``ARGUMENT_SPEC``
+  (``_hetero_options``, so every option has the action's default) and the plan is built by ``_harness_profiles.build_plan``:
   the embedded harness ``heteromig_synthetic`` (real MLPerf LoadGen, synthetic models), or the
   test harness profile ``fake_loadgen`` (tests/fixtures/hetero) where a fault is needed;
 - the engines are built by ``_engine_store.build_engine`` (what the harness's ``build-engine``
@@ -14,7 +14,7 @@ here, so a sample's shape, verdict and reasons are the product's:
 - the run is the host runner's (``_run_control.start`` + ``poll_status``, as the hetero_runner
   module calls them), which judges the verdict;
 - the logs are packed by ``_run_control.archive`` and unpacked by the action's
-  ``extract_archive`` into ``<results root>/<run_id>/<host>/``, and the result is
+  ``extract_archive`` (``_hetero_results``) into ``<results root>/<run_id>/<host>/``, and the result is
   ``_hetero_contract.contract_result`` (what the action returns), written to ``result.json``
   there as the action writes it.
 
@@ -40,10 +40,6 @@ from typing import Any
 import pynvml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
-    ARGUMENT_SPEC,
-    extract_archive,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as runner
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness import (
@@ -57,8 +53,14 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim imp
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
+    ARGUMENT_SPEC,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
     build_plan,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_results import (
+    extract_archive,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -806,6 +806,8 @@ def test_option_table_read_from_the_action_plugin() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("ansible") is None, reason="needs ansible-core")
 def test_option_table_equals_argument_spec() -> None:
-    from ansible_collections.heteromig.fleet.plugins.action.hetero_run import ARGUMENT_SPEC
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
+        ARGUMENT_SPEC,
+    )
 
     assert hetero_run_options() == ARGUMENT_SPEC

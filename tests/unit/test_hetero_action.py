@@ -1,4 +1,5 @@
-"""Pure parts of the hetero_run action plugin (plugins/action/hetero_run.py): the result
+"""Pure parts of the hetero_run action plugin (plugins/action/hetero_run.py), which live in
+plugins/plugin_utils/_hetero_options.py, _hetero_watch.py and _hetero_results.py: the result
 structure against docs/hetero_result_contract.md, the archive unpacking, transient failures."""
 
 from __future__ import annotations
@@ -13,21 +14,29 @@ import pytest
 import yaml
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.heteromig.fleet.plugins.action.hetero_run import (
-    ARGUMENT_SPEC,
-    detached_lease_s,
-    extract_archive,
-    lost_reason,
-    run_id_key,
-)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     empty_result,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
+    ARGUMENT_SPEC,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
     build_plan,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_results import (
+    extract_archive,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_watch import (
+    detached_lease_s,
+    ended_benchmarks,
+    lost_reason,
+    progress_line,
+    run_id_key,
+    task_failure,
+    verdict_line,
 )
 
 pytestmark = pytest.mark.compat  # the action plugin also runs on ansible-core 2.19 / Python 3.11
@@ -200,3 +209,63 @@ def test_a_run_started_without_waiting_gets_a_lease_for_the_whole_run(tmp_path: 
     assert detached_lease_s(plan) > plan["lease_s"]
     capped = dict(plan, choreography=dict(choreo, run_timeout=30.0))
     assert detached_lease_s(capped) == pytest.approx(max(plan["lease_s"], 30.0))
+
+
+def test_progress_line() -> None:
+    status = {
+        "phase": "buffer",
+        "elapsed_s": 12.34,
+        "expected_duration_s": 40,
+        "benchmarks": {
+            "main": {"state": "running"},
+            "bg-2": {"ready": False, "failed": True},
+            "bg-1": {"ready": True},
+        },
+    }
+    assert progress_line("h1", status) == (
+        "hetero_run [h1] buffer | 12.3/40.0 s | backgrounds ready 1/2 (failed: bg-2) | "
+        "main: running"
+    )
+    status["benchmarks"]["main"]["ready"] = True
+    assert progress_line("h1", status).endswith("| main: timed phase")
+    assert progress_line("h1", {}) == "hetero_run [h1] None | 0.0/? s | main: pending"
+
+
+def test_ended_benchmarks_names_each_once() -> None:
+    status = {
+        "ended_processes": [
+            {"benchmark": "main"},
+            {"benchmark": "bg-1"},
+            {"benchmark": "bg-1"},
+            {"benchmark": "?"},
+            {"benchmark": None},
+            "not a process",
+        ]
+    }
+    assert ended_benchmarks(status) == ["bg-1", "main"]
+    assert ended_benchmarks({}) == []
+
+
+def test_verdict_line_and_task_failure() -> None:
+    metric = {"name": "samples_per_second", "value": 10.5, "unit": "samples/s"}
+    valid = {
+        "run_id": "r1",
+        "verdict": "VALID",
+        "reasons": [],
+        "main": {"loadgen": {"metric": metric}},
+    }
+    assert (
+        verdict_line("h1", valid)
+        == "hetero_run [h1] VALID | main samples_per_second: 10.5 samples/s"
+    )
+    invalid = {
+        "run_id": "r1",
+        "verdict": "INVALID",
+        "reasons": ["a", "b"],
+        "main": {"loadgen": None},
+    }
+    assert verdict_line("h1", invalid) == "hetero_run [h1] INVALID | a; b"
+    assert task_failure("h1", valid, None, True) is None
+    assert task_failure("h1", invalid, None, False) is None
+    assert task_failure("h1", invalid, None, True) == "hetero run r1 on h1 is INVALID: a; b"
+    assert task_failure("h1", valid, "fetch failed", False) == "fetch failed"

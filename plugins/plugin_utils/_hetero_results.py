@@ -1,0 +1,77 @@
+# -*- coding: utf-8 -*-
+# Copyright: heteromig developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller's copy of a run's results (controller only): the check that the results
+directory is writable, ``result.json`` written atomically, and the fetched archive unpacked
+without letting a member out of its directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from typing import Any
+
+from ansible.errors import AnsibleActionFail
+
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_watch import first_line
+
+
+def results_dir_problem(results_root: str) -> str | None:
+    """Why the controller cannot keep results in ``results_root`` (None when it can)."""
+    try:
+        os.makedirs(results_root, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results_root, prefix=".heteromig-probe-") as probe:
+            probe.write(b"x")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return "cannot write the results to %s: %s" % (results_root, first_line(str(exc)))
+    return None
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write ``data`` as JSON through a temporary file and a rename: never a truncated file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def extract_archive(archive: str, dest: str) -> None:
+    """Unpack a results archive; members must stay inside ``dest`` (no links, no ``..``)."""
+    dest_real = os.path.realpath(dest)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = []
+        for member in tar.getmembers():
+            target = os.path.realpath(os.path.join(dest_real, member.name))
+            if (
+                not (member.isfile() or member.isdir())
+                or os.path.isabs(member.name)
+                or not (target == dest_real or target.startswith(dest_real + os.sep))
+            ):
+                raise AnsibleActionFail("refusing to unpack %r from %s" % (member.name, archive))
+            members.append(member)
+        for member in members:
+            target = os.path.join(dest_real, member.name)
+            if member.isdir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            source = tar.extractfile(member)
+            if source is None:
+                continue
+            with source, open(target, "wb") as handle:
+                shutil.copyfileobj(source, handle)
