@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from test_hetero_run import (
     PLAYBOOK,
-    PLAYBOOKS,
     TASK,
     benchmark_pids,
     gpu_hosts_inventory,
@@ -271,14 +270,24 @@ def test_fetch_failure_keeps_the_verdict_and_resume_fetches(
             r"run_id: fetch fetches them again" % re.escape(str(path))
         ),
     )
-    # as the message says: once the archive can be written, resume fetches them
+    # as the message says: once the archive can be written, resume fetches them, here through
+    # the shipped playbook with its variables: nothing is planned, built or started again
     (path / "results.tar.gz").rmdir()
-    again = lab.run_playbook(PLAYBOOKS / "hetero_resume.yml", extravars={"run_id": "fetch"})
-    task = "Re-attach, watch to the end, fetch the results"
-    assert again.outcome(task, "h1") == "ok", again.stdout[-3000:]
-    resumed = again.result(task, "h1").res
+    runs_before = sorted(d.name for d in path.parent.iterdir())
+    again = lab.run_playbook(
+        PLAYBOOK, extravars={"heteromig_hetero_resume": True, "heteromig_hetero_run_id": "fetch"}
+    )
+    assert again.rc == 0, again.stdout[-3000:]
+    for task in (
+        "Plan the engines the run needs (a dry run of the run, nothing starts)",
+        "Build one engine per benchmark, scenario and MIG profile (cached by content)",
+        "Start the run on every host (main on one MIG slice, backgrounds on the others)",
+    ):
+        assert again.outcome(task, "h1") == "skipped", task
+    resumed = result_of(again, "h1")
     assert resumed["verdict"] == "VALID" and resumed["results_dir"] == res["results_dir"]
     assert (Path(resumed["results_dir"]) / "main" / "mlperf_log_detail.txt").is_file()
+    assert sorted(d.name for d in path.parent.iterdir()) == runs_before  # no new run
 
 
 # -------------------------------------------------------------------- 5. fail_on_invalid, INVALID

@@ -57,6 +57,8 @@ HOSTS = {
 H100_CAPTURE = Path("/work/shared/fixtures/nvidia-smi/h100-80gb-hbm3-mig-disabled")
 RUN_TASK = "Run the main benchmark on one MIG slice, backgrounds on every other slice"
 ENGINE_TASK = "Build one engine per benchmark, scenario and MIG profile (cached by content)"
+PLAN_TASK = "Plan the engines the run needs (a dry run of the run, nothing starts)"
+START_TASK = "Start the run on every host (main on one MIG slice, backgrounds on the others)"
 
 
 def start_lab(ssh_lab: MakeLab, tmp_path: Path, names: list[str]) -> SshLab:
@@ -254,7 +256,32 @@ def test_inventories_lab_runs_and_exports(ssh_lab: MakeLab, tmp_path: Path) -> N
     # what no fact tells is named, not invented
     problems = [line for line in out.splitlines() if "need a meaningful value are empty" in line]
     assert problems, out[-3000:]
-    print(f"inventories/lab: run and export of 3 hosts in {time.monotonic() - t0:.0f} s")
+
+    # resuming through the same playbook (as a lost controller would): the host's run is
+    # re-attached and fetched again; no engine is planned or built and no run starts
+    name = next(iter(HOSTS))
+    (result_path,) = results.glob(f"*/{name}/result.json")
+    run_id = result_path.parent.parent.name
+    out = ansible_playbook(
+        lab,
+        "playbooks/hetero_run.yml",
+        "-i",
+        "inventories/lab",
+        "-i",
+        str(overlay),
+        "-l",
+        name,
+        "-e",
+        json.dumps({"heteromig_hetero_resume": True, "heteromig_hetero_run_id": run_id}),
+    )
+    for task in (PLAN_TASK, ENGINE_TASK, START_TASK):
+        section = out.split(f"TASK [{task}]", 1)[1].split("TASK [", 1)[0]
+        assert f"skipping: [{name}]" in section, (task, section)
+    assert f"hetero_run [{name}] re-attached to run {run_id}" in out, out[-4000:]
+    assert f"hetero_run [{name}] VALID" in out, out[-4000:]
+    assert [p.parent.parent.name for p in results.glob(f"*/{name}/result.json")] == [run_id]
+    assert json.loads(result_path.read_text())["verdict"] == "VALID"
+    print(f"inventories/lab: run, export and resume of 3 hosts in {time.monotonic() - t0:.0f} s")
 
 
 @pytest.mark.timeout(900)  # the tarball build and install, then the whole pipeline
