@@ -224,19 +224,26 @@ class BenchmarkProcesses:
         self._log("sent %s to process group %d (%s)" % (signame, proc.pid, name))
 
     # ------------------------------------------------------------------------ output
-    def _read(self, name: str) -> None:
-        output = self.outputs[name]
+    def _read_chunk(self, name: str, output: Output) -> bytes:
+        """One read of the pipe, consumed; b"" when it would block or has ended (then closed)."""
         try:
             data = os.read(output.fd, READ_SIZE)
         except BlockingIOError:
-            return
+            return b""
         except OSError:
             data = b""
         if not data:
             self.selector.unregister(output.fd)
             output.close()
-            return
+            return b""
         self._consume(name, output, data, time.time())
+        return data
+
+    def _read(self, name: str) -> None:
+        output = self.outputs[name]
+        data = self._read_chunk(name, output)
+        if not data:
+            return
         if (
             len(data) < READ_SIZE // 2
             and not output.closed
@@ -275,18 +282,8 @@ class BenchmarkProcesses:
             return
         if self.paused.pop(name, None) is not None:
             self.selector.register(output.fd, selectors.EVENT_READ, name)
-        while True:
-            try:
-                data = os.read(output.fd, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.selector.unregister(output.fd)
-                output.close()
-                return
-            self._consume(name, output, data, time.time())
+        while self._read_chunk(name, output):
+            pass
 
     def _reap(self) -> None:
         if not self.child_exited:
