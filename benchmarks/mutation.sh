@@ -3,7 +3,8 @@
 # copy: a mutation tester rewrites the code it mutates, so it never runs in this checkout.
 #
 #   bash benchmarks/mutation.sh                 # both modules, one after the other
-#   bash benchmarks/mutation.sh choreo          # only plugins/module_utils/agent/_hetero_choreo.py
+#   bash benchmarks/mutation.sh choreo          # only the choreography: plugins/module_utils/agent/
+#                                               # _hetero_choreo.py, _choreo_types.py, _choreo_checks.py
 #   bash benchmarks/mutation.sh loadgen         # only plugins/module_utils/agent/_loadgen_logs.py
 #
 # Tool: mutmut 3.8.1 (pinned), in its own venv ($HM_MUTMUT_VENV, default /tmp/mutmut3-venv,
@@ -18,7 +19,7 @@
 #      next to ansible_collections/. mutmut names a mutant after the module path of its file, so
 #      the file must lie where its import name (ansible_collections.heteromig.fleet.plugins...)
 #      says; tests/conftest.py's collections/ entry then points nowhere and is harmless;
-#   2. writes the [mutmut] section of setup.cfg there (the module; the module's unit tests);
+#   2. writes the [mutmut] section of setup.cfg there (the module's files; its unit tests);
 #   3. runs `mutmut run` (TZ=America/New_York, as the primary pytest cell) and prints the
 #      survivors and the counts (mutants/mutmut-cicd-stats.json).
 # Afterwards: `cd $HM_MUT_DIR/<module> && mutmut show <name>` shows a mutant's diff.
@@ -36,7 +37,7 @@ if [[ ! -x "$MUT_VENV/bin/mutmut" ]]; then
 fi
 
 run_one() {
-    local name="$1" module="$2"
+    local name="$1" modules="$2" # the files to mutate, separated by spaces
     shift 2
     local dest="$MUT_DIR/$name"
     local fleet="$dest/ansible_collections/heteromig/fleet"
@@ -49,7 +50,11 @@ run_one() {
     cp "$ROOT/pyproject.toml" "$dest/"
     {
         echo "[mutmut]"
-        echo "source_paths=ansible_collections/heteromig/fleet/$module"
+        echo "source_paths="
+        local module
+        for module in $modules; do
+            echo "    ansible_collections/heteromig/fleet/$module"
+        done
         echo "also_copy=ansible_collections/heteromig/fleet/plugins/"
         echo "pytest_add_cli_args=-p no:cacheprovider"
         echo "pytest_add_cli_args_test_selection="
@@ -58,14 +63,14 @@ run_one() {
             [[ -e "$dest/$test" ]] && echo "    $test"
         done
     } >"$dest/setup.cfg"
-    echo "== $module ($dest)" >&2
+    echo "== $name: $modules ($dest)" >&2
     (
         cd "$dest"
         TZ=America/New_York "$MUT_VENV/bin/mutmut" run --max-children "$JOBS" >mutmut-run.log 2>&1 ||
             { tail -c 3000 mutmut-run.log; exit 1; }
         "$MUT_VENV/bin/mutmut" results
         "$MUT_VENV/bin/mutmut" export-cicd-stats >/dev/null
-        "$MUT_VENV/bin/python" - "$module" <<'PY'
+        "$MUT_VENV/bin/python" - "$name" <<'PY'
 import json, sys
 s = json.load(open("mutants/mutmut-cicd-stats.json"))
 print("%s: total %d, killed %d, survived %d, no tests %d, timeout %d, suspicious %d, "
@@ -77,7 +82,8 @@ PY
 
 which="${1:-all}"
 if [[ "$which" == all || "$which" == choreo ]]; then
-    run_one choreo plugins/module_utils/agent/_hetero_choreo.py \
+    choreo=plugins/module_utils/agent
+    run_one choreo "$choreo/_hetero_choreo.py $choreo/_choreo_types.py $choreo/_choreo_checks.py" \
         tests/unit/agent/test_hetero_choreo.py tests/unit/agent/test_hetero_choreo_edges.py \
         tests/unit/agent/test_hetero_choreo_mutants.py
 fi

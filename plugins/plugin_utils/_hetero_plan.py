@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import MAIN
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import MAIN
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import SCENARIOS
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_contract import (
     BenchmarkPlan,

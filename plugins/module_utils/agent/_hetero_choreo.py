@@ -26,260 +26,61 @@ The choreography on one host:
 
 An ``AbortRequested`` (lease expired, stop requested) or the run deadline stops everything
 gracefully and ends INVALID with the reason.
+
+The events, actions, ``Config`` and ``Bench`` are in ``_choreo_types``; the readiness markers,
+the output scanners, the steady check and the verdict inputs in ``_choreo_checks``.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
-    LATENCY_CHECK,
-    LENGTH_CHECKS,
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
+    accuracy_problems,
+    background_window,
+    main_window,
+    overlap_problem,
+    performance_problems,
+    steady,
 )
-
-MAIN = "main"
-
-PHASE_INIT = "init"
-PHASE_STARTING = "starting_backgrounds"
-PHASE_BUFFER = "start_buffer"
-PHASE_MAIN = "main_running"
-PHASE_STOPPING = "stopping_backgrounds"
-PHASE_WAITING = "waiting_backgrounds"
-PHASE_ABORTING = "aborting"
-PHASE_COLLECTING = "collecting"
-PHASE_DONE = "done"
-PHASES = (
-    PHASE_INIT,
-    PHASE_STARTING,
-    PHASE_BUFFER,
-    PHASE_MAIN,
-    PHASE_STOPPING,
-    PHASE_WAITING,
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
+    ACCURACY_ONLY,
+    EXITED,
+    INVALID,
+    MAIN,
+    NOT_LAUNCHED,
+    PENDING,
     PHASE_ABORTING,
+    PHASE_BUFFER,
     PHASE_COLLECTING,
     PHASE_DONE,
+    PHASE_INIT,
+    PHASE_MAIN,
+    PHASE_STARTING,
+    PHASE_STOPPING,
+    PHASE_WAITING,
+    RUNNING,
+    VALID,
+    AbortRequested,
+    Action,
+    ArmTimer,
+    Begin,
+    Bench,
+    CancelTimer,
+    Collect,
+    Config,
+    Event,
+    Exited,
+    Finish,
+    Launch,
+    Launched,
+    LaunchFailed,
+    Progress,
+    Ready,
+    ResultsCollected,
+    SignalGroup,
+    TimerFired,
 )
-
-VALID = "VALID"
-INVALID = "INVALID"
-
-PERFORMANCE_ONLY = "PerformanceOnly"
-ACCURACY_ONLY = "AccuracyOnly"
-MAIN_MODES = (PERFORMANCE_ONLY, ACCURACY_ONLY)
-
-# Readiness markers (regexes over one output line). NVIDIA's C++ harnesses print a line ending
-# in "running actual test." right before LoadGen's StartTest; its Triton harness prints "Start
-# running actual test" (no period); LoadGen itself prints "Loadgen :: Perf mode start" when
-# print_timestamps is on.
-DEFAULT_READINESS_REGEXES = (
-    r"running actual test\.\s*$",
-    r"Start running actual test",
-    r"Loadgen :: Perf mode start",
-)
-
-# Benchmark states.
-PENDING = "pending"
-RUNNING = "running"
-EXITED = "exited"
-NOT_LAUNCHED = "not_launched"
-
-
-# ------------------------------------------------------------------------------------ events
-@dataclass(frozen=True)
-class Begin:
-    t: float
-
-
-@dataclass(frozen=True)
-class Launched:
-    t: float
-    name: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class LaunchFailed:
-    t: float
-    name: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Ready:
-    t: float
-    name: str
-    line: str = ""
-
-
-@dataclass(frozen=True)
-class Progress:
-    t: float
-    name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class Exited:
-    t: float
-    name: str
-    code: Optional[int] = None
-    signal: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class TimerFired:
-    t: float
-    key: str
-
-
-@dataclass(frozen=True)
-class AbortRequested:
-    t: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class ResultsCollected:
-    t: float
-    loadgen: Dict[str, Dict[str, Any]]
-    # accuracy runs only: {name: {"passed": bool | None, "summary": str | None, "source": ...}}
-    accuracy: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------- actions
-@dataclass(frozen=True)
-class Launch:
-    name: str
-
-
-@dataclass(frozen=True)
-class ArmTimer:
-    key: str
-    at: float
-
-
-@dataclass(frozen=True)
-class CancelTimer:
-    key: str
-
-
-@dataclass(frozen=True)
-class SignalGroup:
-    name: str
-    signal: str  # "SIGTERM" or "SIGKILL"
-
-
-@dataclass(frozen=True)
-class Collect:
-    pass
-
-
-@dataclass(frozen=True)
-class Finish:
-    verdict: str
-    reasons: Tuple[str, ...]
-    warnings: Tuple[str, ...]
-
-
-Event = Any
-Action = Any
-
-
-# ------------------------------------------------------------------------------------ config
-@dataclass(frozen=True)
-class Config:
-    """What the choreography needs from the plan (durations in seconds)."""
-
-    backgrounds: Tuple[str, ...] = ()
-    background_start_timeout: float = 600.0
-    start_time_buffer: float = 10.0
-    start_time_buffer_mode: str = "fixed"  # fixed | steady
-    steady_window: float = 2.0
-    steady_windows: int = 3
-    steady_tolerance: float = 0.05
-    main_immediate_start: bool = False
-    background_mode: str = "automatic"  # automatic | wait
-    end_time_buffer_min: float = 30.0
-    stop_grace: float = 10.0
-    kill_grace: float = 5.0
-    run_timeout: float = 7200.0
-    # seconds from the main's launch after which a main still running stops the run (0: none)
-    main_timeout: float = 0.0
-    lenient: bool = False
-    # AccuracyOnly: LoadGen judges no validity; the harness's accuracy check is the verdict
-    main_mode: str = PERFORMANCE_ONLY
-    labels: Tuple[Tuple[str, str], ...] = ()  # (name, "benchmark name") for messages
-
-    def validate(self) -> List[str]:
-        """Problems with the configuration, in words (empty when it is usable)."""
-        problems = []
-        for key in (
-            "background_start_timeout",
-            "run_timeout",
-            "steady_window",
-        ):
-            if getattr(self, key) <= 0:
-                problems.append("%s must be greater than 0, got %r" % (key, getattr(self, key)))
-        for key in (
-            "start_time_buffer",
-            "end_time_buffer_min",
-            "stop_grace",
-            "kill_grace",
-            "main_timeout",
-        ):
-            if getattr(self, key) < 0:
-                problems.append("%s must not be negative, got %r" % (key, getattr(self, key)))
-        if self.start_time_buffer_mode not in ("fixed", "steady"):
-            problems.append(
-                "start_time_buffer_mode must be 'fixed' or 'steady', got %r"
-                % (self.start_time_buffer_mode,)
-            )
-        if self.background_mode not in ("automatic", "wait"):
-            problems.append(
-                "background_mode must be 'automatic' or 'wait', got %r" % (self.background_mode,)
-            )
-        if self.main_mode not in MAIN_MODES:
-            problems.append(
-                "main_mode must be %s, got %r" % (" or ".join(MAIN_MODES), self.main_mode)
-            )
-        if self.steady_windows < 2:
-            problems.append("steady_windows must be at least 2, got %r" % (self.steady_windows,))
-        if not 0 < self.steady_tolerance < 1:
-            problems.append(
-                "steady_tolerance must be between 0 and 1, got %r" % (self.steady_tolerance,)
-            )
-        if MAIN in self.backgrounds or len(set(self.backgrounds)) != len(self.backgrounds):
-            problems.append("background names must be unique and not %r" % MAIN)
-        return problems
-
-
-@dataclass
-class Bench:
-    """What the machine knows about one benchmark process."""
-
-    name: str
-    role: str  # main | background
-    state: str = PENDING
-    pid: Optional[int] = None
-    launched_at: Optional[float] = None
-    ready_at: Optional[float] = None
-    ready_line: Optional[str] = None
-    ended_at: Optional[float] = None
-    exit_code: Optional[int] = None
-    signal: Optional[str] = None
-    stop_requested_at: Optional[float] = None
-    failed: Optional[str] = None  # why this benchmark failed (reason or tolerated warning)
-    lost: bool = False  # did not exit even after SIGKILL
-    progress: List[Tuple[float, float]] = field(default_factory=list)
-    loadgen: Dict[str, Any] = field(default_factory=dict)
-    accuracy: Optional[Dict[str, Any]] = None  # accuracy runs: the harness's accuracy verdict
-    timed_window: Optional[Dict[str, Any]] = None
-
-    @property
-    def running(self) -> bool:
-        return self.state == RUNNING
 
 
 def _fmt(seconds: float) -> str:
@@ -771,198 +572,3 @@ class Choreography:
             "timed_window": bench.timed_window,
             "accuracy": bench.accuracy,
         }
-
-
-# --------------------------------------------------------------------------- pure helpers
-def performance_problems(loadgen: Dict[str, Any]) -> List[str]:
-    """Why a PerformanceOnly main's LoadGen result does not count (empty when it is VALID)."""
-    validity = loadgen.get("result_validity")
-    if validity is None:
-        return [
-            "no LoadGen result for the main benchmark (mlperf_log_detail.txt and "
-            "mlperf_log_summary.txt missing or incomplete)"
-        ]
-    if validity == VALID:
-        return []
-    unmet = [words for key, words in (*LENGTH_CHECKS, LATENCY_CHECK) if loadgen.get(key) is False]
-    if loadgen.get("invalid_reason"):
-        unmet.append(loadgen["invalid_reason"])
-    return [
-        "the main benchmark's LoadGen result is %s%s"
-        % (validity, (": " + "; ".join(unmet)) if unmet else "")
-    ]
-
-
-def accuracy_problems(loadgen: Dict[str, Any], accuracy: Optional[Dict[str, Any]]) -> List[str]:
-    """Why an AccuracyOnly main does not count (empty when its accuracy check PASSED).
-
-    LoadGen writes no ``result_validity`` in accuracy mode; what counts is that LoadGen ran in
-    AccuracyOnly mode and the harness's accuracy check passed.
-    """
-    problems = []
-    mode = loadgen.get("mode")
-    if loadgen.get("source") is None:
-        problems.append(
-            "no LoadGen log for the main benchmark's accuracy run (mlperf_log_detail.txt and "
-            "mlperf_log_summary.txt missing)"
-        )
-    elif mode is not None and mode != ACCURACY_ONLY:
-        problems.append(
-            "the main benchmark's LoadGen ran in %s mode, not %s" % (mode, ACCURACY_ONLY)
-        )
-    passed = (accuracy or {}).get("passed")
-    if passed is None:
-        problems.append(
-            "no accuracy result for the main benchmark (its accuracy check wrote no PASS or "
-            "FAIL line)"
-        )
-    elif not passed:
-        problems.append(
-            "the main benchmark's accuracy check FAILED: %s" % (accuracy or {}).get("summary")
-        )
-    return problems
-
-
-def main_window(main: Bench, mode: str = PERFORMANCE_ONLY) -> Optional[Dict[str, Any]]:
-    """The main benchmark's timed window: LoadGen's power window, else its marker to its exit.
-
-    An accuracy run's power window is an instant at its end (LoadGen logs both ends together),
-    so there the window runs from its marker to its exit: the whole accuracy pass.
-    """
-    begin, end = main.loadgen.get("power_begin"), main.loadgen.get("power_end")
-    if begin is not None and end is not None and mode != ACCURACY_ONLY:
-        return {"begin": begin, "end": end, "source": "power_begin/power_end"}
-    if main.ended_at is None or main.launched_at is None:
-        return None
-    if main.ready_at is not None:
-        return {"begin": main.ready_at, "end": main.ended_at, "source": "markers"}
-    return {"begin": main.launched_at, "end": main.ended_at, "source": "launch/exit"}
-
-
-def background_window(bench: Bench) -> Optional[Dict[str, Any]]:
-    """A background's timed phase: from its marker (or power_begin) to power_end or its end."""
-    begin = bench.loadgen.get("power_begin")
-    end = bench.loadgen.get("power_end")
-    if begin is not None and end is not None:
-        return {"begin": begin, "end": end, "source": "power_begin/power_end"}
-    start = begin if begin is not None else bench.ready_at
-    if start is None or bench.ended_at is None:
-        return None
-    source = "power_begin/exit" if begin is not None else "markers"
-    return {"begin": start, "end": bench.ended_at, "source": source}
-
-
-def overlap_problem(
-    bench: Bench, window: Optional[Dict[str, Any]], main: Dict[str, Any], origin: float
-) -> Optional[str]:
-    """Why ``bench``'s timed phase does not cover the main window, or None when it does."""
-    if window is None:
-        return "never reached its timed phase, so it cannot have covered the main timed window"
-
-    def rel(value: float) -> str:
-        return "%+.3f s" % (value - origin)
-
-    if window["begin"] > main["begin"]:
-        return "entered its timed phase at %s, after the main timed window began at %s" % (
-            rel(window["begin"]),
-            rel(main["begin"]),
-        )
-    if window["end"] < main["end"]:
-        return "left its timed phase at %s, before the main timed window ended at %s" % (
-            rel(window["end"]),
-            rel(main["end"]),
-        )
-    return None
-
-
-def steady(
-    samples: List[Tuple[float, float]], now: float, window: float, windows: int, tolerance: float
-) -> bool:
-    """Whether the last ``windows`` windows of ``window`` seconds show the same rate.
-
-    ``samples`` are (time, cumulative count). Rates are taken between the count at each window
-    edge (the last sample at or before the edge); the spread (max - min) / mean of the rates
-    must be within ``tolerance`` and every rate positive.
-    """
-    if len(samples) < 2 or samples[0][0] > now - window * windows:
-        return False
-
-    def value_at(edge: float) -> Optional[float]:
-        found = None
-        for t, value in samples:
-            if t > edge:
-                break
-            found = value
-        return found
-
-    edges = [now - window * k for k in range(windows, -1, -1)]
-    values = [value_at(edge) for edge in edges]
-    if any(v is None for v in values):
-        return False
-    rates = [(b - a) / window for a, b in zip(values, values[1:])]  # type: ignore[operator]
-    mean = sum(rates) / len(rates)
-    if min(rates) <= 0 or mean <= 0:
-        return False
-    return (max(rates) - min(rates)) / mean <= tolerance
-
-
-class LineScanner:
-    """Finds the first complete output line that matches any of ``patterns`` (bytes regexes).
-
-    ``feed`` takes raw chunks as read from a pipe (lines may span chunks); only complete lines
-    are matched, as a line-by-line reader would, but the search runs over whole chunks.
-    """
-
-    def __init__(self, patterns: Tuple[str, ...], max_line: int = 65536) -> None:
-        if not patterns:
-            raise ValueError("at least one readiness regex is needed")
-        self.regex = re.compile(
-            "|".join("(?:%s)" % p for p in patterns).encode("utf-8"), re.MULTILINE
-        )
-        self.max_line = max_line
-        self._tail = b""
-
-    def feed(self, chunk: bytes) -> Optional[str]:
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            self._tail = (self._tail + chunk)[-self.max_line :]
-            return None
-        if self._tail:
-            data = self._tail + chunk[: end + 1]
-            self._tail = chunk[end + 1 :][-self.max_line :]
-        else:
-            data = chunk[: end + 1] if end + 1 < len(chunk) else chunk
-            self._tail = chunk[end + 1 :][-self.max_line :]
-        match = self.regex.search(data)
-        if match is None:
-            return None
-        start = data.rfind(b"\n", 0, match.start()) + 1
-        stop = data.find(b"\n", match.end())
-        return data[start : stop if stop >= 0 else len(data)].decode("utf-8", "replace").rstrip()
-
-
-class ProgressScanner:
-    """The last progress count in a chunk: ``pattern`` has a group named ``count``."""
-
-    def __init__(self, pattern: str) -> None:
-        self.regex = re.compile(pattern.encode("utf-8"), re.MULTILINE)
-        if "count" not in self.regex.groupindex:
-            raise ValueError("progress_regex needs a named group 'count': %s" % pattern)
-        self._tail = b""
-
-    def feed(self, chunk: bytes) -> Optional[float]:
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            self._tail = (self._tail + chunk)[-65536:]
-            return None
-        data = self._tail + chunk[: end + 1]
-        self._tail = chunk[end + 1 :]
-        last = None
-        for match in self.regex.finditer(data):
-            last = match
-        if last is None:
-            return None
-        try:
-            return float(last.group("count"))
-        except ValueError:
-            return None

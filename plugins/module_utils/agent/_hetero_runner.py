@@ -43,14 +43,15 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
     DEFAULT_READINESS_REGEXES,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
     MAIN,
     AbortRequested,
     ArmTimer,
     Begin,
     CancelTimer,
-    Choreography,
     Collect,
     Config,
     Finish,
@@ -59,6 +60,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     ResultsCollected,
     SignalGroup,
     TimerFired,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+    Choreography,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     Containment,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._safe_names import name_problem
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import MAIN
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import MAIN
 
 PLAN_FORMAT = "heteromig.hetero-plan"
 PLAN_VERSION = 2  # 2: benchmarks carry mode (and accuracy_check); choreography main_mode

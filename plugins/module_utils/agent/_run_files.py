@@ -21,7 +21,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
     MAIN,
     PHASE_ABORTING,
     PHASE_BUFFER,
@@ -30,6 +30,8 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     PHASE_INIT,
     PHASE_STARTING,
     PHASE_STOPPING,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
     Choreography,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (

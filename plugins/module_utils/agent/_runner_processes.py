@@ -22,16 +22,20 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
+    LineScanner,
+    ProgressScanner,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
     MAIN,
-    Choreography,
     Exited,
     Launched,
     LaunchFailed,
-    LineScanner,
     Progress,
-    ProgressScanner,
     Ready,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+    Choreography,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._run_containment import (
     Containment,

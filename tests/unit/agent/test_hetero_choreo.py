@@ -1,4 +1,5 @@
-"""The HeteroMIG choreography (plugins/module_utils/agent/_hetero_choreo.py) with a fake clock and fake
+"""The HeteroMIG choreography (plugins/module_utils/agent/_hetero_choreo.py, with its vocabulary in
+_choreo_types.py and its checks and scanners in _choreo_checks.py) with a fake clock and fake
 processes: every path from launch to verdict, no real process and no real time."""
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
     DEFAULT_READINESS_REGEXES,
+    LineScanner,
+    ProgressScanner,
+    steady,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
     INVALID,
     MAIN,
     PHASE_BUFFER,
@@ -27,7 +33,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     ArmTimer,
     Begin,
     CancelTimer,
-    Choreography,
     Collect,
     Config,
     Exited,
@@ -35,14 +40,14 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     Launch,
     Launched,
     LaunchFailed,
-    LineScanner,
     Progress,
-    ProgressScanner,
     Ready,
     ResultsCollected,
     SignalGroup,
     TimerFired,
-    steady,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+    Choreography,
 )
 
 T0 = 1_800_000_000.0
@@ -723,10 +728,10 @@ def test_progress_history_is_trimmed_and_repeated_launches_ignored() -> None:
 
 
 def test_overlap_problem_without_a_timed_phase() -> None:
-    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
-        Bench,
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
         overlap_problem,
     )
+    from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import Bench
 
     main = {"begin": T0 + 1, "end": T0 + 2, "source": "markers"}
     assert "never reached its timed phase" in str(

@@ -1,5 +1,6 @@
-"""Every verdict rule of the HeteroMIG choreography (plugins/module_utils/agent/_hetero_choreo.py) at
-its edge: 1 ms inside and 1 ms outside, driven with events and a fake clock.
+"""Every verdict rule of the HeteroMIG choreography (plugins/module_utils/agent/_hetero_choreo.py,
+_choreo_types.py, _choreo_checks.py) at its edge: 1 ms inside and 1 ms outside, driven with
+events and a fake clock.
 
 The expected values come from the rules as documented (docs/hetero_run.md "Verdict",
 docs/hetero_result_contract.md, the module docstring), not from running the code:
@@ -20,7 +21,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
+    overlap_problem,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
     ACCURACY_ONLY,
     INVALID,
     MAIN,
@@ -33,7 +37,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     ArmTimer,
     Begin,
     Bench,
-    Choreography,
     Collect,
     Config,
     Exited,
@@ -44,7 +47,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     ResultsCollected,
     SignalGroup,
     TimerFired,
-    overlap_problem,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+    Choreography,
 )
 
 T0 = 1_800_000_000.0

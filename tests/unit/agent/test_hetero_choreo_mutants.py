@@ -1,7 +1,8 @@
 """What mutation testing (benchmarks/mutation.sh) found unpinned in the choreography
-(plugins/module_utils/agent/_hetero_choreo.py): the exact timeline and actions of whole runs (the
-timeline is part of the result contract, docs/hetero_result_contract.md), every configuration
-problem in words, the accuracy verdict, the kill/reap path, and the scanners' corner cases."""
+(plugins/module_utils/agent/_hetero_choreo.py, _choreo_types.py, _choreo_checks.py): the exact
+timeline and actions of whole runs (the timeline is part of the result contract,
+docs/hetero_result_contract.md), every configuration problem in words, the accuracy verdict, the
+kill/reap path, and the scanners' corner cases."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
+    LineScanner,
+    ProgressScanner,
+    accuracy_problems,
+    background_window,
+    main_window,
+    performance_problems,
+    steady,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
     ACCURACY_ONLY,
     INVALID,
     MAIN,
@@ -27,7 +37,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     Begin,
     Bench,
     CancelTimer,
-    Choreography,
     Collect,
     Config,
     Exited,
@@ -35,18 +44,14 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_chor
     Launch,
     Launched,
     LaunchFailed,
-    LineScanner,
     Progress,
-    ProgressScanner,
     Ready,
     ResultsCollected,
     SignalGroup,
     TimerFired,
-    accuracy_problems,
-    background_window,
-    main_window,
-    performance_problems,
-    steady,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._hetero_choreo import (
+    Choreography,
 )
 
 T0 = 1_800_000_000.0
