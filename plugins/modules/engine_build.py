@@ -314,13 +314,15 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import runtime_paths
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_spec import (
     ENV_BACKEND,
     ENV_SIM_STATE,
-    FULL_GPU_PROFILE,
     content_key,
     gpu_model_key,
-    stamp_path,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import stamp_path
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import (
+    FULL_GPU_PROFILE,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import (
     BACKEND_ARGUMENT_SPEC,

@@ -40,6 +40,9 @@ from typing import Any
 import pynvml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _engine_spec as engine_spec,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _run_control as runner
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_harness import (
@@ -276,10 +279,10 @@ def build_engines(plan: Mapping[str, Any], host: SimHost) -> None:
         if "run" not in argv:
             continue  # not the embedded harness (fake_loadgen needs no engine)
         args = harness_args.parse_args(argv[argv.index("run") :])
-        target = store.resolve_target(
+        target = engine_spec.resolve_target(
             bench["env"]["CUDA_VISIBLE_DEVICES"], backend="sim", sim_state=host.state
         )
-        spec = store.spec_for_target(args.model, args.scenario, args.accuracy_target, target)
+        spec = engine_spec.spec_for_target(args.model, args.scenario, args.accuracy_target, target)
         store.build_engine(spec, args.engine_dir)
 
 

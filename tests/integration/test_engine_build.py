@@ -18,6 +18,9 @@ import pytest
 import yaml
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _engine_spec as engine_spec,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
@@ -399,7 +402,7 @@ def test_host_runtime_is_installed(built: tuple) -> None:
         assert (installed / name).read_bytes() == (source / name).read_bytes(), name
     assert (root / "engines").is_dir()
     synced = run.result("Install and check the host-side runtime", "localhost").res
-    assert synced["harness_version"] == store.HARNESS_VERSION
+    assert synced["harness_version"] == engine_spec.HARNESS_VERSION
     assert synced["checked"] == "full"
     assert synced["files_written"] == shipped
 

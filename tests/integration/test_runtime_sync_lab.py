@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils import _host_runtime as runtime
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _engine_spec as engine_spec,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._runtime_sources import (
     runtime_sources,
 )
@@ -137,11 +139,11 @@ def test_first_installation_copies_every_file_and_runs_the_harness(
     first = res(run, "Keep the first result")["ansible_facts"]["first_result"]
     assert first["changed"] is True
     assert first["checked"] == "full"
-    assert first["harness_version"] == store.HARNESS_VERSION
+    assert first["harness_version"] == engine_spec.HARNESS_VERSION
     assert first["pythonpath"] == str(root / "lib")
     assert (root / "engines").is_dir()
     facts = res(run, "Record the harness's interpreter, paths and version")["ansible_facts"]
-    assert facts["host_runtime_harness_version"] == store.HARNESS_VERSION
+    assert facts["host_runtime_harness_version"] == engine_spec.HARNESS_VERSION
     assert facts["host_runtime_harness_module"] == runtime.HARNESS_MODULE
 
 
@@ -154,7 +156,7 @@ def test_warm_run_changes_nothing_and_trusts_its_stamp(synced: tuple[LabRun, Pat
         [],
         [],
     )
-    assert warm["harness_version"] == store.HARNESS_VERSION
+    assert warm["harness_version"] == engine_spec.HARNESS_VERSION
 
 
 def test_a_corrupted_file_is_rewritten_and_a_stale_one_removed(

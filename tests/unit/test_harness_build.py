@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_spec import (
     HARNESS_VERSION,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_build import plan_builds

@@ -15,7 +15,7 @@ import math
 from typing import Callable, List, Mapping, NoReturn
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _torch_models
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_spec import (
     HARNESS_VERSION,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_base import (

@@ -22,9 +22,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _torch_models
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_spec import (
     SliceTarget,
-    compute_slices,
     precision_for,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_base import (
@@ -33,6 +32,9 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_bas
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_settings import (
     parse_summary,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_terms import (
+    compute_slices,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
     MULTI_STREAM_SAMPLES,

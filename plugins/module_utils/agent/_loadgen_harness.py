@@ -48,20 +48,22 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
     _harness_accuracy as _accuracy,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _torch_models
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_spec import (
     ENV_SIM_STATE,
     HARNESS_VERSION,
     EngineError,
     SliceTarget,
     TargetError,
     batch_size,
+    resolve_target,
+    shared_gpu_banner,
+    spec_for_target,
+)
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
     build_engine,
     load_tensors,
     locate_engine,
     read_engine,
-    resolve_target,
-    shared_gpu_banner,
-    spec_for_target,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_base import (
     EXIT_ACCURACY,

@@ -39,7 +39,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._mlperf_term
     compute_slices,
 )
 
-# The precisions an engine can ask for (see _engine_store.precision_for) and their bytes.
+# The precisions an engine can ask for (see _engine_spec.precision_for) and their bytes.
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}
 # Memory a CUDA process needs beside its tensors (context, cuBLAS/cuDNN workspaces, allocator
 # slack). Measured on the H200: see docs/harness.md ("GPU-bound models").

@@ -13,11 +13,14 @@ import numpy as np
 import pynvml
 import pytest
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _engine_spec as engine_spec,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
     _synthetic_models as models,
 )
-from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_store import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._engine_spec import (
     EngineError,
     EngineSpec,
     SliceTarget,
@@ -56,7 +59,7 @@ def layout(state_path: str) -> dict[str, Any]:
 
 
 def target(visible: str | None, state_path: str, allow: bool = False) -> SliceTarget:
-    return store.resolve_target(visible, allow, backend="sim", sim_state=state_path)
+    return engine_spec.resolve_target(visible, allow, backend="sim", sim_state=state_path)
 
 
 # ------------------------------------------------------------------------------ device lookup
@@ -94,7 +97,7 @@ def test_whole_gpu_needs_explicit_shared_mode(layout: dict[str, Any], state_path
         target(uuid, state_path)
     shared = target(uuid, state_path, allow=True)
     assert (shared.kind, shared.profile, shared.shared_gpu) == ("gpu", "full-gpu", True)
-    assert "SHARED GPU, NO MIG ISOLATION" in store.shared_gpu_banner(shared)
+    assert "SHARED GPU, NO MIG ISOLATION" in engine_spec.shared_gpu_banner(shared)
     by_index = target("1", state_path, allow=True)
     assert by_index.uuid == uuid
     assert any("CUDA_DEVICE_ORDER" in w for w in by_index.warnings)
@@ -111,14 +114,14 @@ def test_unknown_and_malformed_devices(layout: dict[str, Any], state_path: str) 
     with pytest.raises(TargetError, match="neither a MIG UUID, a GPU UUID nor a GPU index"):
         target("fastest", state_path)
     with pytest.raises(TargetError, match="sim_state"):
-        store.resolve_target("MIG-x", backend="sim", sim_state=None)
+        engine_spec.resolve_target("MIG-x", backend="sim", sim_state=None)
 
 
 def test_no_device_is_the_cpu_and_several_take_the_first(
     layout: dict[str, Any], state_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(store.ENV_SIM_STATE, raising=False)
-    assert target(None, state_path) == store.cpu_target()
+    monkeypatch.delenv(engine_spec.ENV_SIM_STATE, raising=False)
+    assert target(None, state_path) == engine_spec.cpu_target()
     assert target("  ", state_path).profile == "cpu"
     first, second = layout["mig"]["1g.10gb"]
     found = target("%s,%s" % (first, second), state_path)
@@ -129,9 +132,9 @@ def test_no_device_is_the_cpu_and_several_take_the_first(
 def test_backend_comes_from_the_environment(
     layout: dict[str, Any], state_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(store.ENV_BACKEND, "sim")
-    monkeypatch.setenv(store.ENV_SIM_STATE, state_path)
-    assert store.resolve_target(layout["mig"]["2g.20gb"][0]).profile == "2g.20gb"
+    monkeypatch.setenv(engine_spec.ENV_BACKEND, "sim")
+    monkeypatch.setenv(engine_spec.ENV_SIM_STATE, state_path)
+    assert engine_spec.resolve_target(layout["mig"]["2g.20gb"][0]).profile == "2g.20gb"
 
 
 # ------------------------------------------------------------------------------ keys and paths
@@ -165,7 +168,7 @@ def test_every_input_changes_key_and_path(change: dict[str, str]) -> None:
 def test_key_covers_model_definition_and_harness_version(monkeypatch: pytest.MonkeyPatch) -> None:
     before = spec().key()
     assert spec().key() == before  # stable
-    monkeypatch.setattr(store, "HARNESS_VERSION", "9.9.9")
+    monkeypatch.setattr(engine_spec, "HARNESS_VERSION", "9.9.9")
     assert spec().key() != before
     monkeypatch.undo()
     model = models.MODELS["synth-mlp-small"]
@@ -178,9 +181,9 @@ def test_engine_path_layout_and_safety() -> None:
         "/e/synth-mlp-small/Offline/99/H100-SXM5-80GB/1g.10gb+me.engine"
     )
     with pytest.raises(EngineError, match="cannot be used as part of an engine path"):
-        store.engine_path("/e", "..", "Offline", "99", H100, "1g.10gb")
-    assert store.gpu_model_key(None, "NVIDIA L40S") == "NVIDIA-L40S"
-    assert store.gpu_model_key("H100-SXM5-80GB", "x") == "H100-SXM5-80GB"
+        engine_spec.engine_path("/e", "..", "Offline", "99", H100, "1g.10gb")
+    assert engine_spec.gpu_model_key(None, "NVIDIA L40S") == "NVIDIA-L40S"
+    assert engine_spec.gpu_model_key("H100-SXM5-80GB", "x") == "H100-SXM5-80GB"
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,7 @@ def test_engine_path_layout_and_safety() -> None:
     ],
 )
 def test_batch_size_grows_with_compute_slices(scenario: str, profile: str, expected: int) -> None:
-    assert store.batch_size(scenario, profile) == expected
+    assert engine_spec.batch_size(scenario, profile) == expected
 
 
 # ------------------------------------------------------------------------------ the cache
@@ -299,7 +302,8 @@ def test_engine_for_another_profile_is_refused(
     small = target(layout["mig"]["1g.10gb"][0], state_path)
     large = target(layout["mig"]["2g.20gb"][0], state_path)
     built = store.build_engine(
-        store.spec_for_target("synth-mlp-small", "Offline", "99", small), engine_dir=str(tmp_path)
+        engine_spec.spec_for_target("synth-mlp-small", "Offline", "99", small),
+        engine_dir=str(tmp_path),
     )
     path, header, _payload = store.locate_engine(
         None, built["path"], "synth-mlp-small", "Offline", "99", small
@@ -364,12 +368,14 @@ def test_check_says_what_a_build_would_do_and_builds_nothing(
     layout: dict[str, Any], state_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """check_engine (the synthetic profile's build check) against build_engine's own outcomes."""
-    monkeypatch.setenv(store.ENV_BACKEND, "sim")
-    monkeypatch.setenv(store.ENV_SIM_STATE, state_path)
+    monkeypatch.setenv(engine_spec.ENV_BACKEND, "sim")
+    monkeypatch.setenv(engine_spec.ENV_SIM_STATE, state_path)
     device = layout["mig"]["2g.20gb"][0]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", device)
     engines = str(tmp_path / "engines")
-    here = store.spec_for_target("synth-mlp-small", "Offline", "99", target(device, state_path))
+    here = engine_spec.spec_for_target(
+        "synth-mlp-small", "Offline", "99", target(device, state_path)
+    )
     first = store.check_engine("synth-mlp-small", "Offline", "99", engines)
     assert first == {
         "action": "build",
@@ -394,8 +400,8 @@ def test_check_command_line_and_its_errors(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv(store.ENV_BACKEND, "sim")
-    monkeypatch.setenv(store.ENV_SIM_STATE, state_path)
+    monkeypatch.setenv(engine_spec.ENV_BACKEND, "sim")
+    monkeypatch.setenv(engine_spec.ENV_SIM_STATE, state_path)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", layout["gpu1"]["uuid"])
     base = ["check", "--model", "synth-mlp-small", "--scenario", "Offline"]
     base += ["--engine-dir", str(tmp_path)]

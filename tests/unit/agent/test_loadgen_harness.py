@@ -21,6 +21,9 @@ import pynvml
 import pytest
 
 from ansible_collections.heteromig.fleet.plugins.module_utils._host_runtime import HARNESS_MODULE
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
+    _engine_spec as engine_spec,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import _engine_store as store
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventory import read_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
@@ -123,8 +126,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
         ("synth-conv-1d", "MultiStream", "99", "2c.3g.40gb"),
     ]
     for model, scenario, accuracy, profile in wanted:
-        target = store.resolve_target(mig[profile][0], backend="sim", sim_state=state)
-        store.build_engine(store.spec_for_target(model, scenario, accuracy, target), engines)
+        target = engine_spec.resolve_target(mig[profile][0], backend="sim", sim_state=state)
+        store.build_engine(engine_spec.spec_for_target(model, scenario, accuracy, target), engines)
     return built
 
 
@@ -361,7 +364,7 @@ def test_shared_gpu_mode_is_explicit_and_loud(host: Host, tmp_path: Path) -> Non
 # ------------------------------------------------------------------------------ bad input
 def _bad_cases(host: Host, tmp_path: Path) -> dict[str, tuple[list[str], str | None, str]]:
     small = host.mig["1g.10gb"][0]
-    engine = store.EngineSpec("synth-mlp-small", "Offline", "99", "H100-SXM5-80GB", "1g.10gb")
+    engine = engine_spec.EngineSpec("synth-mlp-small", "Offline", "99", "H100-SXM5-80GB", "1g.10gb")
     corrupt = tmp_path / "corrupt.engine"
     corrupt.write_bytes(b'HETEROMIG-ENGINE 1\n40\n{"format": ')
     a_file = tmp_path / "a-file"
@@ -556,10 +559,10 @@ def test_models_version_and_inspect(host: Host) -> None:
     ]
     assert listed[2]["scenarios"] == ["Server", "Offline"]
     version = host.run(["--version"], None)
-    assert version.stdout.strip() == "heteromig_harness %s" % store.HARNESS_VERSION
-    path = store.EngineSpec("synth-mlp-small", "Server", "99", "H100-SXM5-80GB", "1g.10gb").path(
-        host.engines
-    )
+    assert version.stdout.strip() == "heteromig_harness %s" % engine_spec.HARNESS_VERSION
+    path = engine_spec.EngineSpec(
+        "synth-mlp-small", "Server", "99", "H100-SXM5-80GB", "1g.10gb"
+    ).path(host.engines)
     header = json.loads(host.run(["inspect-engine", path], None).stdout)
     assert header["built_for"]["scenario"] == "Server" and header["batch_size"] == 16
 
