@@ -28,10 +28,7 @@ import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
-    MigApplyError,
-    run_host,
-)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_change import ChangeGuard
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks import (
     DEFAULT_TIMEOUT,
@@ -43,6 +40,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks imp
     parse_hooks,
     read_hooks_file,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import MigApplyError
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     LayoutError,
 )

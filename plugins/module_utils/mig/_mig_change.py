@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import MigApplyError
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_clients import (
     ClientError,
     ClientManager,
@@ -43,6 +42,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks imp
     mig_parted_variables,
     points_for,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import MigApplyError
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_persist import (
     BootPaths,
     selected_label,

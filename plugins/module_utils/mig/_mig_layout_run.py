@@ -67,10 +67,10 @@ def plan_and_apply(
     ``request``: the options the stamp is keyed by. ``guarded``: the validated (hooks, GPU
     clients), run around a change (``_mig_change``).
     """
-    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
+    from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import (
         HostMig,
         MigApplyError,
-        run_host,
     )
     from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
         LayoutError,

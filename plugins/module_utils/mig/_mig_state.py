@@ -5,7 +5,7 @@
 
 ``MigStateReader.host_state()`` returns every GPU's identity, MIG mode and GPU instances
 (with their compute instances), and each model's profiles with the placements NVML reports,
-as JSON-able dicts. The planner (``_mig_plan`` through ``_mig_apply.HostMig``) builds its
+as JSON-able dicts. The planner (``_mig_plan`` through ``_mig_host.HostMig``) builds its
 structures from exactly this read, and ``_mig_stamp`` digests it, so the state a plan was made
 from and the state a stamp remembers are one and the same read.
 

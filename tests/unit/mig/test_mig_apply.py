@@ -1,4 +1,4 @@
-"""Applying MIG layouts against the NVML simulator (plugins/module_utils/mig/_mig_apply.py).
+"""Applying MIG layouts against the NVML simulator (module_utils/mig/_mig_apply.py, _mig_host.py).
 
 No Ansible: ``run_host`` is called directly with an opened sim backend, and the simulator's
 state file is inspected to prove what was (and was not) touched.
@@ -21,10 +21,10 @@ import pytest
 from real_gpu_tables import CAPTURED, RealGpu, captured, noted
 from sim_faults import inject_fault
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import (
     HostMig,
     MigApplyError,
-    run_host,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_layout_spec import (
     Geometry,

@@ -20,10 +20,7 @@ import pynvml
 import pytest
 from sim_faults import inject_fault
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
-    MigApplyError,
-    run_host,
-)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_change import (
     ChangeGuard,
     guard_for,
@@ -39,6 +36,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_hooks imp
     read_hooks_file,
     validate_inputs,
 )
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import MigApplyError
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
     parse_gpu_entries,
 )

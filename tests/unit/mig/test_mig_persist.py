@@ -378,7 +378,12 @@ def test_the_boot_entry_ships_what_it_imports_and_nothing_of_the_agent(tmp_path:
         if "/module_utils/" in path
     }
     # the boot entry's own chain, and the NVML door with the simulator's halves it opens
-    assert {"mig/_mig_boot.py", "mig/_mig_apply.py", "nvml/_gpu_backend.py"} <= below
+    assert {
+        "mig/_mig_boot.py",
+        "mig/_mig_apply.py",
+        "mig/_mig_host.py",
+        "nvml/_gpu_backend.py",
+    } <= below
     assert {"nvml/_nvml_errors.py", "nvml/_nvml_sim.py", "nvml/_nvml_sim_state.py"} <= below
     assert {"mig/__init__.py", "nvml/__init__.py"} <= below
     assert not [name for name in below if name.startswith("agent/")]

@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import (
-    HostMig,
-    run_host,
-)
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
+from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import HostMig
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
     parse_gpu_entries,
 )
