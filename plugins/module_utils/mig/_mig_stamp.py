@@ -39,6 +39,7 @@ _PLANNER_SOURCES = (
     ("module_utils.nvml", "_gpu_catalog.py"),
     ("module_utils.nvml", "_gpu_inventory.py"),
     ("module_utils.mig", "_mig_apply.py"),
+    ("module_utils.mig", "_mig_commands.py"),
     ("module_utils.mig", "_mig_host.py"),
     ("module_utils.mig", "_mig_layout_run.py"),
     ("module_utils.mig", "_mig_layout_spec.py"),

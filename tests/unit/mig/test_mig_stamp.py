@@ -15,12 +15,17 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.heteromig.fleet.plugins.module_utils._import_closure import (
+    import_closure,
+    imported_names,
+)
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_apply import run_host
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_host import HostMig
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_select import (
     parse_gpu_entries,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.mig._mig_stamp import (
+    _PLANNER_SOURCES,
     STAMP_FORMAT,
     LayoutStamp,
     default_stamp_path,
@@ -83,6 +88,53 @@ def test_the_key_follows_request_state_and_code(backend: GpuBackend) -> None:
 def test_the_planner_digest_covers_the_shipped_sources() -> None:
     digest = planner_digest()
     assert digest == planner_digest() and len(digest) == 64
+
+
+# What mig_layout ships but a reused stamp's result does not depend on, and why. Every other
+# module_utils file it ships must be in the planner digest, or an upgrade of it would be hidden
+# behind stamps recorded by the old code.
+NOT_IN_THE_RESULT = {
+    "_import_closure.py": "computes the boot entry's files",
+    "mig/__init__.py": "package docstring",
+    "nvml/__init__.py": "package docstring",
+    "mig/_mig_boot.py": "boot persistence acts around a change",
+    "mig/_mig_persist.py": "boot persistence acts around a change",
+    "mig/_mig_change.py": "hooks and clients act around a change",
+    "mig/_mig_hooks.py": "hooks act around a change",
+    "mig/_mig_clients.py": "clients act around a change",
+    "nvml/_gpu_backend.py": "reads the state, which is itself part of the key",
+    "nvml/_nvml_errors.py": "reads the state, which is itself part of the key",
+    "nvml/_nvml_sim.py": "the simulated NVML: its state is part of the key",
+    "nvml/_nvml_sim_activity.py": "the simulated NVML: its state is part of the key",
+    "nvml/_nvml_sim_changes.py": "the simulated NVML: its state is part of the key",
+    "nvml/_nvml_sim_state.py": "the simulated NVML: its state is part of the key",
+}
+
+
+def test_every_file_mig_layout_ships_is_digested_or_said_not_to_shape_the_result() -> None:
+    plugins = Path(__file__).resolve().parents[3] / "plugins"
+    utils = plugins / "module_utils"
+
+    def source_of(name: str) -> str | None:
+        path = utils / name
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    roots = [
+        candidate
+        for dotted in imported_names((plugins / "modules" / "mig_layout.py").read_text())
+        for candidate in (dotted.replace(".", "/") + ".py",)
+        if source_of(candidate) is not None
+    ]
+    shipped = import_closure(source_of, roots)
+    assert "mig/_mig_apply.py" in shipped and "mig/_mig_plan.py" in shipped
+    digested = {
+        "%s/%s" % (package.split(".", 1)[1], name)
+        for package, name in _PLANNER_SOURCES
+        if package != "modules"
+    }
+    assert digested <= shipped  # nothing stale in the list
+    assert sorted(shipped - digested - set(NOT_IN_THE_RESULT)) == []
+    assert sorted(set(NOT_IN_THE_RESULT) - shipped) == []
 
 
 def test_store_then_lookup(tmp_path: Path) -> None:
