@@ -105,6 +105,51 @@ def gate_opened_at_exit(proc: subprocess.Popen[str], hold: Path) -> Iterator[Non
             proc.wait()
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def crash(proc: subprocess.Popen[str]) -> None:
+    """The controller machine's crash: ansible-playbook and every process it started, at once.
+
+    Killing its process group is not that: ansible-core 2.21 starts each worker in a process
+    group (or session) of its own, so the worker watching a run would go on, fetch the run and
+    write its result while the resumed controller does the same.
+    """
+    tree = process_tree(proc.pid)
+    for pid in tree:  # stopped first, so that none starts anything while the others die
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while [p for p in tree if _running(p)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in tree if _running(p)] == []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def hostvars(results: Path, **extra: Any) -> dict[str, Any]:
     values = {
         "heteromig_gpu_backend": "sim",
@@ -513,8 +558,7 @@ def test_resume_after_the_controller_crashed(ssh_lab: MakeLab, tmp_path: Path) -
     try:
         wait_for_phase(lab, "h1", "crash", {"main_running"})
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the controller dies without a word
-        proc.wait()
+        crash(proc)  # the controller dies without a word, its workers with it
     run = lab.run_playbook(PLAYBOOKS / "hetero_resume.yml", extravars={"run_id": "crash"})
     assert run.rc == 0, run.stdout[-3000:]
     res = result_of(run, "h1", "Re-attach, watch to the end, fetch the results")
