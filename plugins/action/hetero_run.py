@@ -10,10 +10,11 @@ call renews the runner's lease), prints progress through Display,
 fetches the run's logs in one archive and returns the result structure of
 docs/hetero_result_contract.md. Documentation: plugins/modules/hetero_run.py.
 
-What needs no action instance lives in plugin_utils: the options, the host's settings and the
-plan in ``_hetero_options`` (ARGUMENT_SPEC, the one table of options), the lease, run id key,
-progress and verdict lines and the lost run's reason in ``_hetero_watch``, the controller's
-results files (write check, result.json, archive unpacking) in ``_hetero_results``.
+What needs no action instance lives in plugin_utils: the one table of options in
+``_hetero_arg_spec`` (ARGUMENT_SPEC); the options, the host's settings and the plan in
+``_hetero_options``; the lease, run id key, progress and verdict lines and the lost run's reason
+in ``_hetero_watch``; the controller's results files (write check, result.json, archive
+unpacking) in ``_hetero_results``.
 
 Ansible may kill this worker on Ctrl-C without running ``finally`` blocks: nothing here needs to
 run for the host to clean up. The runner stops every benchmark by itself once the lease is not

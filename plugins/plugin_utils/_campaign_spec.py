@@ -174,7 +174,7 @@ def parse_spec(
     """Validate a campaign spec's data and expand it into cells (see docs/campaign.md).
 
     ``source`` names the data in messages (the file path). ``option_spec`` is hetero_run's
-    ARGUMENT_SPEC (default: read from ``_hetero_options`` by :func:`hetero_run_options`).
+    ARGUMENT_SPEC (default: ``_hetero_arg_spec``'s, by :func:`hetero_run_options`).
     """
     options = option_spec if option_spec is not None else hetero_run_options()
     check = Checker(source, options)

@@ -4,17 +4,15 @@
 """What a campaign spec's values may be, and how a bad one is named (controller only).
 
 The vocabulary of a sweep spec (modes, the options each cell sets, the tuning keys), the strict
-YAML reading of a spec file (a key given twice is an error), hetero_run's option table read from
-the action plugin's source, and :class:`Checker`, whose every error names the file and the
+YAML reading of a spec file (a key given twice is an error), hetero_run's option table
+(``_hetero_arg_spec``), and :class:`Checker`, whose every error names the file and the
 place. :mod:`_campaign_spec` parses a spec with them. No Ansible imports.
 """
 
 from __future__ import annotations
 
-import ast
+import copy
 import difflib
-import functools
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,6 +23,9 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._harness_profiles 
     SCENARIOS,
     PlanError,
     normalize_scenario,
+)
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_arg_spec import (
+    ARGUMENT_SPEC,
 )
 
 MODES = ("performance", "accuracy", "TEST01", "TEST04", "TEST05")
@@ -47,66 +48,16 @@ EXTRA_KEYS = ("retries", *TUNING_KEYS)  # not hetero_run options, accepted next 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-HETERO_RUN_OPTIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hetero_options.py")
-
 
 class SpecError(Exception):
     """A bad campaign spec; the message names the file and the place."""
 
 
 # ------------------------------------------------------------------- hetero_run options
-def _literal(node: ast.expr) -> Any:
-    """A literal, or integer arithmetic on literals (``256 * 1024 * 1024``)."""
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        if isinstance(node, ast.BinOp):
-            left, right = _literal(node.left), _literal(node.right)
-            if isinstance(node.op, ast.Mult):
-                return left * right
-            if isinstance(node.op, ast.Add):
-                return left + right
-            if isinstance(node.op, ast.Sub):
-                return left - right
-        raise
-
-
-@functools.cache
-def hetero_run_options(path: str = HETERO_RUN_OPTIONS) -> dict[str, dict[str, Any]]:
-    """hetero_run's ARGUMENT_SPEC, read from ``_hetero_options``' source without importing it.
-
-    ``_hetero_options`` imports Ansible; this module must not. The table is read with ``ast``
-    (literals only), so it stays the one source of truth for the option names, types, choices
-    and defaults. Cached per path.
-    """
-    with open(path, encoding="utf-8") as handle:
-        tree = ast.parse(handle.read(), path)
-    for node in tree.body:
-        target: ast.expr | None = None
-        value: ast.expr | None = None
-        if isinstance(node, ast.AnnAssign):
-            target, value = node.target, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        if not (isinstance(target, ast.Name) and target.id == "ARGUMENT_SPEC"):
-            continue
-        if not isinstance(value, ast.Dict):
-            break
-        spec: dict[str, dict[str, Any]] = {}
-        for key, entry in zip(value.keys, value.values, strict=True):
-            if key is None or not isinstance(entry, ast.Dict):
-                continue
-            name = _literal(key)
-            fields: dict[str, Any] = {}
-            for fkey, fvalue in zip(entry.keys, entry.values, strict=True):
-                try:  # a field that is not a literal is left out (an untyped option is 'raw')
-                    if fkey is not None:
-                        fields[_literal(fkey)] = _literal(fvalue)
-                except (ValueError, TypeError, SyntaxError):
-                    continue
-            spec[name] = fields
-        return spec
-    raise RuntimeError("no ARGUMENT_SPEC dict literal in %s" % path)
+def hetero_run_options() -> dict[str, dict[str, Any]]:
+    """hetero_run's ARGUMENT_SPEC (``_hetero_arg_spec``): the option names, types, choices and
+    defaults, as the action checks them. A copy: the caller may change it."""
+    return copy.deepcopy(ARGUMENT_SPEC)
 
 
 # ---------------------------------------------------------------------------- YAML input

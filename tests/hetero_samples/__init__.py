@@ -53,11 +53,11 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_inventor
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._nvml_sim import (
     SimulatedNvml,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_arg_spec import (
+    ARGUMENT_SPEC,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
-)
-from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
-    ARGUMENT_SPEC,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
     build_plan,

@@ -806,7 +806,7 @@ def test_option_table_read_from_the_action_plugin() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("ansible") is None, reason="needs ansible-core")
 def test_option_table_equals_argument_spec() -> None:
-    from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
+    from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_arg_spec import (
         ARGUMENT_SPEC,
     )
 

@@ -17,11 +17,11 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._loadgen_logs import (
     empty_result,
 )
+from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_arg_spec import (
+    ARGUMENT_SPEC,
+)
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_contract import (
     contract_result,
-)
-from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options import (
-    ARGUMENT_SPEC,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import (
     build_plan,
