@@ -28,6 +28,7 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_set
     DEFAULT_SERVER_TARGET_LATENCY_NS,
     DEFAULT_SERVER_TARGET_QPS,
     DEFAULT_WARMUP_MS,
+    LOADGEN_BYTES_PER_SAMPLE,
     OFFLINE_QPS_HEADROOM,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._synthetic_models import (
@@ -208,6 +209,14 @@ def make_parser(handlers: Mapping[str, Command]) -> argparse.ArgumentParser:
         type=_positive_float,
         help="Offline expected QPS (default: the throughput of a short LoadGen calibration "
         "run, else of the warm-up, x %g)" % OFFLINE_QPS_HEADROOM,
+    )
+    run.add_argument(
+        *_names("max-offline-query-mb"),
+        dest="max_offline_query_mb",
+        type=_positive_int,
+        help="Offline: at most this much LoadGen memory for the one query (about %d bytes a "
+        "sample); a longer run is shortened to fit, with a warning. For a background, which is "
+        "stopped when the main ends (default: no limit)" % LOADGEN_BYTES_PER_SAMPLE,
     )
     run.add_argument(
         *_names("single-stream-expected-latency-ns"),

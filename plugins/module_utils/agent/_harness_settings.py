@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent import (
     _harness_accuracy as _accuracy,
@@ -42,6 +42,10 @@ OFFLINE_QPS_HEADROOM = 2.0
 # and pre-generates queries from the expected latency: under-estimate it.
 STREAM_LATENCY_FACTOR = 0.5
 MAX_PREGENERATED_QUERIES = 2000000
+# LoadGen keeps about this much memory per issued sample (measured with 6.0.17, trace off).
+LOADGEN_BYTES_PER_SAMPLE = 220
+# LoadGen sizes an Offline query for min_duration at the expected QPS (10% more).
+OFFLINE_QUERY_MARGIN = 1.1
 # TEST01/TEST04-style audit settings (the settings only; no compliance verification here).
 AUDIT_TESTS = ("TEST01", "TEST04")
 
@@ -85,6 +89,43 @@ def loadgen_settings(args: argparse.Namespace, warm: Dict[str, Any]) -> Dict[str
     elif args.audit_test == "TEST04":
         settings.update(performance_issue_same=True, performance_issue_same_index=3)
     return settings
+
+
+def offline_query_samples(values: Mapping[str, Any]) -> int:
+    """How many samples LoadGen's one Offline query holds with these settings."""
+    return int(values["offline_expected_qps"] * values["min_duration_ms"] / 1000.0 * OFFLINE_QUERY_MARGIN)
+
+
+def cap_offline_query(values: Dict[str, Any], max_mb: Optional[int]) -> Optional[str]:
+    """Shorten an Offline run whose one query would need more than ``max_mb`` of LoadGen memory.
+
+    LoadGen allocates the whole query at the start: a background asked to run for hours at a
+    fast slice's rate would need hundreds of GB and die of ``std::bad_alloc``. ``min_duration_ms``
+    is lowered until the query fits; the warning to print is returned (None when nothing changed).
+    """
+    if not max_mb or values.get("scenario") != "Offline" or values.get("mode") != "PerformanceOnly":
+        return None
+    samples = offline_query_samples(values)
+    if samples * LOADGEN_BYTES_PER_SAMPLE <= max_mb * 1e6:
+        return None
+    fitting = int(max_mb * 1e6 / LOADGEN_BYTES_PER_SAMPLE)
+    asked = int(values["min_duration_ms"])
+    shortened = max(1, int(fitting * 1000.0 / (values["offline_expected_qps"] * OFFLINE_QUERY_MARGIN)))
+    values["min_duration_ms"] = min(asked, shortened)
+    return (
+        "Offline: the one LoadGen query would hold about %d samples (~%.0f MB), over "
+        "max_offline_query_mb %d: min_duration_ms lowered from %d to %d (at %g expected QPS). "
+        "A background stops when the main ends; if the main runs longer than this, the "
+        "background ends first and the run says so"
+        % (
+            samples,
+            samples * LOADGEN_BYTES_PER_SAMPLE / 1e6,
+            max_mb,
+            asked,
+            values["min_duration_ms"],
+            values["offline_expected_qps"],
+        )
+    )
 
 
 def apply_settings(lg: Any, values: Dict[str, Any]) -> Any:

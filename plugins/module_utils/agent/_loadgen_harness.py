@@ -76,9 +76,12 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_bas
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_cli import make_parser
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_settings import (
+    LOADGEN_BYTES_PER_SAMPLE,
     apply_settings,
+    cap_offline_query,
     check_accuracy,
     loadgen_settings,
+    offline_query_samples,
     parse_summary,
 )
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._harness_sut import (
@@ -106,8 +109,6 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend 
 MARKER = "[I] [%s] Starting running actual test." % PROG
 RESULT_FILE = "heteromig_harness.json"
 ACCURACY_FILE = _accuracy.ACCURACY_FILE
-# LoadGen keeps about this much memory per issued sample (measured with 6.0.17, trace off).
-LOADGEN_BYTES_PER_SAMPLE = 220
 
 
 def info(message: str) -> None:
@@ -363,6 +364,9 @@ def _run_test(
         if sut.error is not None:
             raise HarnessError("the model failed during calibration: %s" % sut.error, EXIT_FAILED)
     values = loadgen_settings(args, warm)
+    capped = cap_offline_query(values, args.max_offline_query_mb)
+    if capped:
+        warn(capped)
     settings = apply_settings(lg, values)
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = log_dir
@@ -371,7 +375,7 @@ def _run_test(
     record.update(warmup=warm, settings=values)
     info("LoadGen settings: %s" % ", ".join("%s=%s" % item for item in sorted(values.items())))
     if args.scenario == "Offline" and args.mode == "PerformanceOnly":
-        samples = int(values["offline_expected_qps"] * args.min_duration_ms / 1000.0 * 1.1)
+        samples = offline_query_samples(values)
         megabytes = samples * LOADGEN_BYTES_PER_SAMPLE / 1e6
         message = (
             "Offline: LoadGen issues about %d samples in one query (~%.0f MB of LoadGen memory)"
