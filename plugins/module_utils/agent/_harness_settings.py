@@ -93,7 +93,9 @@ def loadgen_settings(args: argparse.Namespace, warm: Dict[str, Any]) -> Dict[str
 
 def offline_query_samples(values: Mapping[str, Any]) -> int:
     """How many samples LoadGen's one Offline query holds with these settings."""
-    return int(values["offline_expected_qps"] * values["min_duration_ms"] / 1000.0 * OFFLINE_QUERY_MARGIN)
+    return int(
+        values["offline_expected_qps"] * values["min_duration_ms"] / 1000.0 * OFFLINE_QUERY_MARGIN
+    )
 
 
 def cap_offline_query(values: Dict[str, Any], max_mb: Optional[int]) -> Optional[str]:
@@ -110,7 +112,9 @@ def cap_offline_query(values: Dict[str, Any], max_mb: Optional[int]) -> Optional
         return None
     fitting = int(max_mb * 1e6 / LOADGEN_BYTES_PER_SAMPLE)
     asked = int(values["min_duration_ms"])
-    shortened = max(1, int(fitting * 1000.0 / (values["offline_expected_qps"] * OFFLINE_QUERY_MARGIN)))
+    shortened = max(
+        1, int(fitting * 1000.0 / (values["offline_expected_qps"] * OFFLINE_QUERY_MARGIN))
+    )
     values["min_duration_ms"] = min(asked, shortened)
     return (
         "Offline: the one LoadGen query would hold about %d samples (~%.0f MB), over "

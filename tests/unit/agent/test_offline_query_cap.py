@@ -24,7 +24,11 @@ def test_the_run_that_crashed_is_shortened_to_fit() -> None:
     # 2000 MB at 220 bytes a sample: 9090909 samples; at 152377.8 QPS with LoadGen's 10% more,
     # 9090909 / (152377.8 * 1.1) = 54.236 s
     assert values["min_duration_ms"] == 54236
-    assert message is not None and "7200000 to 54236" in message and "max_offline_query_mb 2000" in message
+    assert (
+        message is not None
+        and "7200000 to 54236" in message
+        and "max_offline_query_mb 2000" in message
+    )
 
 
 def test_a_query_that_fits_is_left_alone() -> None:
