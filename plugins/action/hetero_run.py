@@ -54,8 +54,9 @@ from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_options im
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_plan import run_id_for
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_results import (
     extract_archive,
+    install_results,
     results_dir_problem,
-    write_json_atomic,
+    write_result,
 )
 from ansible_collections.heteromig.fleet.plugins.plugin_utils._hetero_watch import (
     PROGRESS_EVERY,
@@ -410,9 +411,7 @@ class ActionModule(AgentCalls, ActionBase):
                     self._connection.fetch_file(res["archive"], local)
                 os.makedirs(staging)
                 extract_archive(local, staging)
-            if os.path.isdir(results_dir):
-                shutil.rmtree(results_dir)
-            os.rename(staging, results_dir)
+            install_results(staging, results_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return [f["path"] for f in res.get("files") or []]
@@ -494,7 +493,7 @@ class ActionModule(AgentCalls, ActionBase):
         contract["fetched_files"] = list(fetched or [])
         if args["fetch"]:
             try:
-                write_json_atomic(os.path.join(results_dir, "result.json"), contract)
+                write_result(results_dir, contract)
             except OSError as exc:
                 if failure is None:
                     failure = (

@@ -2,18 +2,21 @@
 # Copyright: heteromig developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The controller's copy of a run's results (controller only): the check that the results
-directory is writable, ``result.json`` written atomically, and the fetched archive unpacked
-without letting a member out of its directory.
+directory is writable, ``result.json`` written atomically, the fetched archive unpacked
+without letting a member out of its directory, and the lock that keeps two controllers watching
+one run from interleaving their copies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -75,3 +78,37 @@ def extract_archive(archive: str, dest: str) -> None:
                 continue
             with source, open(target, "wb") as handle:
                 shutil.copyfileobj(source, handle)
+
+
+@contextlib.contextmanager
+def results_lock(results_dir: str) -> Iterator[None]:
+    """Hold the lock of the run's results (``results_dir``'s parent) for one change to them.
+
+    Two controllers can watch one run: a resume started while the workers of an
+    ansible-playbook whose main process died still poll. Each replaces the host's copy and
+    writes its ``result.json``; under this lock each change is whole, never interleaved with the
+    other's (without it one of them failed to write ``result.json``). The lock is an ``flock`` on
+    the directory itself, so no lock file is left among the results.
+    """
+    parent = os.path.dirname(os.path.abspath(results_dir))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def install_results(staging: str, results_dir: str) -> None:
+    """Put the unpacked copy ``staging`` in place of ``results_dir`` (replaced whole)."""
+    with results_lock(results_dir):
+        if os.path.isdir(results_dir):
+            shutil.rmtree(results_dir)
+        os.rename(staging, results_dir)
+
+
+def write_result(results_dir: str, contract: Any) -> None:
+    """Write the run's ``result.json`` into the controller's copy of its results."""
+    with results_lock(results_dir):
+        write_json_atomic(os.path.join(results_dir, "result.json"), contract)
