@@ -83,9 +83,11 @@ PY
 which="${1:-all}"
 if [[ "$which" == all || "$which" == choreo ]]; then
     choreo=plugins/module_utils/agent
+    # every test file of the choreography (test_hetero_choreo.py, _edges, _start, _verdict, and any
+    # split added later), found from the repository root whatever the directory this runs from
+    choreo_tests=("$ROOT"/tests/unit/agent/test_hetero_choreo*.py)
     run_one choreo "$choreo/_hetero_choreo.py $choreo/_choreo_types.py $choreo/_choreo_checks.py" \
-        tests/unit/agent/test_hetero_choreo.py tests/unit/agent/test_hetero_choreo_edges.py \
-        tests/unit/agent/test_hetero_choreo_mutants.py
+        "${choreo_tests[@]#"$ROOT"/}"
 fi
 if [[ "$which" == all || "$which" == loadgen ]]; then
     run_one loadgen plugins/module_utils/agent/_loadgen_logs.py tests/unit/agent/test_loadgen_logs.py
