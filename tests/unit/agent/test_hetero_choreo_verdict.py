@@ -245,6 +245,32 @@ def test_abort_without_a_reason_adds_none() -> None:
     )
 
 
+def test_abort_without_a_reason_names_the_mains_own_exit_code() -> None:
+    """A main that handles SIGTERM and exits with a code of its own: the reason gives the code."""
+    d = make(backgrounds=())
+    d.at(Begin, 0)
+    d.at(AbortRequested, 1, "")
+    d.at(Exited, 2, MAIN, 1)
+    assert d.finish().reasons[0] == (
+        "the main benchmark was stopped before it finished (exited with code 1)"
+    )
+
+
+def test_abort_without_a_reason_before_the_main_launched() -> None:
+    d = make(backgrounds=("bg-1",))
+    d.at(Begin, 0)
+    d.at(AbortRequested, 1, "")
+    assert d.machine.main.state == "not_launched"
+    d.at(Exited, 2, "bg-1", None, "SIGTERM")
+    assert d.finish() == Finish(INVALID, ("the main benchmark was not launched",), ())
+
+
+def test_a_main_timeout_under_a_second_is_armed() -> None:
+    d = make(backgrounds=(), main_timeout=0.5)
+    out = d.at(Begin, 0)
+    assert ArmTimer("main_deadline", T0 + 0.5) in out
+
+
 def test_run_deadline_during_collecting_is_ignored_and_launch_during_collecting_aborts() -> None:
     machine = make(backgrounds=()).machine
     machine.handle(Begin(T0))
