@@ -1,4 +1,4 @@
-"""No Python file of the collection's plugins/ is past 800 lines.
+"""No Python file of the collection (plugins/), its tests or its benchmarks is past 800 lines.
 
 The layout rule of this project: a file that grows past about 800 lines holds more than one
 thing, and is split along its seams (docs: README, "Repository layout"). Counted as ``wc -l``
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / "plugins"
 LIMIT = 800
 
 
@@ -27,4 +28,16 @@ def test_no_plugin_file_is_past_the_limit() -> None:
     files = [p for p in PLUGINS.rglob("*.py") if "__pycache__" not in p.parts]
     assert len(files) > 50  # the tree is there
     over = {str(p.relative_to(PLUGINS)): line_count(p) for p in files if line_count(p) > LIMIT}
+    assert over == {}
+
+
+def test_no_test_or_benchmark_file_is_past_the_limit() -> None:
+    files = [
+        p
+        for top in ("tests", "benchmarks")
+        for p in (ROOT / top).rglob("*.py")
+        if "__pycache__" not in p.parts
+    ]
+    assert len(files) > 100
+    over = {str(p.relative_to(ROOT)): line_count(p) for p in files if line_count(p) > LIMIT}
     assert over == {}
