@@ -117,28 +117,47 @@ def ended_benchmarks(status: Mapping[str, Any]) -> list[str]:
 
 
 def progress_line(host: str, status: Mapping[str, Any]) -> str:
-    """One progress line of a run from its status: phase, time, backgrounds ready, main."""
+    """One progress line of a run from its status: phase, the run's time, backgrounds ready,
+    and the main: its state, and its own time against the expected duration (which counts from
+    the main's launch, not from the run's start)."""
     benches = status.get("benchmarks") or {}
     bgs = sorted(n for n in benches if n != "main")
     ready = [n for n in bgs if benches[n].get("ready")]
     failed = [n for n in bgs if benches[n].get("failed")]
-    main = benches.get("main") or {}
-    elapsed = float(status.get("elapsed_s") or 0.0)
-    expected = status.get("expected_duration_s")
     parts = [
         "hetero_run [%s] %s" % (host, status.get("phase")),
-        "%.1f/%s s" % (elapsed, "%.1f" % expected if expected else "?"),
+        "%.1f s" % float(status.get("elapsed_s") or 0.0),
     ]
     if bgs:
         parts.append(
             "backgrounds ready %d/%d%s"
             % (len(ready), len(bgs), (" (failed: %s)" % ", ".join(failed)) if failed else "")
         )
-    main_state = main.get("state", "pending")
-    if main.get("ready"):
-        main_state = "timed phase"
-    parts.append("main: %s" % main_state)
+    parts.append("main: %s" % _main_progress(benches.get("main") or {}, status))
     return " | ".join(parts)
+
+
+def _main_progress(main: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    state = main.get("state") or "pending"
+    launched = main.get("launched_at")
+    if state == "running" and launched is not None:
+        expected = status.get("expected_duration_s")
+        now = status.get("updated_at") or launched
+        return "%s, %.1f/%s s" % (
+            "timed phase" if main.get("ready") else "running",
+            max(0.0, float(now) - float(launched)),
+            "%.1f" % float(expected) if expected else "?",
+        )
+    if state == "exited":
+        how = (
+            "killed by %s" % main["signal"]
+            if main.get("signal")
+            else "exited with code %s" % main.get("exit_code")
+        )
+        if launched is not None and main.get("ended_at") is not None:
+            how += " after %.1f s" % (float(main["ended_at"]) - float(launched))
+        return how
+    return state.replace("_", " ")
 
 
 def verdict_line(host: str, contract: Mapping[str, Any]) -> str:

@@ -356,8 +356,8 @@ def test_two_hosts_valid_run_and_results_fetched(ssh_lab: MakeLab, tmp_path: Pat
     # progress lines: the phase, readiness and elapsed time (main_running may fall between two
     # polls of a 1.5 s run on a loaded machine)
     assert re.search(
-        r"hetero_run \[h1\] (main_running|done) \| [0-9.]+/[0-9.]+ s \| "
-        r"backgrounds ready 2/2",
+        r"hetero_run \[h1\] (main_running|done) \| [0-9.]+ s \| "
+        r"backgrounds ready 2/2 \| main: (timed phase, [0-9.]+/[0-9.]+ s|exited with code 0 after)",
         run.stdout,
     ), run.stdout[-2000:]
     assert "hetero_run [h2] VALID | main samples_per_second" in run.stdout

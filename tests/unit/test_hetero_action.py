@@ -216,19 +216,29 @@ def test_progress_line() -> None:
         "phase": "buffer",
         "elapsed_s": 12.34,
         "expected_duration_s": 40,
+        "updated_at": 1000.0,
         "benchmarks": {
-            "main": {"state": "running"},
+            "main": {"state": "running", "launched_at": 997.5},
             "bg-2": {"ready": False, "failed": True},
             "bg-1": {"ready": True},
         },
     }
+    # the main's own time (2.5 s since its launch) against the expected 40 s, which count from
+    # that launch; the run's 12.34 s include the backgrounds' start
     assert progress_line("h1", status) == (
-        "hetero_run [h1] buffer | 12.3/40.0 s | backgrounds ready 1/2 (failed: bg-2) | "
-        "main: running"
+        "hetero_run [h1] buffer | 12.3 s | backgrounds ready 1/2 (failed: bg-2) | "
+        "main: running, 2.5/40.0 s"
     )
     status["benchmarks"]["main"]["ready"] = True
-    assert progress_line("h1", status).endswith("| main: timed phase")
-    assert progress_line("h1", {}) == "hetero_run [h1] None | 0.0/? s | main: pending"
+    assert progress_line("h1", status).endswith("| main: timed phase, 2.5/40.0 s")
+    status["phase"] = "done"
+    status["benchmarks"]["main"].update(state="exited", exit_code=0, ended_at=1041.25)
+    assert progress_line("h1", status).endswith("| main: exited with code 0 after 43.8 s")
+    status["benchmarks"]["main"].update(exit_code=None, signal="SIGTERM")
+    assert progress_line("h1", status).endswith("| main: killed by SIGTERM after 43.8 s")
+    status["benchmarks"]["main"] = {"state": "not_launched"}
+    assert progress_line("h1", status).endswith("| main: not launched")
+    assert progress_line("h1", {}) == "hetero_run [h1] None | 0.0 s | main: pending"
 
 
 def test_ended_benchmarks_names_each_once() -> None:
