@@ -15,6 +15,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_types import (
+    EXITED,
+    PENDING,
+    RUNNING,
+    exit_text,
+)
+
 PROGRESS_EVERY = 30.0  # seconds between progress lines when nothing changes
 
 # A run started with wait=false must outlive the wait for a free worker: its first lease covers
@@ -138,9 +145,9 @@ def progress_line(host: str, status: Mapping[str, Any]) -> str:
 
 
 def _main_progress(main: Mapping[str, Any], status: Mapping[str, Any]) -> str:
-    state = main.get("state") or "pending"
+    state = main.get("state") or PENDING
     launched = main.get("launched_at")
-    if state == "running" and launched is not None:
+    if state == RUNNING and launched is not None:
         expected = status.get("expected_duration_s")
         now = status.get("updated_at") or launched
         return "%s, %.1f/%s s" % (
@@ -148,12 +155,8 @@ def _main_progress(main: Mapping[str, Any], status: Mapping[str, Any]) -> str:
             max(0.0, float(now) - float(launched)),
             "%.1f" % float(expected) if expected else "?",
         )
-    if state == "exited":
-        how = (
-            "killed by %s" % main["signal"]
-            if main.get("signal")
-            else "exited with code %s" % main.get("exit_code")
-        )
+    if state == EXITED:
+        how = exit_text(main.get("exit_code"), main.get("signal"))
         if launched is not None and main.get("ended_at") is not None:
             how += " after %.1f s" % (float(main["ended_at"]) - float(launched))
         return how

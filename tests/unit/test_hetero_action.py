@@ -235,7 +235,7 @@ def test_progress_line() -> None:
     status["benchmarks"]["main"].update(state="exited", exit_code=0, ended_at=1041.25)
     assert progress_line("h1", status).endswith("| main: exited with code 0 after 43.8 s")
     status["benchmarks"]["main"].update(exit_code=None, signal="SIGTERM")
-    assert progress_line("h1", status).endswith("| main: killed by SIGTERM after 43.8 s")
+    assert progress_line("h1", status).endswith("| main: was killed by SIGTERM after 43.8 s")
     status["benchmarks"]["main"] = {"state": "not_launched"}
     assert progress_line("h1", status).endswith("| main: not launched")
     assert progress_line("h1", {}) == "hetero_run [h1] None | 0.0 s | main: pending"

@@ -51,6 +51,13 @@ EXITED = "exited"
 NOT_LAUNCHED = "not_launched"
 
 
+def exit_text(code: Optional[int], signal: Optional[str]) -> str:
+    """How a benchmark's process ended, in words (the timeline's, the reasons', the progress's)."""
+    if signal:
+        return "was killed by %s" % signal
+    return "exited with code %s" % code
+
+
 # ------------------------------------------------------------------------------------ events
 @dataclass(frozen=True)
 class Begin:

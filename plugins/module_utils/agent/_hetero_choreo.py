@@ -80,17 +80,12 @@ from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_type
     ResultsCollected,
     SignalGroup,
     TimerFired,
+    exit_text,
 )
 
 
 def _fmt(seconds: float) -> str:
     return "%.1f s" % seconds
-
-
-def _exit_text(code: Optional[int], signal: Optional[str]) -> str:
-    if signal:
-        return "was killed by %s" % signal
-    return "exited with code %s" % code
 
 
 class Choreography:
@@ -248,7 +243,7 @@ class Choreography:
         bench.signal = event.signal
         self._cancel("kill:" + bench.name)
         self._cancel("reap:" + bench.name)
-        self._log(t, "exit", bench.name, _exit_text(event.code, event.signal))
+        self._log(t, "exit", bench.name, exit_text(event.code, event.signal))
         if bench.role == "main":
             self._main_exited(t, bench)
         elif bench.stop_requested_at is None:
@@ -435,7 +430,7 @@ class Choreography:
 
     def _background_exited(self, t: float, bench: Bench) -> None:
         """A background exited on its own (the runner did not stop it)."""
-        how = _exit_text(bench.exit_code, bench.signal)
+        how = exit_text(bench.exit_code, bench.signal)
         label = self.label(bench.name)
         if self.phase == PHASE_STARTING and bench.ready_at is None:
             self._background_failed(t, bench, "%s %s before it was ready" % (label, how))
@@ -512,10 +507,10 @@ class Choreography:
             if main.stop_requested_at is not None:
                 reasons.append(
                     "the main benchmark was stopped before it finished (%s)"
-                    % _exit_text(main.exit_code, main.signal)
+                    % exit_text(main.exit_code, main.signal)
                 )
             else:
-                reasons.append("the main benchmark %s" % _exit_text(main.exit_code, main.signal))
+                reasons.append("the main benchmark %s" % exit_text(main.exit_code, main.signal))
         loadgen = main.loadgen
         if main.launched_at is not None:
             if consequence:
