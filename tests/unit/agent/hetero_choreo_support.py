@@ -1,7 +1,8 @@
 """Helpers of test_hetero_choreo_start.py and test_hetero_choreo_verdict.py (not a test module):
 fake clock and fake processes that drive the choreography (Choreography) event by event.
 
-test_hetero_choreo.py and test_hetero_choreo_edges.py have drivers of their own."""
+test_hetero_choreo.py and test_hetero_choreo_edges.py have drivers of their own, over the same
+CONFIG_DEFAULTS."""
 
 from __future__ import annotations
 
@@ -65,16 +66,22 @@ class Driver:
         return found[0]
 
 
+# The timings every choreography test file starts from (each file adds its own labels).
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "backgrounds": ("bg-1", "bg-2"),
+    "background_start_timeout": 60.0,
+    "start_time_buffer": 5.0,
+    "end_time_buffer_min": 3.0,
+    "stop_grace": 2.0,
+    "kill_grace": 1.0,
+    "run_timeout": 1000.0,
+}
+
+
 def make(**overrides: Any) -> Driver:
     values: dict[str, Any] = {
-        "backgrounds": ("bg-1", "bg-2"),
-        "background_start_timeout": 60.0,
-        "start_time_buffer": 5.0,
-        "end_time_buffer_min": 3.0,
-        "stop_grace": 2.0,
-        "kill_grace": 1.0,
-        "run_timeout": 1000.0,
+        **CONFIG_DEFAULTS,
         "labels": (("main", "m-bench"), ("bg-1", "b1")),
+        **overrides,
     }
-    values.update(overrides)
     return Driver(Choreography(Config(**values)))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hetero_choreo_support import CONFIG_DEFAULTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,16 +125,11 @@ def make(backgrounds: int | tuple[str, ...] = 2, **overrides: Any) -> Driver:
     if isinstance(backgrounds, int):
         backgrounds = tuple("bg-%d" % (i + 1) for i in range(backgrounds))
     values: dict[str, Any] = {
+        **CONFIG_DEFAULTS,
         "backgrounds": backgrounds,
-        "background_start_timeout": 60.0,
-        "start_time_buffer": 5.0,
-        "end_time_buffer_min": 3.0,
-        "stop_grace": 2.0,
-        "kill_grace": 1.0,
-        "run_timeout": 1000.0,
         "labels": (("main", "m-bench"), ("bg-1", "b1"), ("bg-2", "b2")),
+        **overrides,
     }
-    values.update(overrides)
     return Driver(Choreography(Config(**values)))
 
 

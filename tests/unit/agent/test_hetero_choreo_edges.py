@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hetero_choreo_support import CONFIG_DEFAULTS
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.agent._choreo_checks import (
     overlap_problem,
@@ -119,17 +120,7 @@ class Driver:
 
 
 def make(**overrides: Any) -> Driver:
-    values: dict[str, Any] = {
-        "backgrounds": ("bg-1", "bg-2"),
-        "background_start_timeout": 60.0,
-        "start_time_buffer": 5.0,
-        "end_time_buffer_min": 3.0,
-        "stop_grace": 2.0,
-        "kill_grace": 1.0,
-        "run_timeout": 1000.0,
-    }
-    values.update(overrides)
-    return Driver(Choreography(Config(**values)))
+    return Driver(Choreography(Config(**{**CONFIG_DEFAULTS, **overrides})))
 
 
 def to_main(d: Driver, ready: float = 2.0, main_ready: float | None = 8.0) -> None:
