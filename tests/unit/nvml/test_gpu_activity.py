@@ -259,15 +259,6 @@ def spinner() -> Iterator[subprocess.Popen[bytes]]:
         proc.wait()
 
 
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
 def mig_sim(state: str, gpus: str, profile_id: int, count: int) -> list[dict[str, Any]]:
     """MIG enabled on GPU 0 of a simulated host, ``count`` instances; their slices."""
     backend = open_backend("sim", state, gpus)
@@ -305,11 +296,11 @@ def plan_for(state: str, slices: list[dict[str, Any]], interval: float = 0.25) -
 
 
 def test_sim_gpm_utilisation_is_the_registered_processes_cpu_time(
-    state_path: str, spinner: subprocess.Popen[bytes], sleeper: subprocess.Popen[bytes]
+    state_path: str, spinner: subprocess.Popen[bytes], live_child: subprocess.Popen[bytes]
 ) -> None:
     slices = mig_sim(state_path, "1xH100-SXM5-80GB", 19, 2)
     register_process(state_path, spinner.pid, slices[0]["uuid"], "busy", 3 << 30)
-    register_process(state_path, sleeper.pid, slices[1]["uuid"], "idle", 1 << 30)
+    register_process(state_path, live_child.pid, slices[1]["uuid"], "idle", 1 << 30)
     sampler = A.ActivitySampler(plan_for(state_path, slices))
     sampler.open()
     sampler.sample()  # starts each GPM interval at once (the spinner has barely run)
@@ -363,10 +354,10 @@ def test_sim_answers_not_supported_where_real_nvml_does(make_sim: Any, state_pat
 
 
 def test_sampler_on_an_ampere_mig_slice_says_nvml_offers_no_utilisation(
-    state_path: str, sleeper: subprocess.Popen[bytes]
+    state_path: str, live_child: subprocess.Popen[bytes]
 ) -> None:
     slices = mig_sim(state_path, "1xA100-SXM4-80GB", 19, 1)
-    register_process(state_path, sleeper.pid, slices[0]["uuid"], "bench", 2 << 30)
+    register_process(state_path, live_child.pid, slices[0]["uuid"], "bench", 2 << 30)
     sampler = A.ActivitySampler(plan_for(state_path, slices))
     sampler.open()
     sampler.sample()
@@ -382,11 +373,11 @@ def test_sampler_on_an_ampere_mig_slice_says_nvml_offers_no_utilisation(
 
 
 def test_sampler_whole_gpu_on_the_simulator_uses_utilisation_rates(
-    make_sim: Any, state_path: str, sleeper: subprocess.Popen[bytes]
+    make_sim: Any, state_path: str, live_child: subprocess.Popen[bytes]
 ) -> None:
     nvml = make_sim("1xH100-SXM5-80GB")
     uuid = nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(0))
-    register_process(state_path, sleeper.pid, uuid, "bench", 5 << 30)
+    register_process(state_path, live_child.pid, uuid, "bench", 5 << 30)
     plan = plan_for(state_path, [{"uuid": uuid, "gpu_index": 0, "mig": False}])
     sampler = A.ActivitySampler(plan)
     sampler.open()
