@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import yaml
 
 from ansible_collections.heteromig.fleet.plugins.module_utils.nvml._gpu_backend import open_backend
 from lab import HostSpec, LabRun, MakeLab, SshLab
+from lab.procs import alive, cmdline, descendants, snapshot
 from lab.runner import ANSIBLE_CFG
 from lab.sshlab import LAB_MARKER
 
@@ -105,31 +106,15 @@ def gate_opened_at_exit(proc: subprocess.Popen[str], hold: Path) -> Iterator[Non
             proc.wait()
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
-
-
-def describe_processes(pids: list[int]) -> list[str]:
-    """``pid state wchan: command line`` of each process (for a failure message)."""
+def describe_processes(pids: Iterable[int]) -> list[str]:
+    """``pid state wchan: command line`` of each live process (for a failure message)."""
+    procs = snapshot()
     lines = []
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            proc_dir = Path("/proc/%d" % pid)
-            state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            wchan = (proc_dir / "wchan").read_text().strip()
-            argv = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            lines.append("%d %s %s: %s" % (pid, state, wchan, argv[:200]))
+    for pid in sorted(p for p in pids if p in procs):
+        wchan = ""
+        with contextlib.suppress(OSError):
+            wchan = Path("/proc/%d/wchan" % pid).read_text().strip()
+        lines.append("%d %s %s: %s" % (pid, procs[pid].state, wchan, cmdline(pid)[:200]))
     return lines
 
 
@@ -140,7 +125,7 @@ def crash(proc: subprocess.Popen[str]) -> None:
     group (or session) of its own, so the worker watching a run would go on, fetch the run and
     write its result while the resumed controller does the same.
     """
-    tree = process_tree(proc.pid)
+    tree = descendants([proc.pid], snapshot())
     for pid in tree:  # stopped first, so that none starts anything while the others die
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
@@ -149,18 +134,9 @@ def crash(proc: subprocess.Popen[str]) -> None:
             os.kill(pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
-    while [p for p in tree if _running(p)] and time.monotonic() < deadline:
+    while [p for p in tree if alive(p)] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [p for p in tree if _running(p)] == []
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    assert [p for p in tree if alive(p)] == []
 
 
 def hostvars(results: Path, **extra: Any) -> dict[str, Any]:
@@ -284,18 +260,7 @@ def wait_for_phase(
 
 def benchmark_pids(directory: Path) -> list[int]:
     """Live processes whose command line names ``directory`` (benchmarks and runners)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(directory) in cmd and state not in "ZX":
-            found.append(int(entry.name))
-    return found
+    return sorted(pid for pid in snapshot() if str(directory) in cmdline(pid))
 
 
 def result_of(run: LabRun, host: str, task: str = TASK) -> dict[str, Any]:
@@ -545,7 +510,8 @@ def test_sigint_at_the_controller_leaves_no_orphans(ssh_lab: MakeLab, tmp_path: 
             # seen once in CI and never reproduced: say what was still alive and where
             raise AssertionError(
                 "ansible-playbook did not exit within 30 s of Ctrl-C (exit status %s); its "
-                "processes: %s" % (proc.poll(), describe_processes(process_tree(proc.pid)))
+                "processes: %s"
+                % (proc.poll(), describe_processes(descendants([proc.pid], snapshot())))
             ) from None
     finally:
         if proc.poll() is None:
