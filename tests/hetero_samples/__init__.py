@@ -355,7 +355,7 @@ def build_samples(basedir: Path) -> dict[str, dict[str, Any]]:
             raise RuntimeError("the samples could not be built: " + failed.read_text())
         try:
             results = _build_all(basedir)
-        except Exception as exc:
+        except BaseException as exc:  # pytest-timeout's Failed too: no test waits for it again
             failed.write_text("%s: %s" % (type(exc).__name__, exc))
             raise
         done.write_text(json.dumps(results, indent=1))
